@@ -1,0 +1,89 @@
+"""Export step: loaded checkpoint -> rewritten deploy model -> verified ONNX file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+
+from psdeploy.arch.registry import default_input_shape, odd_sizes
+from psdeploy.errors import PsdeployError
+from psdeploy.export.counts import GraphCounts, count_graph, count_torch
+from psdeploy.export.onnx_export import DEFAULT_OPSET, atomic_output, check_writable, export_to_file
+from psdeploy.load.loader import LoadedModel
+from psdeploy.rewrite.deploy import DeployResult, rewrite
+from psdeploy.verify.parity import DEFAULT_TOLERANCE, ParityReport, compare
+from psdeploy.verify.runners import onnxruntime_runner, torch_runner
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    deploy: DeployResult
+    input_shape: tuple[int, ...]
+    output_names: list[str]
+    rewrite_parity: ParityReport  # deploy model (PyTorch) vs checkpoint, several sizes
+    onnx_parity: ParityReport  # ONNX in onnxruntime vs checkpoint
+    graph: GraphCounts
+    released_params: int
+    released_macs: int
+
+
+def parse_shape(text: str | None, loaded: LoadedModel) -> tuple[int, ...]:
+    if text is None:
+        return default_input_shape(loaded.config)
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 4 or min(shape) < 1 or shape[1] != loaded.config.in_chans:
+        raise PsdeployError(
+            f"--input-shape {text!r}: expected N,C,H,W with C={loaded.config.in_chans}, e.g. 1,3,224,224"
+        )
+    return shape
+
+
+def verify_rewrite(loaded: LoadedModel, deploy: DeployResult, shape: tuple[int, ...],
+                   tolerance: float = DEFAULT_TOLERANCE) -> ParityReport:
+    """Deploy model vs checkpoint in PyTorch at ``shape`` and at odd sizes (all stride-2 blocks see odd inputs)."""
+    return compare(
+        torch_runner(loaded.model), torch_runner(deploy.model), [shape, *odd_sizes(shape)],
+        loaded.model.output_names, candidate_name=f"rewrite[{deploy.lowering}] (torch)",
+        reference_name="checkpoint (torch)", tolerance=tolerance,
+    )
+
+
+def export_onnx(
+    loaded: LoadedModel,
+    output: str | Path,
+    lowering: str = "grouped",
+    input_shape: tuple[int, ...] | None = None,
+    opset: int = DEFAULT_OPSET,
+    dynamic_batch: bool = False,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> ExportResult:
+    """Rewrite, export and verify; the file exists at ``output`` only if every check passed."""
+    output = Path(output)
+    check_writable(output)
+    shape = input_shape or default_input_shape(loaded.config)
+    deploy = rewrite(loaded.model, lowering)
+    rewrite_parity = verify_rewrite(loaded, deploy, shape, tolerance)
+    rewrite_parity.raise_if_failed()
+    names = loaded.model.output_names
+    with atomic_output(output) as tmp:
+        export_to_file(deploy.model, tmp, shape, names, opset, dynamic_batch)
+        shapes = [shape, (2 * shape[0] + 1, *shape[1:])] if dynamic_batch else [shape]
+        onnx_parity = compare(
+            torch_runner(loaded.model), onnxruntime_runner(tmp), shapes, names,
+            candidate_name=f"onnx[{lowering}] (onnxruntime)", reference_name="checkpoint (torch)",
+            tolerance=tolerance, seeds=(0, 1, 2),
+        )
+        onnx_parity.raise_if_failed()
+        graph = count_graph(onnx.load(str(tmp)))
+    released_params, released_macs = count_torch(loaded.model, shape)
+    return ExportResult(output, deploy, shape, names, rewrite_parity, onnx_parity, graph,
+                        released_params, released_macs)
+
+
+__all__ = ["ExportResult", "export_onnx", "parse_shape", "verify_rewrite", "DEFAULT_OPSET"]

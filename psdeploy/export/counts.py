@@ -1,0 +1,101 @@
+"""Parameters and multiply-adds counted from an ONNX graph itself (per sample)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from math import prod
+
+import onnx
+from onnx import shape_inference
+
+
+@dataclass
+class GraphCounts:
+    params: int  # float weights and biases
+    conv_macs: int  # multiply-adds of Conv nodes, batch 1
+    gemm_macs: int  # multiply-adds of Gemm/MatMul nodes, batch 1
+    gathers: int  # Gather nodes (channel shuffles)
+    moved_elements: int  # elements those gathers copy, batch 1
+    ops: Counter = field(default_factory=Counter)
+
+    @property
+    def macs(self) -> int:
+        return self.conv_macs + self.gemm_macs
+
+
+def _static_batch_one(model: onnx.ModelProto) -> onnx.ModelProto:
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    for value in model.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        if dims and not dims[0].HasField("dim_value"):
+            dims[0].Clear()
+            dims[0].dim_value = 1
+    return shape_inference.infer_shapes(model)
+
+
+def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    out: dict[str, tuple[int, ...]] = {}
+    for value in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        out[value.name] = tuple(d.dim_value for d in dims)
+    for init in model.graph.initializer:
+        out[init.name] = tuple(init.dims)
+    return out
+
+
+def count_graph(model: onnx.ModelProto) -> GraphCounts:
+    model = _static_batch_one(model)
+    shapes = _shapes(model)
+    float_types = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}
+    params = sum(prod(i.dims) for i in model.graph.initializer if i.data_type in float_types)
+    for node in model.graph.node:  # weights stored as Constant nodes count too
+        if node.op_type == "Constant":
+            tensor = next((a.t for a in node.attribute if a.name == "value"), None)
+            if tensor is not None and tensor.data_type in float_types and prod(tensor.dims) > 1:
+                params += prod(tensor.dims)
+    conv = gemm = gathers = moved = 0
+    for node in model.graph.node:
+        if node.op_type == "Conv":
+            w = shapes[node.input[1]]
+            out = shapes[node.output[0]]
+            conv += prod(out) * prod(w[1:])
+        elif node.op_type in ("Gemm", "MatMul"):
+            a, b = shapes[node.input[0]], shapes[node.input[1]]
+            trans_b = any(x.name == "transB" and x.i for x in node.attribute)
+            n_out = b[0] if trans_b else b[-1]
+            gemm += prod(a) * n_out
+        elif node.op_type == "Gather":
+            gathers += 1
+            moved += prod(shapes[node.output[0]])
+    return GraphCounts(params, conv, gemm, gathers, moved, Counter(n.op_type for n in model.graph.node))
+
+
+def count_file(path: str) -> GraphCounts:
+    return count_graph(onnx.load(path))
+
+
+def count_torch(model: "torch.nn.Module", input_shape: tuple[int, ...]) -> tuple[int, int]:
+    """(parameters, conv+linear multiply-adds per sample) of a PyTorch model as it executes."""
+    import torch
+    from torch import nn
+
+    macs = 0
+
+    def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal macs
+        if isinstance(module, nn.Conv2d):
+            per_out = module.in_channels // module.groups * prod(module.kernel_size)
+            macs += output[0].numel() * per_out
+        elif isinstance(module, nn.Linear):
+            macs += output[0].numel() * module.in_features
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape[1:]))
+    finally:
+        for h in handles:
+            h.remove()
+    params = sum(p.numel() for p in model.parameters())
+    return params, macs
