@@ -63,9 +63,30 @@ def model_from_state_dict(
     return model.eval(), config
 
 
+SEEDED_PREFIX = "seeded:"
+
+
+def load_seeded(spec: str) -> LoadedModel:
+    """``seeded:ARCH[@SEED]``: a synthetic released-like model (random weights, real structure)."""
+    from psdeploy.arch.seeded import seeded_model
+
+    body = spec.removeprefix(SEEDED_PREFIX)
+    arch, _, seed_text = body.partition("@")
+    if seed_text and not seed_text.isdigit():
+        raise PsdeployError(f"{spec}: expected seeded:ARCH or seeded:ARCH@SEED with an integer seed")
+    seed = int(seed_text or 0)
+    model = seeded_model(arch, seed)
+    return LoadedModel(model, model.cfg, spec, f"seeded-{arch}-{seed}", [f"synthetic weights, seed {seed}"])
+
+
 def load_model(path: str | Path, arch: str | None = None) -> LoadedModel:
-    """Load a PS-ResNet/ResNet checkpoint as users have them; raise ``PsdeployError`` if it does not fit."""
+    """Load a PS-ResNet/ResNet checkpoint as users have them; raise ``PsdeployError`` if it does not fit.
+
+    ``seeded:ARCH[@SEED]`` instead builds seeded random weights with the release's structure.
+    """
     source = str(path)
+    if source.startswith(SEEDED_PREFIX):
+        return load_seeded(source)
     obj = read_checkpoint(path)
     raw, notes = unwrap(obj, source)
     filtered = filter_keys(raw, source)

@@ -52,7 +52,7 @@ class GroupedPSConv(nn.Module):
         self.paths = nn.ModuleList(nn.ModuleList(convs) for convs, _ in paths)
         for n, (_, index) in enumerate(paths):
             self.register_buffer(f"index{n}", index if index is not None else torch.empty(0, dtype=torch.long))
-        self.register_buffer("bias", bias.view(1, -1, 1, 1).clone())
+        self.bias = nn.Parameter(bias.view(1, -1, 1, 1).clone(), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = None

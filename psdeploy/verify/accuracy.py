@@ -1,0 +1,37 @@
+"""Top-1 on the demo's held-out split: the checkpoint and a deployed artifact must agree."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from psdeploy.demo_data import digits_split, top1
+from psdeploy.verify.parity import Runner
+
+
+@dataclass
+class AccuracyReport:
+    reference_top1: float
+    candidate_top1: float
+    prediction_agreement: float  # fraction of samples with the same argmax
+    samples: int
+
+    @property
+    def agree(self) -> bool:
+        return self.reference_top1 == self.candidate_top1 and self.prediction_agreement == 1.0
+
+
+def _logits(runner: Runner, x: np.ndarray, batch: int) -> np.ndarray:
+    return np.concatenate([runner(x[i:i + batch])[0] for i in range(0, len(x), batch)])
+
+
+def held_out_top1(reference: Runner, candidate: Runner, batch: int = 1) -> AccuracyReport:
+    """``batch`` must fit the candidate (1 for static-shape artifacts; the tail is padded)."""
+    _, _, x, y = digits_split()
+    pad = (-len(x)) % batch
+    xp = np.concatenate([x, np.repeat(x[-1:], pad, axis=0)]) if pad else x
+    ref = _logits(reference, xp, batch)[: len(x)]
+    cand = _logits(candidate, xp, batch)[: len(x)]
+    agreement = float((ref.argmax(1) == cand.argmax(1)).mean())
+    return AccuracyReport(top1(ref, y), top1(cand, y), agreement, len(x))
