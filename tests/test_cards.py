@@ -1,0 +1,19 @@
+"""Model cards in models/ describe exactly what the registry builds."""
+
+from __future__ import annotations
+
+import yaml
+
+from psdeploy.arch.registry import ARCHS
+from tests.conftest import REPO
+
+
+def test_every_arch_has_a_matching_card() -> None:
+    for name, cfg in ARCHS.items():
+        card = yaml.safe_load((REPO / "models" / f"{name}.yaml").read_text())
+        arch = card["architecture"]
+        assert card["name"] == name
+        assert tuple(arch["layers"]) == cfg.layers
+        for key in ("groups", "width_per_group", "stem", "stem_width", "base_planes", "num_classes", "psconv"):
+            assert arch[key] == getattr(cfg, key), (name, key)
+        assert ("psconv" in card) == cfg.psconv

@@ -1,0 +1,53 @@
+"""The CLI: real commands, one-line errors, non-zero exits."""
+
+from __future__ import annotations
+
+import torch
+from click.testing import CliRunner
+
+from psdeploy.cli import main
+from tests.conftest import DEMO_CHECKPOINT
+
+
+def _run(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_inspect_demo() -> None:
+    result = _run("inspect", str(DEMO_CHECKPOINT))
+    assert result.exit_code == 0, result.output
+    assert "ps_resnet_digits" in result.output and "6/6 layers clean" in result.output
+
+
+def test_export_cli(tmp_path) -> None:
+    out = tmp_path / "d.onnx"
+    result = _run("export", str(DEMO_CHECKPOINT), "-o", str(out), "--opset", "18")
+    assert result.exit_code == 0, result.output
+    assert out.is_file() and "rel err" in result.output
+
+
+def test_bad_checkpoint_is_one_line_error(tmp_path) -> None:
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a zip")
+    result = _run("export", str(bad), "-o", str(tmp_path / "x.onnx"))
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "bad.pth" in lines[0]
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_bad_input_shape(tmp_path) -> None:
+    result = _run("export", str(DEMO_CHECKPOINT), "-o", str(tmp_path / "x.onnx"), "--input-shape", "1,1,32,32")
+    assert result.exit_code == 2 and "--input-shape" in result.output
+
+
+def test_unknown_lowering(tmp_path) -> None:
+    result = _run("export", str(DEMO_CHECKPOINT), "-o", str(tmp_path / "x.onnx"), "--lowering", "magic")
+    assert result.exit_code == 2 and "--lowering 'magic'" in result.output
+
+
+def test_wrong_arch_flag(tmp_path) -> None:
+    path = tmp_path / "c.pth"
+    torch.save(torch.load(DEMO_CHECKPOINT, weights_only=True), path)
+    result = _run("inspect", str(path), "--arch", "resnet_digits")
+    assert result.exit_code == 2 and "does not fit resnet_digits" in result.output

@@ -1,0 +1,137 @@
+"""Every checkpoint wrapper users bring, and every bad input, ends in a model or one clear error."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from psdeploy.arch.seeded import seeded_model
+from psdeploy.errors import PsdeployError
+from psdeploy.load import load_model
+
+
+def _same_function(loaded, state_dict) -> None:
+    reference = seeded_model("ps_resnet_digits", seed=3)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded.model(x), reference(x))
+
+
+@pytest.mark.parametrize(
+    "wrap, note",
+    [
+        (lambda sd: sd, None),
+        (lambda sd: {"state_dict": sd, "meta": {"epoch": 3}, "optimizer": {"lr": 0.1}}, "unwrapped 'state_dict'"),
+        (lambda sd: {"model": sd}, "unwrapped 'model'"),
+        (lambda sd: {f"module.{k}": v for k, v in sd.items()}, "module."),
+        (lambda sd: {"state_dict": {f"module.{k}": v for k, v in sd.items()}}, "module."),
+    ],
+)
+def test_wrappers(write_ckpt, digits_state_dict, wrap, note) -> None:
+    loaded = load_model(write_ckpt(wrap(digits_state_dict)))
+    assert loaded.arch == "ps_resnet_digits"
+    assert note is None or any(note in n for n in loaded.notes)
+    _same_function(loaded, digits_state_dict)
+
+
+def test_old_checkpoint_without_bn_counters(write_ckpt, digits_state_dict) -> None:
+    sd = {k: v for k, v in digits_state_dict.items() if not k.endswith("num_batches_tracked")}
+    _same_function(load_model(write_ckpt(sd)), sd)
+
+
+def test_mmdetection_detector_yields_backbone(write_ckpt) -> None:
+    backbone = seeded_model("ps_resnet50", seed=1, num_classes=None)
+    sd = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
+    sd["neck.lateral_convs.0.conv.weight"] = torch.zeros(256, 256, 1, 1)
+    sd["rpn_head.rpn_cls.weight"] = torch.zeros(3, 256, 1, 1)
+    loaded = load_model(write_ckpt({"state_dict": sd, "meta": {"mmdet_version": "1.0"}}))
+    assert loaded.arch == "ps_resnet50" and loaded.config.num_classes is None
+    assert loaded.model.output_names == ["C2", "C3", "C4", "C5"]
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        outs = loaded.model(x)
+        expected = backbone(x)
+    assert [o.shape[1] for o in outs] == [256, 512, 1024, 2048]
+    assert all(torch.equal(a, b) for a, b in zip(outs, expected))
+
+
+@pytest.mark.parametrize("arch", ["resnet50", "ps_resnext50_32x4d", "resnext101_32x4d", "ps_resnet101"])
+def test_arch_detected_from_keys(write_ckpt, arch) -> None:
+    sd = seeded_model(arch).state_dict()
+    assert load_model(write_ckpt(sd)).arch == arch
+
+
+def test_wrong_arch(write_ckpt, digits_state_dict) -> None:
+    with pytest.raises(PsdeployError, match=r"does not fit resnet_digits: .*missing.*unexpected"):
+        load_model(write_ckpt(digits_state_dict), arch="resnet_digits")
+
+
+def test_unknown_arch_name(write_ckpt, digits_state_dict) -> None:
+    with pytest.raises(PsdeployError, match="unknown architecture 'ps_resnet18'"):
+        load_model(write_ckpt(digits_state_dict), arch="ps_resnet18")
+
+
+def test_missing_keys(write_ckpt, digits_state_dict) -> None:
+    sd = dict(digits_state_dict)
+    del sd["layer2.1.conv2.gwconv_shift.weight"]
+    with pytest.raises(PsdeployError, match=r"1 missing: layer2\.1\.conv2\.gwconv_shift\.weight"):
+        load_model(write_ckpt(sd))
+
+
+def test_unexpected_and_misshaped_keys(write_ckpt, digits_state_dict) -> None:
+    sd = dict(digits_state_dict)
+    sd["layer1.0.se.fc.weight"] = torch.zeros(4, 4)
+    sd["layer1.0.conv3.weight"] = torch.zeros(64, 16, 3, 3)
+    with pytest.raises(PsdeployError) as info:
+        load_model(write_ckpt(sd))
+    message = str(info.value)
+    assert "1 unexpected: layer1.0.se.fc.weight" in message
+    assert "layer1.0.conv3.weight (64, 16, 3, 3) (expected (64, 16, 1, 1))" in message
+    assert "\n" not in message
+
+
+def test_truncated_file(tmp_path, write_ckpt, digits_state_dict) -> None:
+    path = write_ckpt(digits_state_dict)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(PsdeployError, match="not a readable PyTorch checkpoint"):
+        load_model(path)
+
+
+def test_empty_and_missing_file(tmp_path) -> None:
+    (tmp_path / "empty.pth").write_bytes(b"")
+    with pytest.raises(PsdeployError, match="file is empty"):
+        load_model(tmp_path / "empty.pth")
+    with pytest.raises(PsdeployError, match="no such checkpoint file"):
+        load_model(tmp_path / "absent.pth")
+
+
+class _Payload:
+    """Unpickling this would run code: exactly what weights_only refuses."""
+
+    def __reduce__(self):
+        return (print, ("side effect",))
+
+
+def test_pickle_needing_code_is_refused(write_ckpt, digits_state_dict, capsys) -> None:
+    path = write_ckpt({"state_dict": digits_state_dict, "hook": _Payload()})
+    with pytest.raises(PsdeployError, match="refused: the checkpoint needs arbitrary unpickling"):
+        load_model(path)
+    assert "side effect" not in capsys.readouterr().out
+
+
+def test_not_a_resnet(write_ckpt) -> None:
+    with pytest.raises(PsdeployError, match="not a ResNet-family checkpoint"):
+        load_model(write_ckpt({"encoder.weight": torch.zeros(3, 3)}))
+
+
+def test_no_state_dict_inside(write_ckpt) -> None:
+    with pytest.raises(PsdeployError, match="no state dict found"):
+        load_model(write_ckpt({"epoch": 3, "config": "x"}))
+
+
+def test_seeded_spec() -> None:
+    loaded = load_model("seeded:ps_resnet_digits@4")
+    assert loaded.arch == "ps_resnet_digits"
+    with pytest.raises(PsdeployError, match="integer seed"):
+        load_model("seeded:ps_resnet_digits@x")

@@ -1,0 +1,128 @@
+"""Every rewrite identity, on random weights with non-trivial BatchNorm statistics."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from psdeploy.arch.psconv import PSGConv2d
+from psdeploy.arch.registry import build, get_config, plain_counterpart
+from psdeploy.arch.seeded import seeded_model
+from psdeploy.export.counts import count_torch
+from psdeploy.rewrite.deploy import rewrite
+from psdeploy.rewrite.lattice import PSConvLayer, released_design
+from psdeploy.rewrite.lowerings import get_lowering
+from psdeploy.rewrite.lowerings.plan import plan_branch, plan_layer
+from tests.conftest import relative_error
+
+SIZES = [(32, 32), (33, 31), (17, 25), (9, 9)]
+
+
+@pytest.mark.parametrize("lowering", ["reference", "grouped"])
+@pytest.mark.parametrize("size", SIZES)
+def test_network_rewrite_exact(lowering, size) -> None:
+    model = seeded_model("ps_resnet_digits", seed=5)
+    deploy = rewrite(model, lowering).model
+    x = torch.randn(3, 3, *size)
+    with torch.no_grad():
+        assert relative_error(deploy(x), model(x)) < 1e-5
+
+
+def test_grouped_form_has_only_standard_ops() -> None:
+    deploy = rewrite(seeded_model("ps_resnet_digits"), "grouped").model
+    kinds = {type(m).__name__ for m in deploy.modules()}
+    assert "BatchNorm2d" not in kinds and "PSGConv2d" not in kinds
+
+
+@pytest.mark.parametrize("groups, stride", [(1, 1), (1, 2), (4, 1), (4, 2), (8, 2)])
+@pytest.mark.parametrize("masked_nonzero", [False, True])
+def test_layer_lowering_exact(groups, stride, masked_nonzero) -> None:
+    """A PSConv + BN + permutations, including PSGConv with non-zero 'masked' kernels."""
+    torch.manual_seed(groups * 10 + stride)
+    module = PSGConv2d(64, 64, 3, stride, 1, 2, groups, 4).eval()
+    layer = PSConvLayer.from_released("l", module)
+    if not masked_nonzero:
+        layer = _zero_off_design(layer)
+    scale, shift = torch.rand(64) + 0.5, torch.randn(64)
+    lowered = get_lowering("grouped").lower(layer.scaled(scale), shift)
+    x = torch.randn(2, 64, 15, 13)
+    perm_in = _channels(lowered.in_order, groups, 64)
+    perm_out = _channels(lowered.out_order, groups, 64)
+    with torch.no_grad():
+        expected = layer.forward(x) * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
+        got = lowered.module(x[:, perm_in])
+    assert relative_error(got, expected[:, perm_out]) < 1e-5
+    assert layer.is_clean == (not masked_nonzero)
+    plain_macs = layer.shape.macs_per_output_pixel()
+    assert lowered.stats.macs_per_pixel == (plain_macs if not masked_nonzero else plain_macs * 3 // 2)
+
+
+def _zero_off_design(layer: PSConvLayer) -> PSConvLayer:
+    s = layer.shape
+    weights = {}
+    for d, w in layer.weights.items():
+        mask = torch.from_numpy(layer.designed(d)).repeat(s.groups, 1)  # (groups*parts, parts)
+        mask = mask.repeat_interleave(s.out_block, 0).repeat_interleave(s.in_block, 1)
+        weights[d] = w * mask[:, :, None, None]
+    return PSConvLayer(layer.name, s, weights)
+
+
+def _channels(order, groups, channels) -> torch.Tensor:
+    from psdeploy.rewrite.fold import block_order_to_channels
+
+    return block_order_to_channels(list(order), groups, channels // (groups * len(order)))
+
+
+def test_planner_clean_lattice() -> None:
+    design = np.array(released_design(4, 2))
+    plan = plan_layer({d: design == d for d in (1, 2, 4)})
+    groups = {b.dilation: b.groups_per_card for b in plan.branches}
+    assert groups == {1: 2, 2: 4, 4: 4}
+    assert all(b.wasted_blocks == 0 for b in plan.branches)
+    assert plan.shuffle_count == 2
+
+
+def test_two_shuffles_are_the_minimum() -> None:
+    """No (pi, sigma) aligns any two of the three rates: at least two need a re-ordering."""
+    design = np.array(released_design(4, 2))
+    exact_orders = 0
+    for pi in itertools.permutations(range(4)):
+        branches = [plan_branch(design == d, d, pi) for d in (1, 2, 4)]
+        if any(b.wasted_blocks for b in branches):
+            continue  # this input order cannot reach the 1.0x form at all
+        exact_orders += 1
+        for sigma in itertools.permutations(range(4)):
+            assert sum(b.aligned(sigma) for b in branches) <= 1
+    assert exact_orders > 0
+
+
+def test_planner_nonclean_lattice_keeps_dense_rate1() -> None:
+    design = np.array(released_design(4, 2))
+    plan = plan_layer({1: np.ones((4, 4), bool), 2: design == 2, 4: design == 4})
+    assert {b.dilation: b.groups_per_card for b in plan.branches}[1] == 1
+    assert plan.shuffle_count == 1
+
+
+@pytest.mark.parametrize("arch", ["ps_resnet_digits", "ps_resnet50"])
+def test_deployed_counts_equal_plain(arch) -> None:
+    shape = (1, 3, 32, 32) if "digits" in arch else (1, 3, 224, 224)
+    cfg = get_config(arch)
+    deployed = count_torch(rewrite(seeded_model(arch), "grouped").model, shape)
+    plain = count_torch(rewrite(build(plain_counterpart(cfg)), "grouped").model, shape)
+    assert deployed == plain
+    if arch == "ps_resnet50":
+        assert count_torch(build(plain_counterpart(cfg)), shape)[0] == 25_557_032  # paper Table 2
+        assert plain[1] == 4_089_184_256  # 4.089 GMACs, paper Table 2
+        assert count_torch(seeded_model(arch), shape)[0] == 31_215_656  # released form, 1.5x conv2
+
+
+def test_backbone_rewrite_keeps_four_outputs() -> None:
+    model = seeded_model("ps_resnet_digits", num_classes=None)
+    deploy = rewrite(model, "grouped").model
+    x = torch.randn(1, 3, 31, 33)
+    with torch.no_grad():
+        outs, refs = deploy(x), model(x)
+    assert len(outs) == 3 and all(relative_error(a, b) < 1e-5 for a, b in zip(outs, refs))
