@@ -130,3 +130,165 @@ def accuracy(model: str, checkpoint: str, arch: str | None) -> None:
         raise PsdeployError(f"{model}: top-1 differs from the checkpoint's ({report.candidate_top1:.4f} vs "
                             f"{report.reference_top1:.4f})")
     console.print("[green]top-1 agrees[/]")
+
+
+@main.command(name="compile")
+@click.argument("source", required=False)
+@click.option("--recipe", type=click.Path(dir_okay=False), help="YAML recipe; flags given here override it.")
+@click.option("--target", default=None, help="llvm, cuda, openvino-cpu, or a TVM JSON target dict.")
+@click.option("-o", "--output", default=None, type=click.Path(file_okay=False), help="Artifact directory.")
+@ARCH_OPTION
+@click.option("--input-shape", default=None, help="N,C,H,W (static for TVM).")
+@click.option("--lowering", default=None, help="PSConv lowering (default grouped).")
+@click.option("--tune-trials", type=int, default=None, help="MetaSchedule trials in total (TVM); 0 = untuned.")
+@click.option("--tuning-db", default=None, type=click.Path(file_okay=False), help="Tuning database root.")
+@click.option("--mcpu", default=None, help="LLVM CPU (e.g. skylake-avx512, haswell); default: this CPU.")
+@click.option("--num-cores", type=int, default=None, help="Cores the TVM llvm target assumes.")
+@click.option("--cuda-arch", default=None, help="CUDA arch for --target cuda (default sm_90).")
+@click.option("--precision", default=None, type=click.Choice(["f32", "f16", "bf16"]), help="OpenVINO precision.")
+@click.option("--tolerance", type=float, default=None, help="Parity tolerance (default 1e-4).")
+@click.option("--force", is_flag=True, help="Replace an existing output directory.")
+def compile_cmd(source, recipe, target, output, arch, input_shape, lowering, tune_trials, tuning_db, mcpu,
+                num_cores, cuda_arch, precision, tolerance, force) -> None:
+    """Compile a checkpoint (or psdeploy-exported ONNX) for TVM llvm/cuda or OpenVINO CPU, verified."""
+    from psdeploy.compile import CompileRequest, compile_model, parse_target
+    from psdeploy.recipes import Recipe, load_recipe
+
+    r = load_recipe(recipe) if recipe else Recipe(path="", checkpoint="", target="")
+    source = source or r.checkpoint
+    target = target or r.target
+    output = output or r.output
+    for flag, value in (("SOURCE", source), ("--target", target), ("-o/--output", output)):
+        if not value:
+            raise PsdeployError(f"{flag} is required (on the command line or in --recipe)")
+    spec = parse_target(target, mcpu or r.mcpu, num_cores or r.num_cores, cuda_arch or r.cuda_arch)
+    shape = tuple(int(v) for v in input_shape.split(",")) if input_shape else r.input_shape
+    request = CompileRequest(
+        source=source, target=spec, output=Path(output), lowering=lowering or r.lowering, input_shape=shape,
+        tune_trials=r.trials if tune_trials is None else tune_trials, tuning_db=Path(tuning_db or r.database),
+        precision=precision or r.precision, tolerance=tolerance or r.tolerance, force=force, arch=arch or r.arch,
+    )
+    if spec.backend == "tvm" and request.tune_trials == 0:
+        err_console.print("[bold yellow]WARNING: --tune-trials 0: building UNTUNED. TVM applies no schedule on "
+                          "its own; expect CPU latency many times slower than onnxruntime.[/]")
+    result = compile_model(request)
+    m = result.manifest
+    if m.tuning:
+        t = m.tuning
+        console.print(f"tuning: {t['tasks']} tasks, {t['tasks_tuned']} tuned now, {t['tasks_already_tuned']} "
+                      f"already in the database, {t['trials_measured']} trials measured; db {t['database']}")
+        for note in t["notes"]:
+            console.print(f"tuning-db: {note}")
+    if result.parity is not None:
+        console.print(parity_table(result.parity))
+    else:
+        err_console.print("[bold yellow]built but NOT run: this artifact targets CUDA and no GPU is visible "
+                          "here; run 'psdeploy verify' on a GPU machine[/]")
+    console.print(f"[green]wrote[/] {result.output} ({m.backend} {m.target}, {m.arch}, lowering {m.lowering})")
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(exists=True))
+@click.option("--input", "input_file", type=click.Path(dir_okay=False, exists=True), help=".npy input (N,C,H,W).")
+@click.option("--save-output", type=click.Path(dir_okay=False), help="Write the first output to this .npy.")
+@click.option("--threads", type=int, default=None)
+def run(artifact: str, input_file: str | None, save_output: str | None, threads: int | None) -> None:
+    """Run an artifact (or ONNX file) on an input or a random one; print top-5 or output stats."""
+    import numpy as np
+
+    from psdeploy.runtime import open_runner
+    from psdeploy.verify.parity import make_input
+
+    runner = open_runner(artifact, threads)
+    if input_file:
+        x = np.load(input_file).astype(np.float32)
+        expected = tuple(d for d in runner.input_shape)
+        if x.ndim != 4 or any(e and e != a for e, a in zip(expected, x.shape)):
+            raise PsdeployError(f"--input {input_file}: shape {x.shape}; expected {expected} (0 = any)")
+    else:
+        x = make_input(tuple(d or 1 for d in runner.input_shape), seed=0)
+        console.print(f"random input {x.shape} (seed 0)")
+    outputs = runner.run(x)
+    for name, out in zip(runner.output_names, outputs):
+        if name == "logits":
+            top = np.argsort(-out[0])[:5]
+            console.print(f"{name} {out.shape}: top-5 " + ", ".join(f"{int(i)} ({out[0, i]:.3f})" for i in top))
+        else:
+            console.print(f"{name} {out.shape}: mean {out.mean():.4g}, std {out.std():.4g}, max {out.max():.4g}")
+    if save_output:
+        tmp = save_output + ".tmp.npy"
+        np.save(tmp, outputs[0])
+        Path(tmp).replace(save_output)
+        console.print(f"saved {save_output}")
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(exists=True, file_okay=False))
+@click.option("--against", "checkpoint", required=True, help="The checkpoint the artifact was compiled from.")
+@ARCH_OPTION
+@click.option("--tolerance", type=float, default=1e-4, show_default=True)
+def verify(artifact: str, checkpoint: str, arch: str | None, tolerance: float) -> None:
+    """Parity report of an artifact against its checkpoint; non-zero exit on failure."""
+    from psdeploy.compile import verify_artifact
+
+    report = verify_artifact(Path(artifact), checkpoint, arch, tolerance)
+    console.print(parity_table(report))
+    report.raise_if_failed()
+    console.print(f"[green]parity ok[/]: worst rel err {report.worst.rel_err:.3g}")
+
+
+def _int_list(text: str, option: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise PsdeployError(f"{option} {text!r}: expected positive integers separated by commas, e.g. 1,8")
+    return values
+
+
+@main.command()
+@click.argument("models", nargs=-1, required=True)
+@click.option("--batch", default="1", show_default=True, help="Batch sizes, e.g. 1,8.")
+@click.option("--warmup", default=20, show_default=True, type=int, help="Minimum warm-up rounds.")
+@click.option("--iters", default=100, show_default=True, type=int, help="Timed rounds (>= 30).")
+@click.option("--threads", default=None, type=int, help="Intra-op threads (default: all cores).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the results as JSON.")
+def bench(models: tuple[str, ...], batch: str, warmup: int, iters: int, threads: int | None,
+          json_out: str | None) -> None:
+    """Latency of one or more ONNX files / artifacts, interleaved round-robin; ratios to the first."""
+    import json
+    import os
+
+    from rich.progress import Progress
+
+    from psdeploy.bench import bench_models
+    from psdeploy.bench.timing import TimingPlan
+
+    if iters < 30:
+        raise PsdeployError(f"--iters {iters}: at least 30 timed rounds are needed for a median and p90")
+    plan = TimingPlan(warmup=warmup, max_warmup=max(5 * warmup, 50), iterations=iters)
+    with Progress(console=err_console, transient=True) as progress:
+        bar = progress.add_task("timing", total=iters)
+        result = bench_models(list(models), _int_list(batch, "--batch"), plan, threads,
+                              lambda done, total: progress.update(bar, completed=done % (total + 1)))
+    table = Table(title=f"latency (ms), {iters} interleaved rounds, threads {threads or os.cpu_count()}")
+    for col in ("model", "batch", "median", "p90", "p99", "min", "CV%", "img/s", "ratio to first (p10-p90)"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for row in result.rows:
+        s = row.stats
+        cv = f"[red]{s.cv_pct:.1f} noisy[/]" if s.noisy else f"{s.cv_pct:.1f}"
+        band = f"{row.ratio:.3f} ({row.ratio_band[0]:.3f}-{row.ratio_band[1]:.3f})"
+        table.add_row(row.name, str(row.batch), f"{s.median_ms:.3f}", f"{s.p90_ms:.3f}", f"{s.p99_ms:.3f}",
+                      f"{s.min_ms:.3f}", cv, f"{row.batch * 1e3 / s.median_ms:.1f}", band)
+    console.print(table)
+    env = result.environment
+    console.print(f"{env['cpu_model']} ({env['cpu_flags']}), {env['cores']} cores, governor {env['governor']}, "
+                  f"gpu {env['gpu']}")
+    if json_out:
+        payload = {"environment": env, "rows": [
+            {"model": r.name, "batch": r.batch, **r.stats.to_dict(), "ratio_to_first": r.ratio,
+             "ratio_p10_p90": r.ratio_band} for r in result.rows]}
+        tmp = Path(json_out + ".tmp")
+        tmp.write_text(json.dumps(payload, indent=2))
+        tmp.replace(json_out)

@@ -44,6 +44,24 @@ def parse_shape(text: str | None, loaded: LoadedModel) -> tuple[int, ...]:
     return shape
 
 
+METADATA_PREFIX = "psdeploy."
+
+
+def stamp_metadata(model: onnx.ModelProto, loaded: LoadedModel, lowering: str, shape: tuple[int, ...],
+                   dynamic_batch: bool) -> None:
+    """Record where the graph came from, so compile can refuse ONNX that psdeploy did not verify."""
+    values = {"arch": loaded.arch, "lowering": lowering, "source": loaded.source, "source_sha256": loaded.sha256,
+              "input_shape": ",".join(map(str, shape)), "dynamic_batch": str(dynamic_batch).lower()}
+    for key, value in values.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = METADATA_PREFIX + key, value
+
+
+def read_metadata(model: onnx.ModelProto) -> dict[str, str]:
+    return {p.key.removeprefix(METADATA_PREFIX): p.value for p in model.metadata_props
+            if p.key.startswith(METADATA_PREFIX)}
+
+
 def verify_rewrite(loaded: LoadedModel, deploy: DeployResult, shape: tuple[int, ...],
                    tolerance: float = DEFAULT_TOLERANCE) -> ParityReport:
     """Deploy model vs checkpoint in PyTorch at ``shape`` and at odd sizes (all stride-2 blocks see odd inputs)."""
@@ -80,10 +98,13 @@ def export_onnx(
             tolerance=tolerance, seeds=(0, 1, 2),
         )
         onnx_parity.raise_if_failed()
-        graph = count_graph(onnx.load(str(tmp)))
+        model = onnx.load(str(tmp))
+        stamp_metadata(model, loaded, lowering, shape, dynamic_batch)
+        onnx.save(model, str(tmp))
+        graph = count_graph(model)
     released_params, released_macs = count_torch(loaded.model, shape)
     return ExportResult(output, deploy, shape, names, rewrite_parity, onnx_parity, graph,
                         released_params, released_macs)
 
 
-__all__ = ["ExportResult", "export_onnx", "parse_shape", "verify_rewrite", "DEFAULT_OPSET"]
+__all__ = ["DEFAULT_OPSET", "ExportResult", "export_onnx", "parse_shape", "read_metadata", "verify_rewrite"]

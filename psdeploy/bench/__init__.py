@@ -1,0 +1,60 @@
+"""Bench step: interleaved latency of deployable models, with statistics and fingerprint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from psdeploy.bench.environment import fingerprint
+from psdeploy.bench.stats import LatencyStats, ratio_spread
+from psdeploy.bench.timing import TimingPlan, run_interleaved
+from psdeploy.errors import PsdeployError
+from psdeploy.runtime import open_runner
+from psdeploy.verify.parity import make_input
+
+
+@dataclass
+class BenchRow:
+    name: str
+    batch: int
+    stats: LatencyStats
+    samples_ms: list[float]
+    ratio: float | None = None  # median of per-round ratios to the first case
+    ratio_band: tuple[float, float] | None = None
+
+
+@dataclass
+class BenchResult:
+    rows: list[BenchRow]
+    plan: TimingPlan
+    environment: dict[str, object] = field(default_factory=dict)
+
+
+def _batch_input(shape: tuple[int, ...], batch: int, source: str) -> np.ndarray:
+    if shape[0] and shape[0] != batch:
+        raise PsdeployError(f"{source}: compiled for batch {shape[0]}, cannot run --batch {batch}; "
+                            f"compile with that batch or export with --dynamic-batch")
+    return make_input((batch, *shape[1:]), seed=0)
+
+
+def bench_models(paths: list[str], batches: list[int], plan: TimingPlan, threads: int | None,
+                 progress=None) -> BenchResult:
+    """Every model at every batch, the models interleaved round-robin within each batch."""
+    runners = [(p, open_runner(p, threads)) for p in paths]
+    rows: list[BenchRow] = []
+    for batch in batches:
+        cases = {}
+        for path, runner in runners:
+            x = _batch_input(runner.input_shape, batch, path)
+            cases[f"{Path(path).name}"] = (lambda r=runner, x=x: r.run(x))
+        if len(cases) != len(runners):
+            raise PsdeployError("bench: two models share a file name; copy one under another name")
+        timed = run_interleaved(cases, plan, progress)
+        names = list(timed)
+        base = timed[names[0]].samples_ms
+        for name in names:
+            ratio, lo, hi = ratio_spread(timed[name].samples_ms, base)
+            rows.append(BenchRow(name, batch, timed[name].stats, timed[name].samples_ms, ratio, (lo, hi)))
+    return BenchResult(rows, plan, fingerprint(threads))

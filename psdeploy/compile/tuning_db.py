@@ -1,0 +1,105 @@
+"""A persistent MetaSchedule database that every compile reuses.
+
+Layout: ``ROOT/<target key>/`` holds MetaSchedule's two JSON-lines files plus our
+``psdeploy-tuning-db.json`` naming the exact target. Records are keyed by workload
+(structural hash of the TIR) and target, so identical layers of ResNet and
+PS-ResNet (every 1x1 conv, the stem, the head) share them. MetaSchedule appends a
+line per measured record, so an interrupted tune keeps what it measured; psdeploy
+never deletes records. A line cut short by a kill is dropped on open (and said);
+any other malformed content is refused as corruption.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from psdeploy.compile.targets import TargetSpec
+from psdeploy.errors import PsdeployError
+
+FORMAT = 1
+META_NAME = "psdeploy-tuning-db.json"
+WORKLOADS = "database_workload.json"
+RECORDS = "database_tuning_record.json"
+
+
+@dataclass
+class TuningDatabase:
+    root: Path
+    spec: TargetSpec
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def directory(self) -> Path:
+        return self.root / self.spec.key
+
+    def open(self):
+        """Validate (or create) the directory and return MetaSchedule's JSONDatabase over it."""
+        from tvm.s_tir import meta_schedule as ms
+
+        self._validate()
+        return ms.database.JSONDatabase(
+            path_workload=str(self.directory / WORKLOADS),
+            path_tuning_record=str(self.directory / RECORDS),
+            module_equality="structural",
+        )
+
+    def _validate(self) -> None:
+        d = self.directory
+        meta_path = d / META_NAME
+        if self.root.exists() and not self.root.is_dir():
+            raise PsdeployError(f"--tuning-db {self.root}: is not a directory")
+        if meta_path.exists():
+            try:
+                meta = json.loads(meta_path.read_text())
+            except json.JSONDecodeError:
+                raise PsdeployError(f"--tuning-db {d}: {META_NAME} is corrupted (not JSON)") from None
+            if meta.get("format") != FORMAT or meta.get("target") != self.spec.tvm_target:
+                raise PsdeployError(
+                    f"--tuning-db {d}: foreign tuning database (made for target {meta.get('target')}, "
+                    f"format {meta.get('format')}); expected target {self.spec.tvm_target}, format {FORMAT}"
+                )
+        elif d.exists() and any(d.iterdir()):
+            raise PsdeployError(f"--tuning-db {d}: foreign tuning database (no {META_NAME}); "
+                                f"point --tuning-db at a directory psdeploy created")
+        d.mkdir(parents=True, exist_ok=True)
+        if not meta_path.exists():
+            meta_path.write_text(json.dumps({"format": FORMAT, "target": self.spec.tvm_target}, indent=1))
+        for name in (WORKLOADS, RECORDS):
+            self._check_lines(d / name)
+
+    def _check_lines(self, path: Path) -> None:
+        if not path.exists():
+            return
+        data = path.read_bytes()
+        lines = data.split(b"\n")
+        complete, tail = lines[:-1], lines[-1]
+        for number, line in enumerate(complete, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                raise PsdeployError(f"--tuning-db {path}: corrupted at line {number} (not JSON)") from None
+            if not isinstance(row, list):
+                raise PsdeployError(f"--tuning-db {path}: corrupted at line {number} (not a MetaSchedule record)")
+        if tail.strip():
+            try:
+                json.loads(tail)
+            except json.JSONDecodeError:
+                path.write_bytes(data[: len(data) - len(tail)])
+                self.notes.append(f"dropped a half-written last line of {path.name} (interrupted run)")
+                return
+            path.write_bytes(data + b"\n")
+
+    def record_counts(self, database, mods) -> list[int]:
+        """Valid tuning records already held for each workload (0 when unseen)."""
+        counts = []
+        for mod in mods:
+            if not database.has_workload(mod):
+                counts.append(0)
+                continue
+            workload = database.commit_workload(mod)
+            counts.append(len(database.get_top_k(workload, 1 << 20)))
+        return counts

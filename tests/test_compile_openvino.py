@@ -1,0 +1,113 @@
+"""OpenVINO CPU artifacts: fp32 kept, verified, atomic, and every bad input refused clearly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+
+from psdeploy.compile import CompileRequest, compile_model, parse_target, verify_artifact
+from psdeploy.compile.artifact import Manifest
+from psdeploy.errors import PsdeployError
+from psdeploy.export import export_onnx
+from psdeploy.load import load_model
+from psdeploy.runtime import open_runner
+from psdeploy.verify.accuracy import held_out_top1
+from psdeploy.verify.runners import torch_runner
+from tests.conftest import DEMO_CHECKPOINT
+
+pytest.importorskip("openvino")
+
+
+@pytest.fixture(scope="module")
+def ov_artifact(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ov") / "demo-ov"
+    compile_model(CompileRequest(str(DEMO_CHECKPOINT), parse_target("openvino-cpu"), out,
+                                 input_shape=(8, 3, 32, 32)))
+    return out
+
+
+def test_artifact_layout_and_manifest(ov_artifact) -> None:
+    manifest = Manifest.read(ov_artifact)
+    assert sorted(p.name for p in ov_artifact.iterdir()) == ["manifest.json", "model.bin", "model.xml"]
+    assert manifest.backend == "openvino" and manifest.precision == "f32"
+    assert manifest.parity["passed"] and manifest.parity["worst_rel_err"] <= 1e-4
+    assert manifest.source_sha256 == load_model(DEMO_CHECKPOINT).sha256
+    assert manifest.versions["openvino"] != "not installed"
+    assert not list(ov_artifact.parent.glob(".*partial"))
+
+
+def test_fp32_is_kept(ov_artifact) -> None:
+    runner = open_runner(ov_artifact)
+    assert "f32" in runner.description
+    xml = (ov_artifact / "model.xml").read_text()
+    assert 'element_type="f16"' not in xml  # no compress_to_fp16
+
+
+def test_top1_agrees_on_held_out_split(ov_artifact) -> None:
+    runner = open_runner(ov_artifact)
+    report = held_out_top1(torch_runner(load_model(DEMO_CHECKPOINT).model), runner.run, runner.batch)
+    assert report.agree
+
+
+def test_verify_against_checkpoint(ov_artifact) -> None:
+    assert verify_artifact(ov_artifact, str(DEMO_CHECKPOINT)).passed
+
+
+def test_verify_against_other_checkpoint_refused(ov_artifact) -> None:
+    with pytest.raises(PsdeployError, match="differs from the artifact's source"):
+        verify_artifact(ov_artifact, "seeded:ps_resnet_digits@9")
+
+
+def test_existing_output_refused_without_force(ov_artifact) -> None:
+    request = CompileRequest(str(DEMO_CHECKPOINT), parse_target("openvino-cpu"), ov_artifact)
+    with pytest.raises(PsdeployError, match="already exists; pass --force"):
+        compile_model(request)
+
+
+def test_force_replaces(tmp_path) -> None:
+    out = tmp_path / "a"
+    out.mkdir()
+    (out / "stale.txt").write_text("old")
+    compile_model(CompileRequest("seeded:ps_resnet_digits", parse_target("openvino-cpu"), out, force=True))
+    assert not (out / "stale.txt").exists() and (out / "manifest.json").exists()
+
+
+def test_compile_from_exported_onnx(tmp_path) -> None:
+    exported = export_onnx(load_model("seeded:ps_resnet_digits@2"), tmp_path / "m.onnx")
+    result = compile_model(CompileRequest(str(exported.path), parse_target("openvino-cpu"), tmp_path / "ov"))
+    assert result.parity.reference == "checkpoint (torch)"  # the seeded source is found again by its hash
+
+
+def test_foreign_onnx_refused(tmp_path) -> None:
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["input"], ["y"])], "g",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])])
+    path = tmp_path / "relu.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    with pytest.raises(PsdeployError, match="not a PS-ResNet/ResNet exported by psdeploy"):
+        compile_model(CompileRequest(str(path), parse_target("openvino-cpu"), tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_failed_compile_leaves_nothing(tmp_path) -> None:
+    out = tmp_path / "ov"
+    with pytest.raises(PsdeployError):
+        compile_model(CompileRequest("seeded:ps_resnet_digits", parse_target("openvino-cpu"), out, tolerance=0.0))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_precision_refused(tmp_path) -> None:
+    from psdeploy.compile.openvino_backend import compile_config
+
+    with pytest.raises(PsdeployError, match="--precision 'int4'"):
+        compile_config("int4", None)
+
+
+def test_manifest_is_json(ov_artifact) -> None:
+    data = json.loads((ov_artifact / "manifest.json").read_text())
+    assert data["input_shape"] == [8, 3, 32, 32] and data["output_names"] == ["logits"]

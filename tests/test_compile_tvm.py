@@ -1,0 +1,129 @@
+"""TVM artifacts: llvm runs and verifies, cuda builds here and refuses to run without a GPU,
+the tuning database is validated, reused and survives Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+
+from psdeploy.compile import CompileRequest, compile_model, parse_target
+from psdeploy.compile.artifact import Manifest
+from psdeploy.compile.tuning_db import META_NAME, RECORDS, TuningDatabase
+from psdeploy.errors import PsdeployError
+from psdeploy.runtime import open_runner
+
+pytest.importorskip("tvm")
+
+
+def _request(tmp_path: Path, target: str, name: str, trials: int = 0, **kw) -> CompileRequest:
+    return CompileRequest("seeded:ps_resnet_digits", parse_target(target), tmp_path / name, tune_trials=trials,
+                          tuning_db=tmp_path / "db", **kw)
+
+
+def test_llvm_untuned_builds_and_verifies(tmp_path) -> None:
+    result = compile_model(_request(tmp_path, "llvm", "llvm"))
+    assert result.ran and result.parity.passed
+    assert result.manifest.tuning["untuned"] and (tmp_path / "llvm" / "module.so").exists()
+    runner = open_runner(tmp_path / "llvm")
+    assert runner.run(__import__("numpy").zeros((1, 3, 32, 32), "float32"))[0].shape == (1, 10)
+
+
+def test_cuda_builds_without_gpu_and_refuses_to_run(tmp_path) -> None:
+    from psdeploy.compile.tvm_backend import cuda_available
+
+    result = compile_model(_request(tmp_path, "cuda", "cuda"))
+    manifest = Manifest.read(tmp_path / "cuda")
+    assert (tmp_path / "cuda" / "module.so").stat().st_size > 0
+    assert manifest.target_spec["arch"] == "sm_90"
+    if cuda_available():
+        assert result.ran and result.parity.passed
+    else:
+        assert not result.ran and "no CUDA GPU" in manifest.parity["status"]
+        with pytest.raises(PsdeployError, match="no CUDA GPU is visible"):
+            open_runner(tmp_path / "cuda")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("vulkan", "unknown target"),
+    ("{not json", "not valid JSON"),
+    ('{"kind": "rocm"}', "not supported"),
+    ('{"mcpu": "x"}', 'needs a "kind"'),
+])
+def test_bad_targets(text, message) -> None:
+    with pytest.raises(PsdeployError, match=message):
+        parse_target(text)
+
+
+def test_json_target_and_avx512() -> None:
+    spec = parse_target('{"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 16}')
+    assert spec.tvm_target["mcpu"] == "skylake-avx512" and "skylake-avx512" in spec.key
+
+
+def test_missing_toolchain_names_the_extra(monkeypatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def fake_import(name, *args, **kwargs):
+        if name == "tvm" or name.startswith("tvm."):
+            raise ImportError("No module named 'tvm'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    with pytest.raises(PsdeployError, match=r"pip install 'psdeploy\[tvm\]'"):
+        parse_target("llvm")
+
+
+def test_foreign_tuning_database_refused(tmp_path) -> None:
+    spec = parse_target("llvm")
+    db = TuningDatabase(tmp_path, spec)
+    db.open()
+    other = parse_target('{"kind": "llvm", "mcpu": "haswell", "num-cores": 4}')
+    (tmp_path / other.key).mkdir()
+    (tmp_path / other.key / META_NAME).write_text(json.dumps({"format": 1, "target": spec.tvm_target}))
+    with pytest.raises(PsdeployError, match="foreign tuning database"):
+        TuningDatabase(tmp_path, other).open()
+    (tmp_path / spec.key / META_NAME).unlink()  # records without psdeploy's target stamp
+    with pytest.raises(PsdeployError, match="foreign tuning database"):
+        TuningDatabase(tmp_path, spec).open()
+
+
+def test_corrupted_tuning_database_refused(tmp_path) -> None:
+    spec = parse_target("llvm")
+    TuningDatabase(tmp_path, spec).open()
+    (tmp_path / spec.key / RECORDS).write_text('[0, [["x"]]]\n{{{garbage\n[1]\n')
+    with pytest.raises(PsdeployError, match="corrupted at line 2"):
+        TuningDatabase(tmp_path, spec).open()
+
+
+def test_half_written_last_line_is_dropped(tmp_path) -> None:
+    spec = parse_target("llvm")
+    TuningDatabase(tmp_path, spec).open()
+    path = tmp_path / spec.key / RECORDS
+    path.write_text('[0, [["x"]]]\n[1, [["y"')
+    db = TuningDatabase(tmp_path, spec)
+    db.open()
+    assert path.read_text() == '[0, [["x"]]]\n' and "half-written" in db.notes[0]
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_records_and_tuning_resumes(tmp_path) -> None:
+    """A SIGINT after the first measured batch stops tuning; the next compile reuses what was kept."""
+
+    def interrupt(trials: int) -> None:
+        signal.raise_signal(signal.SIGINT)
+
+    request = _request(tmp_path, "llvm", "tuned", trials=34)
+    with pytest.raises(KeyboardInterrupt):
+        compile_model(request, on_batch=interrupt)
+    assert not (tmp_path / "tuned").exists()
+    records = (tmp_path / "db" / request.target.key / RECORDS).read_text().splitlines()
+    assert len(records) >= 1
+    result = compile_model(request)
+    tuning = result.manifest.tuning
+    assert tuning["tasks_already_tuned"] >= 1
+    assert tuning["tasks_already_tuned"] + tuning["tasks_tuned"] == tuning["tasks"]
+    assert result.parity.passed  # tuned schedules are checked before they are trusted
