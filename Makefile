@@ -25,6 +25,8 @@ demo: $(STAMP)
 	$(BIN)/psdeploy inspect models/ps_resnet_digits.pth
 	$(BIN)/psdeploy export models/ps_resnet_digits.pth -o $(OUT)/ps_resnet_digits.onnx --dynamic-batch
 	$(BIN)/psdeploy accuracy $(OUT)/ps_resnet_digits.onnx --against models/ps_resnet_digits.pth
+	$(BIN)/psdeploy compile --recipe recipes/demo/openvino-cpu.yaml --force
+	$(BIN)/psdeploy accuracy $(OUT)/digits-ov --against models/ps_resnet_digits.pth
 	$(BIN)/psdeploy export seeded:ps_resnet50 -o $(OUT)/ps_resnet50_seeded.onnx
 	$(BIN)/psdeploy export seeded:resnet50 -o $(OUT)/resnet50_seeded.onnx
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from psdeploy.console import console, err_console, giga, millions, parity_table
+from psdeploy.console import console, err_console, giga, millions, parity_table, search_table
 from psdeploy.errors import PsdeployError
 
 EXIT_ERROR = 2
@@ -81,7 +81,8 @@ def inspect(checkpoint: str, arch: str | None) -> None:
 @click.option("--dynamic-batch", is_flag=True, help="Make the batch dimension dynamic.")
 @click.option("--opset", default=18, show_default=True, type=int, help="ONNX opset.")
 @click.option("--lowering", default="grouped", show_default=True,
-              help="reference (released form, unfolded) or a lowering: grouped, ...")
+              help="reference (released form, unfolded), grouped, polyphase, or auto (fastest per layer "
+                   "geometry, timed in onnxruntime).")
 @click.option("--tolerance", default=1e-4, show_default=True, type=float, help="max|err|/max|ref| allowed.")
 def export(checkpoint: str, output: str, arch: str | None, input_shape: str | None, dynamic_batch: bool,
            opset: int, lowering: str, tolerance: float) -> None:
@@ -104,6 +105,8 @@ def export(checkpoint: str, output: str, arch: str | None, input_shape: str | No
     table.add_row("exported graph (counted from ONNX)", millions(g.params), giga(g.conv_macs), giga(g.macs),
                   str(g.gathers), f"{g.moved_elements:,}")
     console.print(table)
+    if result.search:
+        console.print(search_table(result.search))
     ops = ", ".join(f"{op} {n}" for op, n in g.ops.most_common())
     console.print(f"graph ops: {ops}")
     console.print(f"[green]wrote[/] {Path(output)} ({loaded.arch}, lowering {lowering}, opset {opset})")
@@ -179,6 +182,8 @@ def compile_cmd(source, recipe, target, output, arch, input_shape, lowering, tun
                       f"already in the database, {t['trials_measured']} trials measured; db {t['database']}")
         for note in t["notes"]:
             console.print(f"tuning-db: {note}")
+    if m.lowering_search:
+        console.print(search_table(m.lowering_search))
     if result.parity is not None:
         console.print(parity_table(result.parity))
     else:
@@ -292,3 +297,31 @@ def bench(models: tuple[str, ...], batch: str, warmup: int, iters: int, threads:
         tmp = Path(json_out + ".tmp")
         tmp.write_text(json.dumps(payload, indent=2))
         tmp.replace(json_out)
+
+
+@main.command()
+@click.option("--recipe", type=click.Path(dir_okay=False), help="Report recipe (recipes/reports/*.yaml).")
+@click.option("--quick", is_flag=True, help="The small report CI runs: demo networks and small layers.")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Report directory.")
+@click.option("--threads", type=int, default=None, help="Threads for every backend (default: recipe, else 2).")
+@click.option("--compare", "compare_with", type=click.Path(dir_okay=False, exists=True),
+              help="Earlier report.json: list ratios that got worse beyond noise; exit 1 if any.")
+def report(recipe: str | None, quick: bool, output: str, threads: int | None, compare_with: str | None) -> None:
+    """Appendix G latency tables (layer and network) per backend: Markdown, JSON, CSV and PNG."""
+    from psdeploy.report import compare_reports, load_report_config, quick_config, run_report, to_json, write_report
+
+    if quick == bool(recipe):
+        raise PsdeployError("report: give exactly one of --recipe FILE or --quick")
+    config = quick_config(threads or 2) if quick else load_report_config(recipe, threads)
+    data = run_report(config)
+    paths = write_report(data, Path(output))
+    console.print(f"[green]wrote[/] {', '.join(str(p) for p in paths)}")
+    if compare_with:
+        changes = compare_reports(Path(compare_with), to_json(data))
+        worse = [c for c in changes if c.worse]
+        for c in changes:
+            mark = "[red]WORSE[/]" if c.worse else "ok"
+            console.print(f"{mark:>5}  {c.key}: {c.old:.3f}x -> {c.new:.3f}x")
+        if worse:
+            err_console.print(f"[red]{len(worse)} ratio(s) got worse beyond the recorded spread[/]")
+            sys.exit(1)

@@ -33,3 +33,16 @@ def parity_table(report: ParityReport) -> Table:
             "[green]yes[/]" if row["ok"] else "[red]NO[/]",
         )
     return table
+
+
+def search_table(rows: list[dict[str, object]]) -> Table:
+    """--lowering auto: per layer geometry, each candidate's median and the one kept."""
+    names = [k for k in rows[0]["timings_ms"] if k != "plain"]
+    table = Table(title="lowering search (median ms, interleaved with the plain 3x3 of the same shape)")
+    for col in ("layer geometry", "layers", "plain 3x3", *names, "kept", "ratio to plain"):
+        table.add_column(col)
+    for row in rows:
+        t = row["timings_ms"]
+        table.add_row(str(row["geometry"]), str(len(row["layers"])), f"{t['plain']:.3f}",
+                      *(f"{t[n]:.3f}" for n in names), str(row["lowering"]), f"{row['ratio_to_plain']:.3f}x")
+    return table

@@ -21,7 +21,7 @@ from tests.conftest import relative_error
 SIZES = [(32, 32), (33, 31), (17, 25), (9, 9)]
 
 
-@pytest.mark.parametrize("lowering", ["reference", "grouped"])
+@pytest.mark.parametrize("lowering", ["reference", "grouped", "polyphase"])
 @pytest.mark.parametrize("size", SIZES)
 def test_network_rewrite_exact(lowering, size) -> None:
     model = seeded_model("ps_resnet_digits", seed=5)
@@ -37,9 +37,10 @@ def test_grouped_form_has_only_standard_ops() -> None:
     assert "BatchNorm2d" not in kinds and "PSGConv2d" not in kinds
 
 
+@pytest.mark.parametrize("lowering", ["grouped", "polyphase"])
 @pytest.mark.parametrize("groups, stride", [(1, 1), (1, 2), (4, 1), (4, 2), (8, 2)])
 @pytest.mark.parametrize("masked_nonzero", [False, True])
-def test_layer_lowering_exact(groups, stride, masked_nonzero) -> None:
+def test_layer_lowering_exact(lowering, groups, stride, masked_nonzero) -> None:
     """A PSConv + BN + permutations, including PSGConv with non-zero 'masked' kernels."""
     torch.manual_seed(groups * 10 + stride)
     module = PSGConv2d(64, 64, 3, stride, 1, 2, groups, 4).eval()
@@ -47,7 +48,7 @@ def test_layer_lowering_exact(groups, stride, masked_nonzero) -> None:
     if not masked_nonzero:
         layer = _zero_off_design(layer)
     scale, shift = torch.rand(64) + 0.5, torch.randn(64)
-    lowered = get_lowering("grouped").lower(layer.scaled(scale), shift)
+    lowered = get_lowering(lowering).lower(layer.scaled(scale), shift)
     x = torch.randn(2, 64, 15, 13)
     perm_in = _channels(lowered.in_order, groups, 64)
     perm_out = _channels(lowered.out_order, groups, 64)
@@ -126,3 +127,20 @@ def test_backbone_rewrite_keeps_four_outputs() -> None:
     with torch.no_grad():
         outs, refs = deploy(x), model(x)
     assert len(outs) == 3 and all(relative_error(a, b) < 1e-5 for a, b in zip(outs, refs))
+
+
+@pytest.mark.parametrize("dilation, stride", [(2, 1), (4, 1), (2, 2), (4, 2)])
+@pytest.mark.parametrize("size", [(16, 16), (15, 13), (7, 9), (1, 2)])
+def test_polyphase_identity(dilation, stride, size) -> None:
+    """Space-to-batch and the stride-2 subsampling identity, odd sizes included."""
+    from torch import nn
+
+    from psdeploy.rewrite.lowerings.polyphase import PolyphaseConv
+
+    torch.manual_seed(dilation + stride)
+    conv = nn.Conv2d(8, 8, 3, stride, dilation, dilation, groups=2, bias=True).eval()
+    poly = PolyphaseConv(conv)
+    assert poly.conv.dilation == (1, 1) and poly.conv.stride == (1, 1)
+    x = torch.randn(2, 8, *size)
+    with torch.no_grad():
+        assert relative_error(poly(x), conv(x)) < 1e-6

@@ -70,10 +70,26 @@ def _reference_for_onnx(path: Path) -> tuple[LoadedModel | None, dict[str, str]]
     return None, meta
 
 
+def search_backend(request: CompileRequest) -> tuple[str, dict]:
+    """Where ``--lowering auto`` times its candidates: on the target itself."""
+    spec = request.target
+    if spec.backend == "openvino":
+        return "openvino", {}
+    if spec.device == "cuda":
+        from psdeploy.compile.tvm_backend import cuda_available
+
+        if request.lowering == "auto" and not cuda_available():
+            raise PsdeployError("--lowering auto with --target cuda times candidates on the GPU, and none is "
+                                "visible here; choose a lowering (grouped, polyphase) or run on the GPU machine")
+        return "tvm-cuda", {"tvm_trials": request.tune_trials, "tvm_db": request.tuning_db}
+    return "tvm-llvm", {"tvm_trials": request.tune_trials, "tvm_db": request.tuning_db}
+
+
 def compile_model(request: CompileRequest, on_batch=None) -> CompileResult:
     """Build, verify and write the artifact; nothing appears at ``request.output`` on failure."""
     spec = request.target
     with staging_dir(request.output, request.force) as stage:
+        search = None
         if request.source.endswith(".onnx"):
             onnx_path = Path(request.source)
             loaded, meta = _reference_for_onnx(onnx_path)
@@ -84,9 +100,11 @@ def compile_model(request: CompileRequest, on_batch=None) -> CompileResult:
         else:
             loaded = load_model(request.source, request.arch)
             onnx_path = stage / "model.onnx"
+            backend, options = search_backend(request)
             exported = export_onnx(loaded, onnx_path, request.lowering, request.input_shape,
-                                   tolerance=request.tolerance)
+                                   tolerance=request.tolerance, search_backend=backend, search_options=options)
             shape, arch, lowering, sha = exported.input_shape, loaded.arch, request.lowering, loaded.sha256
+            search = exported.search
         names = [o.name for o in onnx.load(str(onnx_path), load_external_data=False).graph.output]
         tuning = None
         if spec.backend == "openvino":
@@ -104,6 +122,7 @@ def compile_model(request: CompileRequest, on_batch=None) -> CompileResult:
             backend=spec.backend, target=spec.name, target_spec=spec.tvm_target, arch=arch, lowering=lowering,
             source=request.source, source_sha256=sha, input_shape=list(shape), output_names=names,
             module_file=module_file, precision=request.precision, versions=_versions(), tuning=tuning,
+            lowering_search=search,
         )
         manifest.write(stage)
         parity, ran = verify_staged(stage, loaded, onnx_path, request.tolerance)

@@ -38,6 +38,7 @@ class Manifest:
     tuning: dict[str, object] | None = None
     parity: dict[str, object] | None = None
     accuracy: dict[str, object] | None = None
+    lowering_search: list[dict[str, object]] | None = None
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     format: int = MANIFEST_FORMAT
 

@@ -38,14 +38,19 @@ class TuningDatabase:
         """Validate (or create) the directory and return MetaSchedule's JSONDatabase over it."""
         from tvm.s_tir import meta_schedule as ms
 
-        self._validate()
-        return ms.database.JSONDatabase(
-            path_workload=str(self.directory / WORKLOADS),
-            path_tuning_record=str(self.directory / RECORDS),
-            module_equality="structural",
-        )
+        self.validate()
+        try:
+            return ms.database.JSONDatabase(
+                path_workload=str(self.directory / WORKLOADS),
+                path_tuning_record=str(self.directory / RECORDS),
+                module_equality="structural",
+            )
+        except Exception as exc:  # TVM raises RuntimeError/TVMError from C++ parsing
+            last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise PsdeployError(f"--tuning-db {self.directory}: corrupted records ({last})") from None
 
-    def _validate(self) -> None:
+    def validate(self) -> None:
+        """Check the stamp and every line; drop a half-written last line left by a kill."""
         d = self.directory
         meta_path = d / META_NAME
         if self.root.exists() and not self.root.is_dir():

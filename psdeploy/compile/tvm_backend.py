@@ -20,7 +20,7 @@ import numpy as np
 from psdeploy.compile.ms_build import build_candidate
 from psdeploy.compile.targets import TargetSpec
 from psdeploy.compile.tuning_db import TuningDatabase
-from psdeploy.compile.tvm_progress import TuningInterrupted, make_callback, sigint_sets
+from psdeploy.compile.tvm_progress import make_callback, sigint_sets
 from psdeploy.errors import PsdeployError
 from psdeploy.verify.parity import Runner
 
@@ -110,23 +110,37 @@ def search_strategy(per_task: int):
     )
 
 
-def tune(mod, spec: TargetSpec, db: TuningDatabase, trials: int, on_batch=None) -> tuple[object, TuningSummary]:
-    """Tune ``mod``'s tasks within ``trials`` total; tasks the database already covers are skipped."""
+@dataclass
+class TuningPlan:
+    database: object
+    tasks: list
+    todo: list  # tasks the database does not yet cover to the per-task budget
+    per_task: int
+
+
+def plan_tuning(mod, spec: TargetSpec, db: TuningDatabase, trials: int) -> TuningPlan:
+    """Which tasks still need trials: what makes an interrupted tune resume where it stopped."""
     import tvm
     from tvm.s_tir import meta_schedule as ms
 
-    target = tvm.target.Target(spec.tvm_target)
     database = db.open()
-    tasks = ms.relax_integration.extract_tasks(mod, target)
-    summary = TuningSummary(trials, 0, len(tasks), database=str(db.directory), notes=list(db.notes))
+    tasks = ms.relax_integration.extract_tasks(mod, tvm.target.Target(spec.tvm_target))
     if trials <= 0:
-        summary.untuned = True
-        return database, summary
+        return TuningPlan(database, tasks, [], 0)
     per_task = max(1, math.ceil(trials / len(tasks)))
-    summary.per_task_budget = per_task
     done = db.record_counts(database, [t.dispatched[0] for t in tasks])
-    todo = [t for t, n in zip(tasks, done) if n < per_task]
-    summary.tasks_already_tuned = len(tasks) - len(todo)
+    return TuningPlan(database, tasks, [t for t, n in zip(tasks, done) if n < per_task], per_task)
+
+
+def tune(mod, spec: TargetSpec, db: TuningDatabase, trials: int, on_batch=None) -> tuple[object, TuningSummary]:
+    """Tune ``mod``'s tasks within ``trials`` total; tasks the database already covers are skipped."""
+    from tvm.s_tir import meta_schedule as ms
+
+    plan = plan_tuning(mod, spec, db, trials)
+    database, per_task, todo = plan.database, plan.per_task, plan.todo
+    summary = TuningSummary(trials, per_task, len(plan.tasks), database=str(db.directory), notes=list(db.notes))
+    summary.untuned = trials <= 0
+    summary.tasks_already_tuned = 0 if summary.untuned else len(plan.tasks) - len(todo)
     summary.tasks_tuned = len(todo)
     if not todo:
         return database, summary
@@ -140,13 +154,13 @@ def tune(mod, spec: TargetSpec, db: TuningDatabase, trials: int, on_batch=None) 
             with progress, sigint_sets(state):
                 ms.tune.tune_tasks(
                     tasks=contexts, task_weights=weights, work_dir=work_dir, max_trials_global=budget,
-                    max_trials_per_task=per_task, num_trials_per_iter=min(64, per_task), database=database,
+                    max_trials_per_task=per_task, num_trials_per_iter=min(64, max(1, per_task // 2)), database=database,
                     builder=ms.builder.LocalBuilder(timeout_sec=BUILD_TIMEOUT_S, f_build=build_candidate),
                     runner=ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT_S),
                     measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), callback],
                 )
-        except Exception as exc:  # the interrupt crosses C++ and may come back wrapped
-            if state["interrupted"] or isinstance(exc, TuningInterrupted) or "TuningInterrupted" in str(exc):
+        except Exception:
+            if state["interrupted"]:
                 raise KeyboardInterrupt from None
             raise
         if state["interrupted"]:

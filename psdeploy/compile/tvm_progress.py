@@ -1,8 +1,9 @@
 """A MetaSchedule measure callback that drives a rich progress bar and honours Ctrl-C.
 
-MetaSchedule's loop runs in C++; a SIGINT handler only sets a flag, and the
-callback (run after the database has stored the batch) stops tuning there, so the
-database keeps every record measured so far.
+MetaSchedule's loop runs in C++ and swallows exceptions raised in callbacks; so a
+SIGINT handler only sets a flag, and the callback (run after the database has stored
+the batch) terminates every task, so the loop returns and the caller raises
+KeyboardInterrupt. The database keeps every record measured so far.
 """
 
 from __future__ import annotations
@@ -12,10 +13,6 @@ from collections.abc import Callable
 from contextlib import contextmanager
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-
-class TuningInterrupted(Exception):
-    """Raised from inside the tuning loop after Ctrl-C; carries no state (the database has it)."""
 
 
 def make_callback(total_trials: int, task_names: list[str], on_batch: Callable[[int], None] | None = None):
@@ -44,8 +41,9 @@ def make_callback(total_trials: int, task_names: list[str], on_batch: Callable[[
             progress.update(bar, completed=min(state["trials"], total_trials), detail=detail)
             if on_batch:
                 on_batch(state["trials"])
-            if state["interrupted"]:
-                raise TuningInterrupted()
+            if state["interrupted"]:  # end every task: the scheduler's loop then returns normally
+                for task in range(len(task_names)):
+                    task_scheduler.terminate_task(task)
 
     return ProgressCallback(), progress, state, best
 

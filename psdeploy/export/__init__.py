@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ class ExportResult:
     graph: GraphCounts
     released_params: int
     released_macs: int
+    search: list[dict[str, object]] | None = None  # --lowering auto: per-geometry timings and choice
 
 
 def parse_shape(text: str | None, loaded: LoadedModel) -> tuple[int, ...]:
@@ -45,6 +47,7 @@ def parse_shape(text: str | None, loaded: LoadedModel) -> tuple[int, ...]:
 
 
 METADATA_PREFIX = "psdeploy."
+AUTO = "auto"
 
 
 def stamp_metadata(model: onnx.ModelProto, loaded: LoadedModel, lowering: str, shape: tuple[int, ...],
@@ -80,12 +83,26 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     dynamic_batch: bool = False,
     tolerance: float = DEFAULT_TOLERANCE,
+    search_backend: str = "onnxruntime",
+    search_options: dict | None = None,
 ) -> ExportResult:
-    """Rewrite, export and verify; the file exists at ``output`` only if every check passed."""
+    """Rewrite, export and verify; the file exists at ``output`` only if every check passed.
+
+    ``lowering='auto'`` first times every lowering per layer geometry on ``search_backend``.
+    """
     output = Path(output)
     check_writable(output)
     shape = input_shape or default_input_shape(loaded.config)
-    deploy = rewrite(loaded.model, lowering)
+    search = None
+    if lowering == AUTO:
+        from psdeploy.rewrite.search import rows_as_dicts, search_lowerings
+
+        choices, rows = search_lowerings(loaded.model, shape, search_backend, os.cpu_count() or 1,
+                                         **(search_options or {}))
+        deploy, search = rewrite(loaded.model, "grouped", choices), rows_as_dicts(rows)
+        deploy.lowering = AUTO
+    else:
+        deploy = rewrite(loaded.model, lowering)
     rewrite_parity = verify_rewrite(loaded, deploy, shape, tolerance)
     rewrite_parity.raise_if_failed()
     names = loaded.model.output_names
@@ -104,7 +121,7 @@ def export_onnx(
         graph = count_graph(model)
     released_params, released_macs = count_torch(loaded.model, shape)
     return ExportResult(output, deploy, shape, names, rewrite_parity, onnx_parity, graph,
-                        released_params, released_macs)
+                        released_params, released_macs, search)
 
 
 __all__ = ["DEFAULT_OPSET", "ExportResult", "export_onnx", "parse_shape", "read_metadata", "verify_rewrite"]

@@ -78,6 +78,7 @@ class LayerReport:
     clean: bool
     off_design: dict[int, int]
     stats: LoweringStats
+    lowering: str = ""
 
 
 @dataclass
@@ -108,14 +109,17 @@ def _deploy_block(name: str, block: Bottleneck, lowering_name: str, reports: lis
         permute_in_channels(conv3, block_order_to_channels(list(lowered.out_order), s.groups, s.out_block))
         conv2: nn.Module = lowered.module
         reports.append(LayerReport(name, s.stride, s.out_channels, s.groups, layer.is_clean,
-                                   layer.off_design_blocks(), lowered.stats))
+                                   layer.off_design_blocks(), lowered.stats, lowering_name))
     else:
         conv2 = fold_conv_bn(block.conv2, block.bn2)
     return DeployBottleneck(conv1, conv2, conv3, downsample).eval()
 
 
-def rewrite(model: ResNet, lowering: str = "grouped") -> DeployResult:
-    """The deploy form of ``model``; ``lowering='reference'`` keeps the released PSConv form unfolded."""
+def rewrite(model: ResNet, lowering: str = "grouped", choices: dict[str, str] | None = None) -> DeployResult:
+    """The deploy form of ``model``; ``lowering='reference'`` keeps the released PSConv form unfolded.
+
+    ``choices`` (layer name -> lowering, from ``--lowering auto``'s search) overrides ``lowering`` per layer.
+    """
     model = model.eval()
     if lowering == REFERENCE:
         released = copy.deepcopy(model)
@@ -130,12 +134,14 @@ def rewrite(model: ResNet, lowering: str = "grouped") -> DeployResult:
             reports.append(LayerReport(layer.name, s.stride, s.out_channels, s.groups, layer.is_clean,
                                        layer.off_design_blocks(), stats))
         return DeployResult(released, REFERENCE, reports)
-    get_lowering(lowering)  # fail early on an unknown name
+    choices = choices or {}
+    for name in {lowering, *choices.values()}:
+        get_lowering(name)  # fail early on an unknown name
     reports: list[LayerReport] = []
     stages = []
     for stage_name in model.stage_names:
         blocks = [
-            _deploy_block(f"{stage_name}.{i}", block, lowering, reports)
+            _deploy_block(f"{stage_name}.{i}", block, choices.get(f"{stage_name}.{i}", lowering), reports)
             for i, block in enumerate(getattr(model, stage_name))
         ]
         stages.append(nn.Sequential(*blocks))

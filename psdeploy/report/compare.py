@@ -1,0 +1,38 @@
+"""Regression gate: which ratios got worse than an earlier report, beyond the recorded noise."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from psdeploy.errors import PsdeployError
+from psdeploy.report.run import SCHEMA
+
+
+@dataclass
+class RatioChange:
+    key: str
+    old: float
+    new: float
+    worse: bool  # new band lies entirely above the old band
+
+
+def _ratios(payload: dict, source: str) -> dict[str, tuple[float, float, float]]:
+    if payload.get("schema") != SCHEMA:
+        raise PsdeployError(f"{source}: schema {payload.get('schema')!r}, expected {SCHEMA!r}")
+    return {f"{m['backend']} | {m['group']} | {m['case']}": (m["ratio"], m["ratio_p10"], m["ratio_p90"])
+            for m in payload["measurements"]}
+
+
+def compare_reports(old_path: Path, new_payload: dict) -> list[RatioChange]:
+    try:
+        old_payload = json.loads(Path(old_path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise PsdeployError(f"--compare {old_path}: unreadable report JSON ({exc.__class__.__name__})") from None
+    old, new = _ratios(old_payload, str(old_path)), _ratios(new_payload, "this report")
+    changes = []
+    for key in sorted(set(old) & set(new)):
+        (o, _, o_hi), (n, n_lo, _) = old[key], new[key]
+        changes.append(RatioChange(key, o, n, worse=n > o and n_lo > o_hi))
+    return changes

@@ -1,0 +1,153 @@
+"""Report outputs: Markdown (with the paper's figures beside ours), JSON, CSV and a PNG chart."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections import defaultdict
+from dataclasses import asdict
+from pathlib import Path
+
+from psdeploy.bench.stats import NOISY_CV_PCT
+from psdeploy.report.run import SCHEMA, Measurement, ReportData
+
+# The paper's anchors (Sec. 4.2 "Speed Benchmark", Appendix G), as ratios to the plain baseline.
+PAPER = {
+    "layer": {
+        "dilated2": "2.99x (Titan X, cuDNN 7, N=200 64@56)",
+        "psconv_released": "3.41x (1.14x the dilated conv; same setting)",
+        "psconv_deployed": "~1.42x (Dilated-Winograd + TVM + oneDNN)",
+    },
+    "network": {"deployed": "1.066x GPU / 1.051x CPU (dual Xeon 8280)"},
+}
+
+
+def to_json(data: ReportData) -> dict[str, object]:
+    cfg = asdict(data.config)
+    return {"schema": SCHEMA, "created": data.created, "config": cfg, "environment": data.environment,
+            "noisy_cv_pct": NOISY_CV_PCT,
+            "measurements": [{**asdict(m), "images_per_s": m.images_per_s} for m in data.measurements]}
+
+
+CSV_FIELDS = ("table", "backend", "group", "case", "batch", "median_ms", "p90_ms", "p99_ms", "min_ms", "mean_ms",
+              "cv_pct", "noisy", "iterations", "ratio", "ratio_p10", "ratio_p90", "images_per_s", "parity_rel_err")
+
+
+def to_csv(data: ReportData) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, CSV_FIELDS)
+    writer.writeheader()
+    for m in data.measurements:
+        row = {**m.stats, **{k: getattr(m, k) for k in ("table", "backend", "group", "case", "batch", "ratio",
+                                                         "ratio_p10", "ratio_p90", "parity_rel_err")}}
+        row["images_per_s"] = m.images_per_s
+        writer.writerow({k: row[k] for k in CSV_FIELDS})
+    return out.getvalue()
+
+
+def _paper_for(m: Measurement) -> str:
+    if m.table == "layer":
+        key = "psconv_deployed" if m.case.startswith("psconv_") and m.case != "psconv_released" else m.case
+        return PAPER["layer"].get(key, "")
+    return PAPER["network"]["deployed"] if "deployed[" in m.case else ""
+
+
+def _fmt(m: Measurement) -> list[str]:
+    s = m.stats
+    cv = f"{s['cv_pct']:.1f}" + (" **noisy**" if s["noisy"] else "")
+    return [m.case, f"{s['median_ms']:.3f}", f"{s['p90_ms']:.3f}", f"{s['p99_ms']:.3f}", f"{s['min_ms']:.3f}", cv,
+            f"**{m.ratio:.3f}x** ({m.ratio_p10:.2f}-{m.ratio_p90:.2f})", f"{m.images_per_s:.1f}",
+            f"{m.parity_rel_err:.1e}", _paper_for(m)]
+
+
+def to_markdown(data: ReportData) -> str:
+    env, cfg = data.environment, data.config
+    lines = [
+        f"# PSConv latency report: {cfg.name}",
+        "",
+        f"Created {data.created} from `{cfg.source}`. Schema `{SCHEMA}`. All figures fp32.",
+        "",
+        "Each group's cases ran **interleaved** (round-robin, rotating order) in one run; the ratio is the median "
+        "of per-round ratios to the group's first case (plain conv / plain ResNet), with its p10-p90 band. "
+        f"Warm-up until stable (>= {cfg.warmup} rounds, <= {cfg.max_warmup}), then {cfg.iters} timed rounds. "
+        f"CV above {NOISY_CV_PCT:.0f}% is marked **noisy**. Every case was checked against its PyTorch "
+        "reference on the same backend before timing (max|err|/max|ref| column).",
+        "",
+        "## Environment",
+        "",
+        f"- CPU: {env['cpu_model']} ({env['cpu_flags']}); {env['cores']} cores; governor {env['governor']}",
+        f"- threads: {cfg.threads} (pinned for every backend); GPU: {env['gpu']}",
+        f"- {env['os']}, Python {env['python']}",
+        "- " + ", ".join(f"{k} {v}" for k, v in env["packages"].items()),
+        "",
+    ]
+    header = ["case", "median ms", "p90", "p99", "min", "CV%", "ratio (p10-p90)", "img/s", "parity", "paper"]
+    by_table: dict[str, dict[tuple[str, str], list[Measurement]]] = defaultdict(lambda: defaultdict(list))
+    for m in data.measurements:
+        by_table[m.table][(m.backend, m.group)].append(m)
+    titles = {"layer": "Layer table (3x3, C in = C out; ratio to the plain 3x3 of the same backend)",
+              "network": "Network table (ratio to the plain ResNet deployed on the same backend)"}
+    for table in ("layer", "network"):
+        if table not in by_table:
+            continue
+        lines += [f"## {titles[table]}", ""]
+        for (backend, group), rows in by_table[table].items():
+            lines += [f"### {backend}: {group}", "", "| " + " | ".join(header) + " |",
+                      "|" + "---|" * len(header)]
+            lines += ["| " + " | ".join(_fmt(m)) + " |" for m in rows]
+            lines.append("")
+    lines += ["## Summary of ratios", "", "| backend | group | PSConv deployed / plain | PSConv released / plain |",
+              "|---|---|---|---|"]
+    for (backend, group), rows in {**by_table.get("layer", {}), **by_table.get("network", {})}.items():
+        dep = [m for m in rows if m.case.startswith("psconv_") and m.case != "psconv_released" or "deployed[" in m.case]
+        rel = [m for m in rows if m.case in ("psconv_released",) or m.case.endswith(" released")]
+        lines.append(f"| {backend} | {group} | " + ", ".join(f"{m.ratio:.3f}x" for m in dep) + " | "
+                     + ", ".join(f"{m.ratio:.3f}x" for m in rel) + " |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def to_png(data: ReportData, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [m for m in data.measurements if m.ratio and not (m.case == "plain" or m.case.endswith("deployed")
+                                                              and "[" not in m.case)]
+    labels = [f"{m.backend}\n{m.group}\n{m.case}" for m in shown]
+    fig, ax = plt.subplots(figsize=(max(8, 0.45 * len(shown)), 5.5))
+    colors = ["tab:green" if ("deployed" in m.case or m.case.startswith("psconv_") and m.case != "psconv_released")
+              else "tab:red" if "released" in m.case else "tab:gray" for m in shown]
+    ax.bar(range(len(shown)), [m.ratio for m in shown], color=colors,
+           yerr=[[m.ratio - m.ratio_p10 for m in shown], [m.ratio_p90 - m.ratio for m in shown]], capsize=2)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.axhline(1.42, color="tab:blue", linestyle="--", linewidth=0.8, label="paper: PSConv layer 1.42x")
+    ax.axhline(1.05, color="tab:purple", linestyle=":", linewidth=0.8, label="paper: network 1.05x (CPU)")
+    ax.set_xticks(range(len(shown)))
+    ax.set_xticklabels(labels, rotation=90, fontsize=6)
+    ax.set_ylabel("latency ratio to plain (same backend)")
+    ax.set_title(f"{data.config.name}: green deployed, red released, grey dilated")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(data: ReportData, out_dir: Path) -> list[Path]:
+    """Write report.md/.json/.csv/.png, each via a temporary name."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, content in (("report.md", to_markdown(data)), ("report.json", json.dumps(to_json(data), indent=1)),
+                          ("report.csv", to_csv(data))):
+        tmp = out_dir / f".{name}.tmp"
+        tmp.write_text(content)
+        os.replace(tmp, out_dir / name)
+        written.append(out_dir / name)
+    tmp = out_dir / ".ratios.tmp.png"
+    to_png(data, tmp)
+    os.replace(tmp, out_dir / "ratios.png")
+    written.append(out_dir / "ratios.png")
+    return written

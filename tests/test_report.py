@@ -1,0 +1,105 @@
+"""Reports: produced, well-formed, verified before timing; the gate flags only changes beyond noise.
+(Latencies are never asserted: speed is checked by benchmarks, not unit tests.)"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from psdeploy.bench.stats import LatencyStats, ratio_spread
+from psdeploy.bench.timing import TimingPlan, run_interleaved
+from psdeploy.errors import PsdeployError
+from psdeploy.report import compare_reports, run_report, to_json, write_report
+from psdeploy.report.cases import LayerSpec, layer_modules
+from psdeploy.report.config import ReportConfig, load_report_config
+from psdeploy.report.run import SCHEMA
+from tests.conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def tiny_report(tmp_path_factory):
+    config = ReportConfig(name="tiny", threads=1, backends=["torch", "onnxruntime"], warmup=2, max_warmup=4,
+                          iters=30, layer_shapes=[(16, 9)], layer_strides=[1, 2], layer_batches=[1],
+                          network_pairs=[("ps_resnet_digits", "resnet_digits")], network_batches=[2])
+    data = run_report(config)
+    out = tmp_path_factory.mktemp("report")
+    write_report(data, out)
+    return data, out
+
+
+def test_report_files_well_formed(tiny_report) -> None:
+    data, out = tiny_report
+    payload = json.loads((out / "report.json").read_text())
+    assert payload["schema"] == SCHEMA and payload["environment"]["packages"]["torch"]
+    layer = [m for m in payload["measurements"] if m["table"] == "layer"]
+    assert {m["case"] for m in layer} == {"plain", "dilated2", "dilated4", "psconv_released", "psconv_grouped"}
+    assert all(m["stats"]["iterations"] >= 30 for m in payload["measurements"])
+    assert all(m["parity_rel_err"] <= 1e-4 for m in payload["measurements"])
+    plain = [m for m in layer if m["case"] == "plain"]
+    assert all(m["ratio"] == 1.0 for m in plain)
+    rows = list(csv.DictReader((out / "report.csv").open()))
+    assert len(rows) == len(payload["measurements"])
+    md = (out / "report.md").read_text()
+    assert "## Layer table" in md and "## Network table" in md and "1.42x" in md and "interleaved" in md
+    assert (out / "ratios.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_layer_cases_compute_the_same_psconv() -> None:
+    spec = LayerSpec(32, 11, 2, 2)
+    cases = layer_modules(spec, ["grouped"])
+    x = torch.randn(spec.shape)
+    released, _ = cases["psconv_released"]
+    deployed, reference = cases["psconv_grouped"]
+    with torch.no_grad():
+        assert torch.allclose(deployed(x), reference(x), atol=1e-4)
+        assert reference(x).shape == released(x).shape
+
+
+def test_compare_flags_only_changes_beyond_noise(tiny_report, tmp_path) -> None:
+    data, out = tiny_report
+    payload = to_json(data)
+    assert not any(c.worse for c in compare_reports(out / "report.json", payload))
+    worse = json.loads(json.dumps(payload))
+    target = next(m for m in worse["measurements"] if m["case"] == "psconv_released")
+    for key in ("ratio", "ratio_p10", "ratio_p90"):
+        target[key] = target[key] * 3
+    flagged = [c for c in compare_reports(out / "report.json", worse) if c.worse]
+    assert len(flagged) == 1 and "psconv_released" in flagged[0].key
+
+
+def test_compare_refuses_other_schema(tmp_path, tiny_report) -> None:
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"schema": "other/9", "measurements": []}))
+    with pytest.raises(PsdeployError, match="schema"):
+        compare_reports(path, to_json(tiny_report[0]))
+
+
+def test_shipped_report_recipes_parse() -> None:
+    for path in (REPO / "recipes" / "reports").glob("*.yaml"):
+        config = load_report_config(path, None)
+        assert config.backends and config.iters >= 30
+
+
+def test_report_recipe_bad_backend(tmp_path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text("backends: [torch, tensorrt]\n")
+    with pytest.raises(PsdeployError, match="'backends' has 'tensorrt'"):
+        load_report_config(path, None)
+
+
+def test_statistics() -> None:
+    stats = LatencyStats.from_samples([1.0, 2.0, 3.0, 4.0, 100.0])
+    assert stats.median_ms == 3.0 and stats.min_ms == 1.0 and stats.noisy
+    assert ratio_spread([2.0, 4.0, 6.0], [1.0, 2.0, 3.0])[0] == 2.0
+
+
+def test_interleaving_rotates_order() -> None:
+    order: list[str] = []
+    cases = {n: (lambda n=n: order.append(n)) for n in "abc"}
+    run_interleaved(cases, TimingPlan(warmup=1, max_warmup=1, iterations=3))
+    assert order[-9:] == list("abcbcacab")
+    assert np.array_equal(np.unique(order), np.array(list("abc")))

@@ -1,0 +1,48 @@
+"""--lowering auto: every candidate verified, the fastest kept per geometry, the choice applied."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from psdeploy.arch.seeded import seeded_model
+from psdeploy.errors import PsdeployError
+from psdeploy.export import export_onnx
+from psdeploy.load import load_model
+from psdeploy.rewrite.deploy import rewrite
+from psdeploy.rewrite.search import layer_geometries
+from tests.conftest import relative_error
+
+
+def test_geometries_of_ps_resnet50() -> None:
+    found = layer_geometries(seeded_model("ps_resnet50"), (1, 3, 224, 224))
+    labels = [g.label for g in found]
+    assert labels == ["64@56x56 s1 g1", "128@56x56 s2 g1", "128@28x28 s1 g1", "256@28x28 s2 g1",
+                      "256@14x14 s1 g1", "512@14x14 s2 g1", "512@7x7 s1 g1"]
+    assert sum(len(v) for v in found.values()) == 16
+
+
+def test_mixed_choices_are_exact() -> None:
+    model = seeded_model("ps_resnet_digits", seed=2)
+    choices = {"layer1.0": "polyphase", "layer2.0": "polyphase", "layer3.1": "grouped"}
+    result = rewrite(model, "grouped", choices)
+    assert [r.lowering for r in result.layers][:3] == ["polyphase", "grouped", "polyphase"]
+    x = torch.randn(2, 3, 31, 33)
+    with torch.no_grad():
+        assert relative_error(result.model(x), model(x)) < 1e-5
+
+
+def test_unknown_choice_refused() -> None:
+    with pytest.raises(PsdeployError, match="unknown lowering"):
+        rewrite(seeded_model("ps_resnet_digits"), "grouped", {"layer1.0": "winograd9"})
+
+
+def test_export_auto_records_search(tmp_path) -> None:
+    result = export_onnx(load_model("seeded:ps_resnet_digits"), tmp_path / "auto.onnx", lowering="auto")
+    assert result.onnx_parity.passed
+    rows = result.search
+    assert len(rows) == 5 and all(set(r["timings_ms"]) == {"plain", "grouped", "polyphase"} for r in rows)
+    chosen = {layer: row["lowering"] for row in rows for layer in row["layers"]}
+    assert chosen == {r.name: r.lowering for r in result.deploy.layers}
+    assert all(row["timings_ms"][row["lowering"]] == min(row["timings_ms"][n] for n in ("grouped", "polyphase"))
+               for row in rows)
