@@ -54,6 +54,13 @@ def _paper_for(m: Measurement) -> str:
     return PAPER["network"]["deployed"] if "deployed[" in m.case else ""
 
 
+def _form(m: Measurement) -> str:
+    """The lowering a deployed case used: 'grouped' from 'psconv_grouped' or '... deployed[grouped]'."""
+    if "[" in m.case:
+        return m.case.split("[", 1)[1].rstrip("]")
+    return m.case.removeprefix("psconv_")
+
+
 def _fmt(m: Measurement) -> list[str]:
     s = m.stats
     cv = f"{s['cv_pct']:.1f}" + (" **noisy**" if s["noisy"] else "")
@@ -103,7 +110,7 @@ def to_markdown(data: ReportData) -> str:
     for (backend, group), rows in {**by_table.get("layer", {}), **by_table.get("network", {})}.items():
         dep = [m for m in rows if m.case.startswith("psconv_") and m.case != "psconv_released" or "deployed[" in m.case]
         rel = [m for m in rows if m.case in ("psconv_released",) or m.case.endswith(" released")]
-        lines.append(f"| {backend} | {group} | " + ", ".join(f"{m.ratio:.3f}x" for m in dep) + " | "
+        lines.append(f"| {backend} | {group} | " + ", ".join(f"{_form(m)} {m.ratio:.3f}x" for m in dep) + " | "
                      + ", ".join(f"{m.ratio:.3f}x" for m in rel) + " |")
     lines.append("")
     return "\n".join(lines)
@@ -136,6 +143,39 @@ def to_png(data: ReportData, path: Path) -> None:
     plt.close(fig)
 
 
+def to_layer_png(data: ReportData, path: Path) -> bool:
+    """Ratio to the plain 3x3 vs layer shape, one line per backend and PSConv form."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layer = [m for m in data.measurements if m.table == "layer" and m.case.startswith("psconv_")]
+    if not layer:
+        return False
+    groups = list(dict.fromkeys(m.group for m in layer))
+    series: dict[str, dict[str, float]] = defaultdict(dict)
+    for m in layer:
+        series[f"{m.backend}: {m.case.removeprefix('psconv_')}"][m.group] = m.ratio
+    fig, ax = plt.subplots(figsize=(max(8, 0.6 * len(groups)), 5))
+    for label, values in series.items():
+        xs = [i for i, g in enumerate(groups) if g in values]
+        ax.plot(xs, [values[groups[i]] for i in xs], marker="o", linestyle="--" if "released" in label else "-",
+                label=label)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.axhline(1.15, color="tab:green", linestyle=":", linewidth=0.8, label="goal: 1.15x")
+    ax.axhline(1.42, color="tab:blue", linestyle=":", linewidth=0.8, label="paper: 1.42x")
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels(groups, rotation=60, fontsize=7, ha="right")
+    ax.set_ylabel("PSConv / plain 3x3 (same backend)")
+    ax.set_title(f"{data.config.name}: PSConv layer ratio by shape")
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
 def write_report(data: ReportData, out_dir: Path) -> list[Path]:
     """Write report.md/.json/.csv/.png, each via a temporary name."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -150,4 +190,8 @@ def write_report(data: ReportData, out_dir: Path) -> list[Path]:
     to_png(data, tmp)
     os.replace(tmp, out_dir / "ratios.png")
     written.append(out_dir / "ratios.png")
+    tmp = out_dir / ".ratio_vs_layer.tmp.png"
+    if to_layer_png(data, tmp):
+        os.replace(tmp, out_dir / "ratio_vs_layer.png")
+        written.append(out_dir / "ratio_vs_layer.png")
     return written

@@ -30,6 +30,9 @@ def onnxruntime_session(path: str | Path, threads: int | None = None, optimize: 
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+    # Idle workers of one session otherwise spin-wait and steal the cores from the next
+    # session run interleaved with it (the bench ran ResNet-50 at one core's speed).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if not optimize:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 3
