@@ -47,6 +47,8 @@ def test_fp32_is_kept(ov_artifact) -> None:
 
 
 def test_top1_agrees_on_held_out_split(ov_artifact) -> None:
+    accuracy = Manifest.read(ov_artifact).accuracy
+    assert accuracy["prediction_agreement"] == 1.0 and accuracy["samples"] == 450
     runner = open_runner(ov_artifact)
     report = held_out_top1(torch_runner(load_model(DEMO_CHECKPOINT).model), runner.run, runner.batch)
     assert report.agree

@@ -48,6 +48,20 @@ def test_report_files_well_formed(tiny_report) -> None:
     assert (out / "ratios.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_report_check(tiny_report, tmp_path) -> None:
+    import shutil
+
+    from psdeploy.report.check import check_report
+
+    _, out = tiny_report
+    assert check_report(out) == len(json.loads((out / "report.json").read_text())["measurements"])
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken)
+    (broken / "report.csv").write_text("table\n")
+    with pytest.raises(PsdeployError, match="report.csv"):
+        check_report(broken)
+
+
 def test_layer_cases_compute_the_same_psconv() -> None:
     spec = LayerSpec(32, 11, 2, 2)
     cases = layer_modules(spec, ["grouped"])

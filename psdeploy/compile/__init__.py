@@ -127,10 +127,29 @@ def compile_model(request: CompileRequest, on_batch=None) -> CompileResult:
         manifest.write(stage)
         parity, ran = verify_staged(stage, loaded, onnx_path, request.tolerance)
         manifest.parity = parity.to_dict() if parity else {"status": "not run: no CUDA GPU on this machine"}
+        if ran and loaded is not None and arch in DEMO_ARCHS:
+            manifest.accuracy = check_top1(stage, loaded)
         manifest.write(stage)
         if onnx_path.parent == stage:
             onnx_path.unlink()
     return CompileResult(request.output, manifest, parity, ran)
+
+
+DEMO_ARCHS = ("ps_resnet_digits", "resnet_digits")
+
+
+def check_top1(directory: Path, loaded: LoadedModel) -> dict[str, object]:
+    """Demo-family artifacts must give the checkpoint's held-out top-1, prediction for prediction."""
+    from psdeploy.verify.accuracy import held_out_top1
+
+    runner = open_artifact(directory)
+    report = held_out_top1(torch_runner(loaded.model), runner.run, runner.batch)
+    if not report.agree:
+        raise PsdeployError(f"{runner.description}: held-out top-1 {report.candidate_top1:.4f} differs from the "
+                            f"checkpoint's {report.reference_top1:.4f} (agreement {report.prediction_agreement:.4f})")
+    return {"split": "sklearn digits held-out (25%, seed 0)", "samples": report.samples,
+            "checkpoint_top1": report.reference_top1, "artifact_top1": report.candidate_top1,
+            "prediction_agreement": report.prediction_agreement}
 
 
 def verify_staged(directory: Path, loaded: LoadedModel | None, onnx_path: Path,

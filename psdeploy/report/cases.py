@@ -12,6 +12,7 @@ from psdeploy.arch.seeded import seeded_model
 from psdeploy.rewrite.deploy import rewrite
 from psdeploy.rewrite.lattice import PSConvLayer
 from psdeploy.rewrite.lowerings import get_lowering
+from psdeploy.rewrite.search import LoweredReference
 
 LAYER_CASES = ("plain", "dilated2", "dilated4", "psconv_released", "psconv_deployed")
 
@@ -47,25 +48,8 @@ def layer_modules(spec: LayerSpec, lowerings: list[str], seed: int = 0) -> dict[
     layer = PSConvLayer.from_released("layer", released)
     for lowering in lowerings:
         lowered = get_lowering(lowering).lower(layer, torch.zeros(c))
-        cases[f"psconv_{lowering}"] = (lowered.module, _Reordered(released, lowered.in_order, lowered.out_order, c))
+        cases[f"psconv_{lowering}"] = (lowered.module, LoweredReference(layer, lowered.in_order, lowered.out_order))
     return cases
-
-
-class _Reordered(nn.Module):
-    """The released layer seen through the deployed form's channel orders (folded into neighbours
-    in a network; here made explicit so the layer can be checked on its own)."""
-
-    def __init__(self, module: nn.Module, in_order, out_order, channels: int) -> None:
-        super().__init__()
-        from psdeploy.rewrite.fold import block_order_to_channels
-
-        block = channels // len(in_order)
-        self.module = module
-        self.register_buffer("perm_in", torch.argsort(block_order_to_channels(list(in_order), 1, block)))
-        self.register_buffer("perm_out", block_order_to_channels(list(out_order), 1, block))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.module(x[:, self.perm_in])[:, self.perm_out]
 
 
 def network_modules(arch: str, plain: str, lowering: str) -> dict[str, tuple[nn.Module, nn.Module]]:

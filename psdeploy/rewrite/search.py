@@ -81,7 +81,7 @@ def search_lowerings(model: nn.Module, input_shape: tuple[int, ...], backend: st
         cases = {"plain": prepare(plain, plain, shape, backend, threads, "plain", **backend_options)}
         for name in names:
             lowered = get_lowering(name).lower(layer, torch.zeros(geometry.channels))
-            reference = _Reference(layer, lowered.in_order, lowered.out_order)
+            reference = LoweredReference(layer, lowered.in_order, lowered.out_order)
             cases[name] = prepare(lowered.module, reference, shape, backend, threads, name, **backend_options)
         timed = run_interleaved({k: v.run for k, v in cases.items()}, SEARCH_PLAN)
         medians = {k: t.stats.median_ms for k, t in timed.items()}
@@ -93,8 +93,11 @@ def search_lowerings(model: nn.Module, input_shape: tuple[int, ...], backend: st
     return choices, rows
 
 
-class _Reference(nn.Module):
-    """The lattice's function in the lowered form's channel orders (what the lowering must equal)."""
+class LoweredReference(nn.Module):
+    """The lattice's function in a lowered form's channel orders: what that lowering must equal.
+
+    In a network these orders fold into the neighbouring convs; a layer checked on its own
+    needs them explicit."""
 
     def __init__(self, layer: PSConvLayer, in_order, out_order) -> None:
         super().__init__()
