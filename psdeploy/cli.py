@@ -273,10 +273,17 @@ def bench(models: tuple[str, ...], batch: str, warmup: int, iters: int, threads:
     if iters < 30:
         raise PsdeployError(f"--iters {iters}: at least 30 timed rounds are needed for a median and p90")
     plan = TimingPlan(warmup=warmup, max_warmup=max(5 * warmup, 50), iterations=iters)
+    batches = _int_list(batch, "--batch")
     with Progress(console=err_console, transient=True) as progress:
-        bar = progress.add_task("timing", total=iters)
-        result = bench_models(list(models), _int_list(batch, "--batch"), plan, threads,
-                              lambda done, total: progress.update(bar, completed=done % (total + 1)))
+        bar = progress.add_task("timed rounds", total=iters * len(batches))
+        done_before = {"rounds": 0}
+
+        def advance(done: int, total: int) -> None:
+            progress.update(bar, completed=done_before["rounds"] + done)
+            if done == total:
+                done_before["rounds"] += total
+
+        result = bench_models(list(models), batches, plan, threads, advance)
     table = Table(title=f"latency (ms), {iters} interleaved rounds, threads {threads or os.cpu_count()}")
     for col in ("model", "batch", "median", "p90", "p99", "min", "CV%", "img/s", "ratio to first (p10-p90)"):
         table.add_column(col, justify="left" if col == "model" else "right")

@@ -51,3 +51,26 @@ def test_wrong_arch_flag(tmp_path) -> None:
     torch.save(torch.load(DEMO_CHECKPOINT, weights_only=True), path)
     result = _run("inspect", str(path), "--arch", "resnet_digits")
     assert result.exit_code == 2 and "does not fit resnet_digits" in result.output
+
+
+def test_bench_interleaves_and_writes_json(tmp_path) -> None:
+    import json
+
+    from psdeploy.export import export_onnx
+    from psdeploy.load import load_model
+
+    a = export_onnx(load_model("seeded:resnet_digits"), tmp_path / "plain.onnx", dynamic_batch=True).path
+    b = export_onnx(load_model("seeded:ps_resnet_digits"), tmp_path / "ps.onnx", dynamic_batch=True).path
+    out = tmp_path / "bench.json"
+    result = _run("bench", str(a), str(b), "--batch", "1,2", "--iters", "30", "--warmup", "2", "--threads", "1",
+                  "--json", str(out))
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["model"], r["batch"]) for r in rows] == [("plain.onnx", 1), ("ps.onnx", 1), ("plain.onnx", 2),
+                                                         ("ps.onnx", 2)]
+    assert rows[0]["ratio_to_first"] == 1.0 and all(r["iterations"] == 30 for r in rows)
+
+
+def test_bench_refuses_too_few_iterations(tmp_path) -> None:
+    result = _run("bench", str(DEMO_CHECKPOINT), "--iters", "5")
+    assert result.exit_code == 2 and "at least 30" in result.output
