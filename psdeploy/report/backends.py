@@ -72,9 +72,18 @@ def _onnx_runner(path: Path, backend: str, threads: int, shape: tuple[int, ...],
     raise PsdeployError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
 
 
+def export_case(module: nn.Module, shape: tuple[int, ...]) -> Path:
+    """``module`` as ONNX in a fresh temporary directory (one export serves every ONNX backend)."""
+    path = Path(tempfile.mkdtemp(prefix="psdeploy-report-")) / "case.onnx"
+    export_to_file(module.eval(), path, shape, ["y"])
+    return path
+
+
 def prepare(module: nn.Module, reference: nn.Module, shape: tuple[int, ...], backend: str, threads: int,
-            name: str, tvm_trials: int = 0, tvm_db: Path = Path("tuning-db"), tolerance: float = 1e-4) -> Prepared:
-    """Export ``module`` (if needed), build it on ``backend``, check it against ``reference``."""
+            name: str, tvm_trials: int = 0, tvm_db: Path = Path("tuning-db"), tolerance: float = 1e-4,
+            onnx_path: Path | None = None) -> Prepared:
+    """Build ``module`` on ``backend`` (exporting it unless ``onnx_path`` is given), check it against
+    ``reference``."""
     module, reference = module.eval(), reference.eval()
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     outputs = ["y"]
@@ -82,9 +91,8 @@ def prepare(module: nn.Module, reference: nn.Module, shape: tuple[int, ...], bac
         run = torch_runner(module)
         call = _torch_call(module, x, threads)
     else:
+        onnx_path = onnx_path or export_case(module, shape)
         work = Path(tempfile.mkdtemp(prefix="psdeploy-report-"))
-        onnx_path = work / "case.onnx"
-        export_to_file(module, onnx_path, shape, outputs)
         run = _onnx_runner(onnx_path, backend, threads, shape, tvm_trials, tvm_db, work)
         call = lambda: run(x)  # noqa: E731
     parity = compare(torch_runner(reference), run, [shape], outputs, candidate_name=f"{name} on {backend}",

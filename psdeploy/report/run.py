@@ -12,7 +12,7 @@ from psdeploy.arch.registry import default_input_shape, get_config
 from psdeploy.bench.environment import fingerprint
 from psdeploy.bench.stats import ratio_spread
 from psdeploy.bench.timing import TimingPlan, run_interleaved
-from psdeploy.report.backends import prepare, set_threads
+from psdeploy.report.backends import export_case, prepare, set_threads
 from psdeploy.report.cases import LayerSpec, layer_modules, network_modules
 from psdeploy.report.config import ReportConfig
 
@@ -69,6 +69,7 @@ def run_report(config: ReportConfig) -> ReportData:
     data = ReportData(config, fingerprint(config.threads))
     plan = TimingPlan(config.warmup, config.max_warmup, config.iters, config.min_seconds)
     groups = _groups(config)
+    exported: dict[tuple[str, str], Path] = {}  # (group, case) -> ONNX, shared by the ONNX backends
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns) as progress:
         overall = progress.add_task("report", total=len(groups) * len(config.backends))
@@ -77,8 +78,13 @@ def run_report(config: ReportConfig) -> ReportData:
                 progress.update(overall, description=f"{backend}: {label}")
                 prepared = {}
                 for name, (module, reference, shape) in cases.items():
+                    onnx_path = None
+                    if backend != "torch":
+                        if (label, name) not in exported:
+                            exported[(label, name)] = export_case(module, shape)
+                        onnx_path = exported[(label, name)]
                     prepared[name] = prepare(module, reference, shape, backend, config.threads, name,
-                                             config.tvm_trials, Path(config.tvm_database))
+                                             config.tvm_trials, Path(config.tvm_database), onnx_path=onnx_path)
                 timed = run_interleaved({k: p.run for k, p in prepared.items()}, plan)
                 baseline = timed[next(iter(timed))].samples_ms
                 for name, case in timed.items():

@@ -40,11 +40,6 @@ class Lowering:
     """Base class of the lowering plug-ins; ``name`` is what ``--lowering`` takes."""
 
     name: str = ""
-    folds_batchnorm: bool = True
-
-    def applicable(self, layer: PSConvLayer) -> str | None:
-        """None if this lowering can express ``layer`` exactly, else why not."""
-        return None
 
     def lower(self, layer: PSConvLayer, bias: torch.Tensor) -> LoweredLayer:
         raise NotImplementedError

@@ -77,9 +77,6 @@ def gather_index(branch_rows: tuple[int, ...], sigma: tuple[int, ...], groups: i
 class GroupedLowering(Lowering):
     name = "grouped"
 
-    def applicable(self, layer: PSConvLayer) -> str | None:
-        return None
-
     def plan(self, layer: PSConvLayer) -> LayerPlan:
         return plan_layer(live_union(layer))
 
