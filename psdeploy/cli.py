@@ -149,10 +149,12 @@ def accuracy(model: str, checkpoint: str, arch: str | None) -> None:
 @click.option("--num-cores", type=int, default=None, help="Cores the TVM llvm target assumes.")
 @click.option("--cuda-arch", default=None, help="CUDA arch for --target cuda (default sm_90).")
 @click.option("--precision", default=None, type=click.Choice(["f32", "f16", "bf16"]), help="OpenVINO precision.")
+@click.option("--winograd", default=None, type=click.Choice(["off", "f2", "f4"]),
+              help="TVM: Winograd F(2x2,3x3)/F(4x4,3x3) for every stride-1 dense 3x3 conv (default off).")
 @click.option("--tolerance", type=float, default=None, help="Parity tolerance (default 1e-4).")
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
 def compile_cmd(source, recipe, target, output, arch, input_shape, lowering, tune_trials, tuning_db, mcpu,
-                num_cores, cuda_arch, precision, tolerance, force) -> None:
+                num_cores, cuda_arch, precision, winograd, tolerance, force) -> None:
     """Compile a checkpoint (or psdeploy-exported ONNX) for TVM llvm/cuda or OpenVINO CPU, verified."""
     from psdeploy.compile import CompileRequest, compile_model, parse_target
     from psdeploy.recipes import Recipe, load_recipe
@@ -169,7 +171,7 @@ def compile_cmd(source, recipe, target, output, arch, input_shape, lowering, tun
     request = CompileRequest(
         source=source, target=spec, output=Path(output), lowering=lowering or r.lowering, input_shape=shape,
         tune_trials=r.trials if tune_trials is None else tune_trials, tuning_db=Path(tuning_db or r.database),
-        precision=precision or r.precision, tolerance=tolerance or r.tolerance, force=force, arch=arch or r.arch,
+        precision=precision or r.precision, winograd=winograd or r.winograd, tolerance=tolerance or r.tolerance, force=force, arch=arch or r.arch,
     )
     if spec.backend == "tvm" and request.tune_trials == 0:
         err_console.print("[bold yellow]WARNING: --tune-trials 0: building UNTUNED. TVM applies no schedule on "
@@ -189,7 +191,8 @@ def compile_cmd(source, recipe, target, output, arch, input_shape, lowering, tun
     else:
         err_console.print("[bold yellow]built but NOT run: this artifact targets CUDA and no GPU is visible "
                           "here; run 'psdeploy verify' on a GPU machine[/]")
-    console.print(f"[green]wrote[/] {result.output} ({m.backend} {m.target}, {m.arch}, lowering {m.lowering})")
+    console.print(f"[green]wrote[/] {result.output} ({m.backend} {m.target}, {m.arch}, lowering {m.lowering}"
+                  f"{', winograd ' + m.winograd if m.winograd != 'off' else ''})")
 
 
 @main.command()

@@ -20,7 +20,8 @@ _SCHEMA: dict[str, Any] = {
     "description": str,
     "model": {"checkpoint": str, "arch": str, "input_shape": list},
     "lowering": str,
-    "backend": {"target": (str, dict), "mcpu": str, "num_cores": int, "cuda_arch": str, "precision": str},
+    "backend": {"target": (str, dict), "mcpu": str, "num_cores": int, "cuda_arch": str, "precision": str,
+                "winograd": str},
     "tuning": {"trials": int, "database": str},
     "tolerance": float,
     "output": str,
@@ -40,6 +41,7 @@ class Recipe:
     num_cores: int | None = None
     cuda_arch: str | None = None
     precision: str = "f32"
+    winograd: str = "off"
     trials: int = 0
     database: str = "tuning-db"
     tolerance: float = 1e-4
@@ -89,7 +91,7 @@ def load_recipe(path: str | Path) -> Recipe:
         input_shape=tuple(shape) if shape else None, lowering=data.get("lowering", "grouped"),
         target=json.dumps(target) if isinstance(target, dict) else target, mcpu=backend.get("mcpu"),
         num_cores=backend.get("num_cores"), cuda_arch=backend.get("cuda_arch"),
-        precision=backend.get("precision", "f32"), trials=tuning.get("trials", 0),
+        precision=backend.get("precision", "f32"), winograd=backend.get("winograd", "off"), trials=tuning.get("trials", 0),
         database=tuning.get("database", "tuning-db"), tolerance=float(data.get("tolerance", 1e-4)),
         output=data.get("output"), bench=data.get("bench", {}),
     )

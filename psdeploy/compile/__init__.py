@@ -10,6 +10,7 @@ import onnx
 
 from psdeploy.compile.artifact import Manifest, open_artifact, staging_dir
 from psdeploy.compile.targets import TargetSpec, parse_target
+from psdeploy.compile.tvm_winograd import parse_winograd
 from psdeploy.errors import PsdeployError
 from psdeploy.export import export_onnx, read_metadata
 from psdeploy.load import LoadedModel, load_model
@@ -30,6 +31,7 @@ class CompileRequest:
     tune_trials: int = 0
     tuning_db: Path = DEFAULT_TUNING_DB
     precision: str = "f32"
+    winograd: str = "off"  # TVM: off, f2, f4
     tolerance: float = DEFAULT_TOLERANCE
     force: bool = False
     arch: str | None = None
@@ -80,9 +82,10 @@ def search_backend(request: CompileRequest) -> tuple[str, dict]:
 
         if request.lowering == "auto" and not cuda_available():
             raise PsdeployError("--lowering auto with --target cuda times candidates on the GPU, and none is "
-                                "visible here; choose a lowering (grouped, polyphase) or run on the GPU machine")
-        return "tvm-cuda", {"tvm_trials": request.tune_trials, "tvm_db": request.tuning_db}
-    return "tvm-llvm", {"tvm_trials": request.tune_trials, "tvm_db": request.tuning_db}
+                                "visible here; choose a lowering (grouped, polyphase, fused) or run on the GPU machine")
+    wino = f"-wino{parse_winograd(request.winograd)}" if request.winograd != "off" else ""
+    options = {"tvm_trials": request.tune_trials, "tvm_db": request.tuning_db}
+    return ("tvm-cuda" if spec.device == "cuda" else "tvm-llvm") + wino, options
 
 
 def compile_model(request: CompileRequest, on_batch=None) -> CompileResult:
@@ -112,16 +115,18 @@ def compile_model(request: CompileRequest, on_batch=None) -> CompileResult:
 
             convert(onnx_path, stage / XML_FILE)
             module_file = XML_FILE
+            if request.winograd != "off":
+                raise PsdeployError(f"--winograd {request.winograd}: a TVM option; OpenVINO chooses its own kernels")
         else:
             from psdeploy.compile.tvm_backend import MODULE_FILE, build
 
             summary = build(onnx_path, shape, spec, request.tuning_db, request.tune_trials, stage / MODULE_FILE,
-                            on_batch)
+                            on_batch, parse_winograd(request.winograd))
             tuning, module_file = summary.to_dict(), MODULE_FILE
         manifest = Manifest(
             backend=spec.backend, target=spec.name, target_spec=spec.tvm_target, arch=arch, lowering=lowering,
             source=request.source, source_sha256=sha, input_shape=list(shape), output_names=names,
-            module_file=module_file, precision=request.precision, versions=_versions(), tuning=tuning,
+            module_file=module_file, precision=request.precision, winograd=request.winograd, versions=_versions(), tuning=tuning,
             lowering_search=search,
         )
         manifest.write(stage)

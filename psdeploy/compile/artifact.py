@@ -34,6 +34,7 @@ class Manifest:
     output_names: list[str]
     module_file: str
     precision: str = "f32"
+    winograd: str = "off"
     versions: dict[str, str] = field(default_factory=dict)
     tuning: dict[str, object] | None = None
     parity: dict[str, object] | None = None

@@ -65,18 +65,32 @@ def import_onnx(path: Path, input_shape: tuple[int, ...]):
     import onnx
     from tvm.relax.frontend.onnx import from_onnx
 
+    from psdeploy.compile.tvm_fused import psconv_importable
+
     model = onnx.load(str(path))
-    return from_onnx(model, shape_dict={model.graph.input[0].name: list(input_shape)}, keep_params_in_input=False)
+    with psconv_importable():
+        return from_onnx(model, shape_dict={model.graph.input[0].name: list(input_shape)}, keep_params_in_input=False)
 
 
-def pre_tuning_passes():
-    """The Relax passes before tuning, as data: legalize to TIR, fold, fuse."""
+def pre_tuning_passes(winograd_tile: int = 0):
+    """The Relax passes before tuning, as data: legalize to TIR (Winograd convs if asked), fold, fuse.
+
+    The same passes as Relax's "zero" pipeline, spelled out so conv2d's legalization can be chosen.
+    """
     from tvm import relax
 
+    from psdeploy.compile.tvm_winograd import winograd_legalize
+
+    legalize = {"relax.nn.conv2d": winograd_legalize(winograd_tile)} if winograd_tile else None
+    t = relax.transform
     return [
-        relax.transform.DecomposeOpsForInference(),
-        relax.transform.CanonicalizeBindings(),
-        relax.get_pipeline("zero"),
+        t.DecomposeOpsForInference(),
+        t.CanonicalizeBindings(),
+        t.LegalizeOps(customize_legalize_map=legalize),
+        t.AnnotateTIROpPattern(),
+        t.FoldConstant(),
+        t.FuseOps(),
+        t.FuseTIR(),
     ]
 
 
@@ -91,11 +105,11 @@ def post_tuning_passes(spec: TargetSpec):
     return passes
 
 
-def lower(mod, spec: TargetSpec):
+def lower(mod, spec: TargetSpec, winograd_tile: int = 0):
     import tvm
 
     with tvm.target.Target(spec.tvm_target):
-        return tvm.transform.Sequential(pre_tuning_passes())(mod)
+        return tvm.transform.Sequential(pre_tuning_passes(winograd_tile))(mod)
 
 
 def search_strategy(per_task: int):
@@ -171,11 +185,11 @@ def tune(mod, spec: TargetSpec, db: TuningDatabase, trials: int, on_batch=None) 
 
 
 def build(onnx_path: Path, input_shape: tuple[int, ...], spec: TargetSpec, db_root: Path, trials: int,
-          out_file: Path, on_batch=None) -> TuningSummary:
+          out_file: Path, on_batch=None, winograd_tile: int = 0) -> TuningSummary:
     """Import, lower, tune, apply, compile and export the library to ``out_file``."""
     import tvm
 
-    mod = lower(import_onnx(onnx_path, input_shape), spec)
+    mod = lower(import_onnx(onnx_path, input_shape), spec, winograd_tile)
     database, summary = tune(mod, spec, TuningDatabase(db_root, spec), trials, on_batch)
     target = tvm.target.Target(spec.tvm_target)
     with target, database:

@@ -56,7 +56,7 @@ def count_graph(model: onnx.ModelProto) -> GraphCounts:
                 params += prod(tensor.dims)
     conv = gemm = gathers = moved = 0
     for node in model.graph.node:
-        if node.op_type == "Conv":
+        if node.op_type in ("Conv", "PSConv"):  # PSConv: a 3x3 conv whose kernels carry their own rates
             w = shapes[node.input[1]]
             out = shapes[node.output[0]]
             conv += prod(out) * prod(w[1:])
@@ -80,6 +80,8 @@ def count_torch(model: "torch.nn.Module", input_shape: tuple[int, ...]) -> tuple
     import torch
     from torch import nn
 
+    from psdeploy.rewrite.lowerings.fused import FusedPSConv
+
     macs = 0
 
     def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
@@ -89,8 +91,11 @@ def count_torch(model: "torch.nn.Module", input_shape: tuple[int, ...]) -> tuple
             macs += output[0].numel() * per_out
         elif isinstance(module, nn.Linear):
             macs += output[0].numel() * module.in_features
+        elif isinstance(module, FusedPSConv):
+            macs += output[0].numel() * module.weight[0].numel()
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    counted = (nn.Conv2d, nn.Linear, FusedPSConv)
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, counted)]
     try:
         with torch.no_grad():
             model(torch.zeros(1, *input_shape[1:]))

@@ -15,6 +15,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import onnx
 import torch
 from torch import nn
 
@@ -73,6 +74,10 @@ def export_to_file(
     """Export ``model`` for inputs of ``input_shape`` (batch dim dynamic if asked) to ``path``."""
     if opset < 13:
         raise PsdeployError(f"--opset {opset}: too old; expected 13 or newer")
+    from psdeploy.export.psconv_onnx import define_psconv_functions, translation_table
+
+    if opset < 18 and any(type(m).__name__ == "FusedPSConv" for m in model.modules()):
+        raise PsdeployError(f"--opset {opset}: the fused lowering's PSConv node needs the opset >= 18 exporter")
     example = (torch.randn(*input_shape),)
     model = model.eval()
     with _quiet(), torch.no_grad():
@@ -81,8 +86,13 @@ def export_to_file(
             program = torch.onnx.export(
                 model, example, None, dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
                 output_names=output_names, dynamic_shapes=shapes, optimize=True, verbose=False,
+                custom_translation_table=translation_table(),
             )
-            program.save(str(path), external_data=False)
+            onnx_model = program.model_proto
+            if define_psconv_functions(onnx_model):
+                onnx.save(onnx_model, str(path))
+            else:
+                program.save(str(path), external_data=False)
         else:
             axes = {n: {0: "batch"} for n in [INPUT_NAME, *output_names]} if dynamic_batch else None
             torch.onnx.export(

@@ -21,7 +21,19 @@ from psdeploy.export.onnx_export import export_to_file
 from psdeploy.verify.parity import ParityReport, compare
 from psdeploy.verify.runners import onnxruntime_session, torch_runner
 
-BACKENDS = ("torch", "onnxruntime", "openvino", "tvm-llvm", "tvm-cuda")
+# "-wino2"/"-wino4": the same TVM target with Winograd F(2x2,3x3)/F(4x4,3x3) for every eligible conv
+BACKENDS = ("torch", "onnxruntime", "openvino", "tvm-llvm", "tvm-cuda",
+            "tvm-llvm-wino2", "tvm-llvm-wino4", "tvm-cuda-wino2", "tvm-cuda-wino4")
+
+
+def is_tvm(backend: str) -> bool:
+    return backend.startswith("tvm-")
+
+
+def tvm_variant(backend: str) -> tuple[str, int]:
+    """(target name, Winograd tile or 0) of a TVM backend name such as ``tvm-llvm-wino4``."""
+    _, target, *wino = backend.split("-")
+    return target, int(wino[0].removeprefix("wino")) if wino else 0
 
 
 @dataclass
@@ -61,13 +73,14 @@ def _onnx_runner(path: Path, backend: str, threads: int, shape: tuple[int, ...],
         if actual != "f32":
             raise PsdeployError(f"OpenVINO ran at {actual}, not f32: refusing to report it as fp32")
         return run
-    if backend in ("tvm-llvm", "tvm-cuda"):
+    if backend in BACKENDS and is_tvm(backend):
         from psdeploy.compile.targets import parse_target
         from psdeploy.compile.tvm_backend import build, load_runner
 
-        spec = parse_target("llvm" if backend == "tvm-llvm" else "cuda", cores=threads)
+        target, tile = tvm_variant(backend)
+        spec = parse_target(target, cores=threads)
         module = work / "module.so"
-        build(path, shape, spec, tvm_db, tvm_trials, module)
+        build(path, shape, spec, tvm_db, tvm_trials, module, winograd_tile=tile)
         return load_runner(module, spec, threads)
     raise PsdeployError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
 

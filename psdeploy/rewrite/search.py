@@ -65,12 +65,19 @@ def layer_geometries(model: nn.Module, input_shape: tuple[int, ...]) -> dict[Geo
     return found
 
 
+def candidate_lowerings(backend: str) -> list[str]:
+    """Lowerings worth timing on ``backend``: TVM-only ones only where TVM compiles them."""
+    from psdeploy.report.backends import is_tvm
+
+    return [name for name, lowering in LOWERINGS.items() if is_tvm(backend) or not lowering.tvm_only]
+
+
 def search_lowerings(model: nn.Module, input_shape: tuple[int, ...], backend: str, threads: int,
                      candidates: list[str] | None = None, **backend_options) -> tuple[dict[str, str], list[SearchRow]]:
     """(layer name -> lowering, one row per geometry) for ``backend`` (a report backend name)."""
     from psdeploy.report.backends import prepare
 
-    names = candidates or list(LOWERINGS)
+    names = candidates or candidate_lowerings(backend)
     choices: dict[str, str] = {}
     rows = []
     for geometry, members in layer_geometries(model, input_shape).items():

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from psdeploy.errors import PsdeployError
 from psdeploy.rewrite.lowerings.base import Lowering, LoweredLayer, LoweringStats
+from psdeploy.rewrite.lowerings.fused import FusedLowering
 from psdeploy.rewrite.lowerings.grouped import GroupedLowering
 from psdeploy.rewrite.lowerings.polyphase import PolyphaseLowering
 
 LOWERINGS: dict[str, type[Lowering]] = {
     "grouped": GroupedLowering,
     "polyphase": PolyphaseLowering,
+    "fused": FusedLowering,
 }
 REFERENCE = "reference"  # the released module form, nothing folded: the baseline "as released"
 

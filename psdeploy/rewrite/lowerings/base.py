@@ -40,6 +40,7 @@ class Lowering:
     """Base class of the lowering plug-ins; ``name`` is what ``--lowering`` takes."""
 
     name: str = ""
+    tvm_only: bool = False  # emits an operator only psdeploy's TVM path compiles as such
 
     def lower(self, layer: PSConvLayer, bias: torch.Tensor) -> LoweredLayer:
         raise NotImplementedError

@@ -1,0 +1,70 @@
+"""``fused``: the whole PSConv layer as one operator reading each input block at its rate.
+
+No branches, no channel shuffles, no intermediate tensors: the lattice goes into the
+graph as it is (one ``ai.psdeploy::PSConv`` node), and TVM compiles it into a single
+computation (``psdeploy.compile.tvm_fused``). Other ONNX runtimes run the node's
+function body (one masked conv per rate: exact but 3x the work), so this lowering is
+meant for the TVM targets. Kernels a trained checkpoint holds off the design
+(PS-ResNeXt as released) are added by one plain dilated conv per affected rate.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from psdeploy.rewrite.lattice import PSConvLayer
+from psdeploy.rewrite.lowerings import fused_op  # noqa: F401  (registers torch.ops.psdeploy.psconv)
+from psdeploy.rewrite.lowerings.base import Lowering, LoweredLayer, LoweringStats
+
+
+class FusedPSConv(nn.Module):
+    """``psdeploy::psconv`` over the packed lattice weight, plus any off-design remainder convs."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, stride: int, groups: int, parts: int,
+                 rates: list[int], remainders: list[nn.Conv2d]) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight.clone(), requires_grad=False)
+        self.bias = nn.Parameter(bias.clone(), requires_grad=False)
+        self.stride, self.groups, self.parts, self.rates = stride, groups, parts, rates
+        self.remainders = nn.ModuleList(remainders)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.ops.psdeploy.psconv(x, self.weight, self.bias, self.stride, self.groups, self.parts, self.rates)
+        for conv in self.remainders:
+            y = y + conv(x)
+        return y
+
+
+def designed_mask(layer: PSConvLayer, d: int) -> torch.Tensor:
+    """``(C_out, C_in/groups, 1, 1)`` 0/1: the kernels the design applies at rate ``d``."""
+    s = layer.shape
+    blocks = torch.from_numpy(layer.designed(d)).float()
+    per_card = blocks.repeat_interleave(s.out_block, 0).repeat_interleave(s.in_block, 1)
+    return per_card.repeat(s.groups, 1).view(s.out_channels, -1, 1, 1)
+
+
+class FusedLowering(Lowering):
+    name = "fused"
+    tvm_only = True
+
+    def lower(self, layer: PSConvLayer, bias: torch.Tensor) -> LoweredLayer:
+        s = layer.shape
+        packed = sum(w * designed_mask(layer, d) for d, w in layer.weights.items())
+        stats = LoweringStats(convs=[f"3x3 fused d{'/'.join(map(str, s.dilations))} g{s.groups}"],
+                              macs_per_pixel=s.macs_per_output_pixel())
+        remainders = []
+        for d, blocks in layer.off_design_blocks().items():
+            if not blocks:
+                continue
+            conv = nn.Conv2d(s.in_channels, s.out_channels, 3, s.stride, d, d, s.groups, bias=False)
+            with torch.no_grad():
+                conv.weight.copy_(layer.weights[d] * (1 - designed_mask(layer, d)))
+            remainders.append(conv.eval())
+            stats.convs.append(f"3x3 d{d} g{s.groups} (off-design kernels)")
+            stats.macs_per_pixel += s.macs_per_output_pixel()
+            stats.notes.append(f"off-design kernels kept: d{d}: {blocks} blocks")
+        rates = [d for row in s.design for d in row]
+        module = FusedPSConv(packed, bias, s.stride, s.groups, s.parts, rates, remainders).eval()
+        identity = tuple(range(s.parts))
+        return LoweredLayer(module, identity, identity, stats)

@@ -1,0 +1,102 @@
+"""The fused lowering (one PSConv node) and Winograd legalization: exact everywhere they run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import pytest
+
+from psdeploy.compile import CompileRequest, compile_model, parse_target
+from psdeploy.errors import PsdeployError
+from psdeploy.export import export_onnx
+from psdeploy.export.psconv_onnx import DOMAIN, OP_TYPE
+from psdeploy.load import load_model
+from psdeploy.report.backends import tvm_variant
+from psdeploy.rewrite.search import candidate_lowerings
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_model("seeded:ps_resnet_digits@4", None)
+
+
+@pytest.fixture(scope="module")
+def fused_onnx(digits, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("fused") / "fused.onnx"
+    export_onnx(digits, path, "fused")  # raises unless onnxruntime (running the function bodies) matches
+    return path
+
+
+def test_fused_export_is_one_node_per_layer_with_a_definition(fused_onnx, digits, tmp_path) -> None:
+    model = onnx.load(str(fused_onnx))
+    nodes = [n for n in model.graph.node if (n.domain, n.op_type) == (DOMAIN, OP_TYPE)]
+    assert len(nodes) == 6 and not any(n.op_type == "Gather" for n in model.graph.node)
+    defined = {(f.domain, f.name, f.overload) for f in model.functions}
+    assert all((DOMAIN, OP_TYPE, n.overload) in defined for n in nodes)
+    rates = {tuple(onnx.helper.get_attribute_value(a)) for n in nodes for a in n.attribute if a.name == "rates"}
+    assert rates == {(2, 1, 4, 1, 1, 2, 1, 4, 4, 1, 2, 1, 1, 4, 1, 2)}  # the released lattice, row-major
+
+
+def test_fused_graph_has_the_plain_conv_macs(fused_onnx, digits, tmp_path) -> None:
+    fused = export_onnx(digits, tmp_path / "again.onnx", "fused").graph
+    grouped = export_onnx(digits, tmp_path / "grouped.onnx", "grouped").graph
+    assert fused.conv_macs == grouped.conv_macs and fused.gathers == 0
+
+
+def test_fused_refuses_the_old_exporter(digits, tmp_path) -> None:
+    with pytest.raises(PsdeployError, match="opset 17"):
+        export_onnx(digits, tmp_path / "old.onnx", "fused", opset=17)
+    assert not (tmp_path / "old.onnx").exists()
+
+
+def test_fused_is_searched_only_where_tvm_compiles_it() -> None:
+    assert "fused" not in candidate_lowerings("onnxruntime") and "fused" not in candidate_lowerings("openvino")
+    assert "fused" in candidate_lowerings("tvm-llvm") and "fused" in candidate_lowerings("tvm-cuda-wino4")
+
+
+def test_report_backend_names() -> None:
+    assert tvm_variant("tvm-llvm") == ("llvm", 0) and tvm_variant("tvm-cuda-wino2") == ("cuda", 2)
+
+
+tvm = pytest.importorskip("tvm")
+
+
+def test_fused_compiles_to_one_tvm_function_per_layer_shape_and_verifies(fused_onnx, tmp_path) -> None:
+    from psdeploy.compile.tvm_backend import import_onnx, lower
+
+    spec = parse_target("llvm")
+    mod = lower(import_onnx(fused_onnx, (1, 3, 32, 32)), spec)
+    assert any("psconv_fused" in gv.name_hint for gv in mod.get_global_vars())
+    result = compile_model(CompileRequest(str(fused_onnx), spec, tmp_path / "art", tuning_db=tmp_path / "db"))
+    assert result.ran and result.parity.passed and result.manifest.lowering == "fused"
+
+
+@pytest.mark.parametrize("tile", [2, 4])
+def test_winograd_replaces_every_eligible_conv(digits, tmp_path, tile) -> None:
+    from psdeploy.compile.tvm_backend import import_onnx, lower
+
+    path = tmp_path / "poly.onnx"
+    export_onnx(digits, path, "polyphase")
+    mod = lower(import_onnx(path, (1, 3, 32, 32)), parse_target("llvm"), tile)
+    names = [gv.name_hint for gv in mod.get_global_vars()]
+    assert any(f"winograd_f{tile}" in n for n in names)
+    direct = [n for n in names if n.startswith("fused_conv2d") or n == "conv2d"]
+    plain = lower(import_onnx(path, (1, 3, 32, 32)), parse_target("llvm"))
+    assert len(direct) < len([gv for gv in plain.get_global_vars() if "conv2d" in gv.name_hint])
+
+
+def test_winograd_artifact_verifies_and_is_recorded(digits, tmp_path) -> None:
+    request = CompileRequest("seeded:ps_resnet_digits@4", parse_target("llvm"), tmp_path / "w", lowering="polyphase",
+                             winograd="f4", tuning_db=tmp_path / "db")
+    result = compile_model(request)
+    assert result.ran and result.parity.passed and result.manifest.winograd == "f4"
+    assert result.manifest.accuracy["prediction_agreement"] == 1.0
+
+
+def test_winograd_is_refused_for_openvino(tmp_path) -> None:
+    pytest.importorskip("openvino")
+    request = CompileRequest("seeded:ps_resnet_digits", parse_target("openvino-cpu"), tmp_path / "ov", winograd="f2")
+    with pytest.raises(PsdeployError, match="--winograd f2"):
+        compile_model(request)
+    assert not (tmp_path / "ov").exists()
