@@ -100,3 +100,42 @@ def test_winograd_is_refused_for_openvino(tmp_path) -> None:
     with pytest.raises(PsdeployError, match="--winograd f2"):
         compile_model(request)
     assert not (tmp_path / "ov").exists()
+
+
+def test_fused_kernel_gets_multi_level_tiling() -> None:
+    """MetaSchedule tiles the fused block like a conv (a select or table in its index made it refuse)."""
+    import numpy as np
+    from tvm import te
+    from tvm.s_tir import meta_schedule as ms
+
+    from psdeploy.compile.tvm_fused import psconv_compute, slot_rates, slot_weights
+    from psdeploy.rewrite.lattice import released_design
+
+    rates = slot_rates(4, [d for row in released_design(4, 2) for d in row])
+    assert rates == [2, 1, 4, 1]
+    x = te.placeholder((1, 32, 14, 14), name="x")
+    weights = [te.placeholder(w.shape, name=f"w{j}")
+               for j, w in enumerate(slot_weights(np.zeros((32, 32, 3, 3), "float32"), 1, 4))]
+    func = te.create_prim_func([x, *weights, psconv_compute(x, *weights, stride=1, groups=1, rates=rates)])
+    context = ms.TuneContext(mod=tvm.IRModule({"main": func}), target=tvm.target.Target(parse_target("llvm").tvm_target),
+                             space_generator="post-order-apply", search_strategy="evolutionary", task_name="fused")
+    spaces = context.space_generator.generate_design_space(context.mod)
+    assert all(sum(i.kind.name == "SamplePerfectTile" for i in s.trace.insts) >= 6 for s in spaces)
+
+
+def test_non_cyclic_lattice_is_refused_by_the_fused_kernel() -> None:
+    from psdeploy.compile.tvm_fused import slot_rates
+
+    with pytest.raises(PsdeployError, match="not cyclic"):
+        slot_rates(2, [1, 2, 1, 2])
+
+
+def test_fused_and_winograd_build_for_cuda(tmp_path) -> None:
+    """Both compile for sm_90 here (nvcc); they run only on a GPU machine, which says so."""
+    from psdeploy.compile.tvm_backend import cuda_available
+
+    request = CompileRequest("seeded:ps_resnet_digits", parse_target("cuda"), tmp_path / "cu", lowering="fused",
+                             winograd="f4", tuning_db=tmp_path / "db")
+    result = compile_model(request)
+    assert (tmp_path / "cu" / "module.so").stat().st_size > 0 and result.manifest.winograd == "f4"
+    assert result.ran == cuda_available()

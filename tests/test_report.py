@@ -105,6 +105,15 @@ def test_report_recipe_bad_backend(tmp_path) -> None:
         load_report_config(path, None)
 
 
+def test_report_recipe_layer_cases(tmp_path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text("backends: [torch]\nlayers: {cases: [dilated2, plain]}\n")
+    with pytest.raises(PsdeployError, match="'layers.cases' must start with plain"):
+        load_report_config(path, None)
+    spec = LayerSpec(16, 9, 1, 1)
+    assert list(layer_modules(spec, ["fused"], cases=("plain",))) == ["plain", "psconv_fused"]
+
+
 def test_statistics() -> None:
     stats = LatencyStats.from_samples([1.0, 2.0, 3.0, 4.0, 100.0])
     assert stats.median_ms == 3.0 and stats.min_ms == 1.0 and stats.noisy

@@ -14,7 +14,8 @@ from psdeploy.rewrite.lattice import PSConvLayer
 from psdeploy.rewrite.lowerings import get_lowering
 from psdeploy.rewrite.search import LoweredReference
 
-LAYER_CASES = ("plain", "dilated2", "dilated4", "psconv_released", "psconv_deployed")
+# the reference cases of a layer group; the deployed ones are "psconv_<lowering>". plain is the baseline.
+LAYER_CASES = ("plain", "dilated2", "dilated4", "psconv_released")
 
 
 @dataclass(frozen=True)
@@ -33,10 +34,12 @@ class LayerSpec:
         return f"{self.channels}@{self.size} s{self.stride} b{self.batch}"
 
 
-def layer_modules(spec: LayerSpec, lowerings: list[str], seed: int = 0) -> dict[str, tuple[nn.Module, nn.Module]]:
-    """case name -> (module to time, torch reference of the same function)."""
+def layer_modules(spec: LayerSpec, lowerings: list[str], seed: int = 0,
+                  cases: tuple[str, ...] = LAYER_CASES) -> dict[str, tuple[nn.Module, nn.Module]]:
+    """case name -> (module to time, torch reference of the same function), for ``cases`` and each lowering."""
     torch.manual_seed(seed)
     c, s = spec.channels, spec.stride
+    wanted = cases
     cases: dict[str, tuple[nn.Module, nn.Module]] = {}
     for name, dilation in (("plain", 1), ("dilated2", 2), ("dilated4", 4)):
         conv = nn.Conv2d(c, c, 3, s, dilation, dilation, bias=False).eval()
@@ -49,7 +52,7 @@ def layer_modules(spec: LayerSpec, lowerings: list[str], seed: int = 0) -> dict[
     for lowering in lowerings:
         lowered = get_lowering(lowering).lower(layer, torch.zeros(c))
         cases[f"psconv_{lowering}"] = (lowered.module, LoweredReference(layer, lowered.in_order, lowered.out_order))
-    return cases
+    return {name: case for name, case in cases.items() if name in wanted or name.removeprefix("psconv_") in lowerings}
 
 
 def network_modules(arch: str, plain: str, lowering: str) -> dict[str, tuple[nn.Module, nn.Module]]:

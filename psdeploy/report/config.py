@@ -9,6 +9,7 @@ import yaml
 
 from psdeploy.errors import PsdeployError
 from psdeploy.recipes import _check
+from psdeploy.report.cases import LAYER_CASES
 
 _SCHEMA = {
     "name": str,
@@ -16,7 +17,7 @@ _SCHEMA = {
     "threads": int,
     "backends": list,
     "timing": {"warmup": int, "max_warmup": int, "iters": int, "min_seconds": float},
-    "layers": {"shapes": list, "strides": list, "batches": list, "lowerings": list},
+    "layers": {"shapes": list, "strides": list, "batches": list, "lowerings": list, "cases": list},
     "networks": {"pairs": list, "batches": list, "lowering": str},
     "tvm": {"trials": int, "database": str},
 }
@@ -35,6 +36,7 @@ class ReportConfig:
     layer_strides: list[int] = field(default_factory=lambda: [1])
     layer_batches: list[int] = field(default_factory=lambda: [1])
     lowerings: list[str] = field(default_factory=lambda: ["grouped"])
+    layer_cases: tuple[str, ...] = LAYER_CASES
     network_pairs: list[tuple[str, str]] = field(default_factory=list)  # (ps arch, plain arch)
     network_batches: list[int] = field(default_factory=lambda: [1])
     network_lowering: str = "grouped"
@@ -77,6 +79,10 @@ def load_report_config(path: str | Path, threads: int | None) -> ReportConfig:
     pairs = nets.get("pairs", [])
     if any(not (isinstance(p, list) and len(p) == 2) for p in pairs):
         raise PsdeployError(f"{path}: 'networks.pairs' must be [ps_arch, plain_arch] pairs, got {pairs}")
+    layer_cases = tuple(layers.get("cases", LAYER_CASES))
+    if layer_cases[:1] != ("plain",) or not set(layer_cases) <= set(LAYER_CASES):
+        raise PsdeployError(f"{path}: 'layers.cases' must start with plain and name some of "
+                            f"{', '.join(LAYER_CASES)}, got {list(layer_cases)}")
     if timing.get("iters", 50) < 30:
         raise PsdeployError(f"{path}: 'timing.iters' must be >= 30")
     return ReportConfig(
@@ -85,7 +91,7 @@ def load_report_config(path: str | Path, threads: int | None) -> ReportConfig:
         max_warmup=timing.get("max_warmup", 60), iters=timing.get("iters", 50),
         min_seconds=float(timing.get("min_seconds", 0.0)),
         layer_shapes=[tuple(s) for s in shapes], layer_strides=layers.get("strides", [1]),
-        layer_batches=layers.get("batches", [1]), lowerings=layers.get("lowerings", ["grouped"]),
+        layer_batches=layers.get("batches", [1]), lowerings=layers.get("lowerings", ["grouped"]), layer_cases=layer_cases,
         network_pairs=[tuple(p) for p in pairs], network_batches=nets.get("batches", [1]),
         network_lowering=nets.get("lowering", "grouped"), tvm_trials=tvm.get("trials", 0),
         tvm_database=tvm.get("database", "tuning-db"), source=str(path),

@@ -54,7 +54,7 @@ def _groups(config: ReportConfig) -> list[tuple[str, str, int, dict]]:
         for stride in config.layer_strides:
             for batch in config.layer_batches:
                 spec = LayerSpec(channels, size, stride, batch)
-                mods = layer_modules(spec, config.lowerings)
+                mods = layer_modules(spec, config.lowerings, cases=config.layer_cases)
                 groups.append(("layer", spec.label, batch, {k: (m, r, spec.shape) for k, (m, r) in mods.items()}))
     for ps_arch, plain in config.network_pairs:
         mods = network_modules(ps_arch, plain, config.network_lowering)
