@@ -81,8 +81,8 @@ def inspect(checkpoint: str, arch: str | None) -> None:
 @click.option("--dynamic-batch", is_flag=True, help="Make the batch dimension dynamic.")
 @click.option("--opset", default=18, show_default=True, type=int, help="ONNX opset.")
 @click.option("--lowering", default="grouped", show_default=True,
-              help="reference (released form, unfolded), grouped, polyphase, or auto (fastest per layer "
-                   "geometry, timed in onnxruntime).")
+              help="reference (released form, unfolded), grouped, polyphase, fused (one PSConv node per "
+                   "layer, for TVM), or auto (fastest per layer geometry, timed in onnxruntime).")
 @click.option("--tolerance", default=1e-4, show_default=True, type=float, help="max|err|/max|ref| allowed.")
 def export(checkpoint: str, output: str, arch: str | None, input_shape: str | None, dynamic_batch: bool,
            opset: int, lowering: str, tolerance: float) -> None:
@@ -142,7 +142,8 @@ def accuracy(model: str, checkpoint: str, arch: str | None) -> None:
 @click.option("-o", "--output", default=None, type=click.Path(file_okay=False), help="Artifact directory.")
 @ARCH_OPTION
 @click.option("--input-shape", default=None, help="N,C,H,W (static for TVM).")
-@click.option("--lowering", default=None, help="PSConv lowering (default grouped).")
+@click.option("--lowering", default=None,
+              help="PSConv lowering: grouped (default), polyphase, fused (TVM), auto (timed on the target).")
 @click.option("--tune-trials", type=int, default=None, help="MetaSchedule trials in total (TVM); 0 = untuned.")
 @click.option("--tuning-db", default=None, type=click.Path(file_okay=False), help="Tuning database root.")
 @click.option("--mcpu", default=None, help="LLVM CPU (e.g. skylake-avx512, haswell); default: this CPU.")
