@@ -311,6 +311,30 @@ def bench(models: tuple[str, ...], batch: str, warmup: int, iters: int, threads:
 
 
 @main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--batch", default=None, type=int, help="Batch size (dynamic-batch exports only; default: the model's).")
+@click.option("--runs", default=30, show_default=True, type=int, help="Profiled runs after the warm-up.")
+@click.option("--threads", default=None, type=int, help="Intra-op threads (default: all cores).")
+@click.option("--top", default=12, show_default=True, type=int, help="Nodes listed.")
+def profile(model: str, batch: int | None, runs: int, threads: int | None, top: int) -> None:
+    """Where an ONNX model's time goes in onnxruntime: per operator type and the slowest nodes."""
+    from psdeploy.bench.profile import profile_onnx
+
+    if runs < 1:
+        raise PsdeployError(f"--runs {runs}: expected at least 1")
+    by_type, by_node = profile_onnx(model, batch, runs, threads)
+    for title, rows in ((f"{Path(model).name}: kernel time per operator type, ms per run ({runs} runs)", by_type),
+                        (f"slowest {top} nodes", by_node[:top])):
+        table = Table(title=title)
+        for col in ("name", "op", "ms/run", "calls/run", "share"):
+            table.add_column(col, justify="left" if col in ("name", "op") else "right")
+        for r in rows:
+            table.add_row(r.name, r.op_type, f"{r.ms_per_run:.3f}", f"{r.calls_per_run:g}", f"{100 * r.share:.1f}%")
+        console.print(table)
+    console.print(f"total kernel time {sum(r.ms_per_run for r in by_type):.3f} ms per run")
+
+
+@main.command()
 @click.option("--recipe", type=click.Path(dir_okay=False), help="Report recipe (recipes/reports/*.yaml).")
 @click.option("--quick", is_flag=True, help="The small report CI runs: demo networks and small layers.")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Report directory.")

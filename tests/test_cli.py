@@ -74,3 +74,20 @@ def test_bench_interleaves_and_writes_json(tmp_path) -> None:
 def test_bench_refuses_too_few_iterations(tmp_path) -> None:
     result = _run("bench", str(DEMO_CHECKPOINT), "--iters", "5")
     assert result.exit_code == 2 and "at least 30" in result.output
+
+
+def test_profile_splits_kernel_time_by_operator(tmp_path) -> None:
+    from psdeploy.bench.profile import profile_onnx
+
+    out = tmp_path / "d.onnx"
+    assert _run("export", str(DEMO_CHECKPOINT), "-o", str(out), "--dynamic-batch").exit_code == 0
+    by_type, by_node = profile_onnx(out, 2, runs=3, threads=1)
+    assert by_type[0].op_type == "Conv" and abs(sum(r.share for r in by_type) - 1) < 1e-6
+    assert {r.op_type: r.calls_per_run for r in by_type}["Gather"] == 12  # two per PSConv layer, six layers
+    assert len(by_node) > len(by_type)
+    result = _run("profile", str(out), "--batch", "2", "--runs", "3", "--threads", "1")
+    assert result.exit_code == 0 and "Conv" in result.output and "total kernel time" in result.output
+    static = tmp_path / "s.onnx"
+    assert _run("export", str(DEMO_CHECKPOINT), "-o", str(static)).exit_code == 0
+    bad = CliRunner().invoke(main, ["profile", str(static), "--batch", "4"])
+    assert bad.exit_code == 2 and "--dynamic-batch" in bad.output

@@ -23,10 +23,14 @@ def torch_runner(model: nn.Module) -> Runner:
     return run
 
 
-def onnxruntime_session(path: str | Path, threads: int | None = None, optimize: bool = True):
+def onnxruntime_session(path: str | Path, threads: int | None = None, optimize: bool = True,
+                        profile_prefix: str | None = None):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    if profile_prefix:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
