@@ -172,7 +172,8 @@ def compile_cmd(source, recipe, target, output, arch, input_shape, lowering, tun
     request = CompileRequest(
         source=source, target=spec, output=Path(output), lowering=lowering or r.lowering, input_shape=shape,
         tune_trials=r.trials if tune_trials is None else tune_trials, tuning_db=Path(tuning_db or r.database),
-        precision=precision or r.precision, winograd=winograd or r.winograd, tolerance=tolerance or r.tolerance, force=force, arch=arch or r.arch,
+        precision=precision or r.precision, winograd=winograd or r.winograd, tolerance=tolerance or r.tolerance,
+        force=force, arch=arch or r.arch,
     )
     if spec.backend == "tvm" and request.tune_trials == 0:
         err_console.print("[bold yellow]WARNING: --tune-trials 0: building UNTUNED. TVM applies no schedule on "

@@ -82,7 +82,8 @@ def search_backend(request: CompileRequest) -> tuple[str, dict]:
 
         if request.lowering == "auto" and not cuda_available():
             raise PsdeployError("--lowering auto with --target cuda times candidates on the GPU, and none is "
-                                "visible here; choose a lowering (grouped, polyphase, fused) or run on the GPU machine")
+                                "visible here; choose a lowering (grouped, polyphase, fused) or run on the GPU "
+                                "machine")
     wino = f"-wino{parse_winograd(request.winograd)}" if request.winograd != "off" else ""
     options = {"tvm_trials": request.tune_trials, "tvm_db": request.tuning_db}
     return ("tvm-cuda" if spec.device == "cuda" else "tvm-llvm") + wino, options
@@ -91,6 +92,8 @@ def search_backend(request: CompileRequest) -> tuple[str, dict]:
 def compile_model(request: CompileRequest, on_batch=None) -> CompileResult:
     """Build, verify and write the artifact; nothing appears at ``request.output`` on failure."""
     spec = request.target
+    if spec.backend == "openvino" and request.winograd != "off":
+        raise PsdeployError(f"--winograd {request.winograd}: a TVM option; OpenVINO chooses its own kernels")
     with staging_dir(request.output, request.force) as stage:
         search = None
         if request.source.endswith(".onnx"):
@@ -115,8 +118,6 @@ def compile_model(request: CompileRequest, on_batch=None) -> CompileResult:
 
             convert(onnx_path, stage / XML_FILE)
             module_file = XML_FILE
-            if request.winograd != "off":
-                raise PsdeployError(f"--winograd {request.winograd}: a TVM option; OpenVINO chooses its own kernels")
         else:
             from psdeploy.compile.tvm_backend import MODULE_FILE, build
 
@@ -126,8 +127,8 @@ def compile_model(request: CompileRequest, on_batch=None) -> CompileResult:
         manifest = Manifest(
             backend=spec.backend, target=spec.name, target_spec=spec.tvm_target, arch=arch, lowering=lowering,
             source=request.source, source_sha256=sha, input_shape=list(shape), output_names=names,
-            module_file=module_file, precision=request.precision, winograd=request.winograd, versions=_versions(), tuning=tuning,
-            lowering_search=search,
+            module_file=module_file, precision=request.precision, winograd=request.winograd, versions=_versions(),
+            tuning=tuning, lowering_search=search,
         )
         manifest.write(stage)
         parity, ran = verify_staged(stage, loaded, onnx_path, request.tolerance)

@@ -82,9 +82,11 @@ def count_torch(model: "torch.nn.Module", input_shape: tuple[int, ...]) -> tuple
 
     from psdeploy.rewrite.lowerings.fused import FusedPSConv
 
+    from psdeploy.probe import probe
+
     macs = 0
 
-    def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+    def count(name: str, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
         nonlocal macs
         if isinstance(module, nn.Conv2d):
             per_out = module.in_channels // module.groups * prod(module.kernel_size)
@@ -94,13 +96,6 @@ def count_torch(model: "torch.nn.Module", input_shape: tuple[int, ...]) -> tuple
         elif isinstance(module, FusedPSConv):
             macs += output[0].numel() * module.weight[0].numel()
 
-    counted = (nn.Conv2d, nn.Linear, FusedPSConv)
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, counted)]
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, *input_shape[1:]))
-    finally:
-        for h in handles:
-            h.remove()
+    probe(model, input_shape, (nn.Conv2d, nn.Linear, FusedPSConv), count)
     params = sum(p.numel() for p in model.parameters())
     return params, macs

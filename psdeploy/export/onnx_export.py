@@ -75,8 +75,9 @@ def export_to_file(
     if opset < 13:
         raise PsdeployError(f"--opset {opset}: too old; expected 13 or newer")
     from psdeploy.export.psconv_onnx import define_psconv_functions, translation_table
+    from psdeploy.rewrite.lowerings.fused import FusedPSConv
 
-    if opset < 18 and any(type(m).__name__ == "FusedPSConv" for m in model.modules()):
+    if opset < 18 and any(isinstance(m, FusedPSConv) for m in model.modules()):
         raise PsdeployError(f"--opset {opset}: the fused lowering's PSConv node needs the opset >= 18 exporter")
     example = (torch.randn(*input_shape),)
     model = model.eval()

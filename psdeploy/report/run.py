@@ -12,12 +12,13 @@ from psdeploy.arch.registry import default_input_shape, get_config
 from psdeploy.bench.environment import fingerprint
 from psdeploy.bench.stats import ratio_spread
 from psdeploy.bench.timing import TimingPlan, run_interleaved
-from psdeploy.report.backends import export_case, is_tvm, prepare, set_threads
+from psdeploy.report.backends import export_case, prepare, set_threads
 from psdeploy.report.cases import LayerSpec, layer_modules, network_modules
 from psdeploy.report.config import ReportConfig
+from psdeploy.rewrite.lowerings import LOWERINGS
+from psdeploy.rewrite.search import candidate_lowerings
 
 SCHEMA = "psdeploy.report/1"
-FUSED_CASE = "psconv_fused"  # one PSConv node: compiled as such by TVM only
 
 
 @dataclass
@@ -77,10 +78,12 @@ def run_report(config: ReportConfig) -> ReportData:
         for backend in config.backends:
             for table, label, batch, cases in groups:
                 progress.update(overall, description=f"{backend}: {label}")
+                timed_here = candidate_lowerings(backend)
                 prepared = {}
                 for name, (module, reference, shape) in cases.items():
-                    if name == FUSED_CASE and not is_tvm(backend):
-                        continue  # elsewhere the PSConv node runs its reference body (3 masked convs)
+                    lowering = name.removeprefix("psconv_")
+                    if lowering in LOWERINGS and lowering not in timed_here:
+                        continue  # a TVM-only lowering: elsewhere its node runs the reference body
                     onnx_path = None
                     if backend != "torch":
                         if (label, name) not in exported:

@@ -15,6 +15,7 @@ from torch import nn
 from psdeploy.arch.psconv import PSGConv2d
 from psdeploy.bench.timing import TimingPlan, run_interleaved
 from psdeploy.errors import PsdeployError
+from psdeploy.probe import probe
 from psdeploy.rewrite.lattice import PSConvLayer
 from psdeploy.rewrite.lowerings import LOWERINGS, get_lowering
 
@@ -47,21 +48,14 @@ class SearchRow:
 def layer_geometries(model: nn.Module, input_shape: tuple[int, ...]) -> dict[Geometry, list[tuple[str, PSGConv2d]]]:
     """Distinct (channels, input size, stride, groups, cleanliness) of the PSConv layers, in order."""
     found: dict[Geometry, list[tuple[str, PSGConv2d]]] = {}
-    hooks = []
-    for name, module in model.named_modules():
-        if isinstance(module, PSGConv2d):
-            def hook(mod, inputs, output, name=name) -> None:
-                _, c, h, w = inputs[0].shape
-                clean = PSConvLayer.from_released(name, mod).is_clean
-                found.setdefault(Geometry(c, mod.groups, mod.stride, h, w, clean), []).append(
-                    (name.removesuffix(".conv2"), mod))
-            hooks.append(module.register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, *input_shape[1:]))
-    finally:
-        for h in hooks:
-            h.remove()
+
+    def visit(name: str, mod: PSGConv2d, inputs: tuple, output: torch.Tensor) -> None:
+        _, c, h, w = inputs[0].shape
+        clean = PSConvLayer.from_released(name, mod).is_clean
+        found.setdefault(Geometry(c, mod.groups, mod.stride, h, w, clean), []).append(
+            (name.removesuffix(".conv2"), mod))
+
+    probe(model, input_shape, (PSGConv2d,), visit)
     return found
 
 

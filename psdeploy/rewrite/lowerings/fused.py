@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from psdeploy.rewrite.lattice import PSConvLayer
-from psdeploy.rewrite.lowerings import fused_op  # noqa: F401  (registers torch.ops.psdeploy.psconv)
+from psdeploy.rewrite.lowerings.fused_op import rate_masks  # also registers torch.ops.psdeploy.psconv
 from psdeploy.rewrite.lowerings.base import Lowering, LoweredLayer, LoweringStats
 
 
@@ -36,21 +36,16 @@ class FusedPSConv(nn.Module):
         return y
 
 
-def designed_mask(layer: PSConvLayer, d: int) -> torch.Tensor:
-    """``(C_out, C_in/groups, 1, 1)`` 0/1: the kernels the design applies at rate ``d``."""
-    s = layer.shape
-    blocks = torch.from_numpy(layer.designed(d)).float()
-    per_card = blocks.repeat_interleave(s.out_block, 0).repeat_interleave(s.in_block, 1)
-    return per_card.repeat(s.groups, 1).view(s.out_channels, -1, 1, 1)
-
-
 class FusedLowering(Lowering):
     name = "fused"
     tvm_only = True
 
     def lower(self, layer: PSConvLayer, bias: torch.Tensor) -> LoweredLayer:
         s = layer.shape
-        packed = sum(w * designed_mask(layer, d) for d, w in layer.weights.items())
+        rates = [d for row in s.design for d in row]
+        weight_shape = tuple(next(iter(layer.weights.values())).shape)
+        designed = rate_masks(weight_shape, s.groups, s.parts, rates)
+        packed = sum(w * designed[d] for d, w in layer.weights.items())
         stats = LoweringStats(convs=[f"3x3 fused d{'/'.join(map(str, s.dilations))} g{s.groups}"],
                               macs_per_pixel=s.macs_per_output_pixel())
         remainders = []
@@ -59,12 +54,11 @@ class FusedLowering(Lowering):
                 continue
             conv = nn.Conv2d(s.in_channels, s.out_channels, 3, s.stride, d, d, s.groups, bias=False)
             with torch.no_grad():
-                conv.weight.copy_(layer.weights[d] * (1 - designed_mask(layer, d)))
+                conv.weight.copy_(layer.weights[d] * (1 - designed[d]))
             remainders.append(conv.eval())
             stats.convs.append(f"3x3 d{d} g{s.groups} (off-design kernels)")
             stats.macs_per_pixel += s.macs_per_output_pixel()
             stats.notes.append(f"off-design kernels kept: d{d}: {blocks} blocks")
-        rates = [d for row in s.design for d in row]
         module = FusedPSConv(packed, bias, s.stride, s.groups, s.parts, rates, remainders).eval()
         identity = tuple(range(s.parts))
         return LoweredLayer(module, identity, identity, stats)
