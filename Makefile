@@ -10,7 +10,7 @@ OUT := out/demo
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# torch is pinned to the local CPU build (toolchain-facts): installed first, alone,
+# torch is pinned to the CPU build: installed first, alone,
 # so that nothing resolves a CUDA build of it.
 $(STAMP): pyproject.toml $(BIN)/python
 	$(BIN)/pip install -q --upgrade pip

@@ -77,17 +77,40 @@ def test_bench_refuses_too_few_iterations(tmp_path) -> None:
 
 
 def test_profile_splits_kernel_time_by_operator(tmp_path) -> None:
-    from psdeploy.bench.profile import profile_onnx
+    from psdeploy import api
 
     out = tmp_path / "d.onnx"
     assert _run("export", str(DEMO_CHECKPOINT), "-o", str(out), "--dynamic-batch").exit_code == 0
-    by_type, by_node = profile_onnx(out, 2, runs=3, threads=1)
-    assert by_type[0].op_type == "Conv" and abs(sum(r.share for r in by_type) - 1) < 1e-6
-    assert {r.op_type: r.calls_per_run for r in by_type}["Gather"] == 12  # two per PSConv layer, six layers
-    assert len(by_node) > len(by_type)
+    opened, by_node = api.profile(out, 2, runs=3, threads=1)
+    assert opened.description == "onnxruntime" and abs(sum(r.share for r in by_node) - 1) < 1e-6
+    calls: dict[str, float] = {}
+    for r in by_node:
+        calls[r.op_type] = calls.get(r.op_type, 0) + r.calls_per_run
+    assert calls["Gather"] == 12  # two per PSConv layer, six layers
+    assert max(by_node, key=lambda r: r.ms_per_run).op_type == "Conv"
     result = _run("profile", str(out), "--batch", "2", "--runs", "3", "--threads", "1")
-    assert result.exit_code == 0 and "Conv" in result.output and "total kernel time" in result.output
+    assert result.exit_code == 0 and "Conv" in result.output and "total" in result.output
     static = tmp_path / "s.onnx"
     assert _run("export", str(DEMO_CHECKPOINT), "-o", str(static)).exit_code == 0
     bad = CliRunner().invoke(main, ["profile", str(static), "--batch", "4"])
     assert bad.exit_code == 2 and "--dynamic-batch" in bad.output
+
+
+def test_verbose_lets_third_party_warnings_through() -> None:
+    import warnings
+
+    from psdeploy.quiet import quiet, set_verbose
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with quiet("torch.onnx"):
+            warnings.warn("exporter chatter", UserWarning)
+        assert not caught
+        set_verbose(True)
+        try:
+            with quiet("torch.onnx"):
+                warnings.warn("exporter chatter", UserWarning)
+        finally:
+            set_verbose(False)
+        assert [str(w.message) for w in caught] == ["exporter chatter"]
+    assert _run("-v", "inspect", str(DEMO_CHECKPOINT)).exit_code == 0

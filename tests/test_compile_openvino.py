@@ -8,12 +8,12 @@ from pathlib import Path
 import onnx
 import pytest
 
-from psdeploy.compile import CompileRequest, compile_model, parse_target, verify_artifact
-from psdeploy.compile.artifact import Manifest
+from psdeploy import api
+from psdeploy.backends import Manifest, open_runner
+from psdeploy.compile import verify_artifact
 from psdeploy.errors import PsdeployError
 from psdeploy.export import export_onnx
 from psdeploy.load import load_model
-from psdeploy.runtime import open_runner
 from psdeploy.verify.accuracy import held_out_top1
 from psdeploy.verify.runners import torch_runner
 from tests.conftest import DEMO_CHECKPOINT
@@ -24,8 +24,7 @@ pytest.importorskip("openvino")
 @pytest.fixture(scope="module")
 def ov_artifact(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ov") / "demo-ov"
-    compile_model(CompileRequest(str(DEMO_CHECKPOINT), parse_target("openvino-cpu"), out,
-                                 input_shape=(8, 3, 32, 32)))
+    api.compile(str(DEMO_CHECKPOINT), target="openvino-cpu", output=out, input_shape=(8, 3, 32, 32))
     return out
 
 
@@ -64,22 +63,21 @@ def test_verify_against_other_checkpoint_refused(ov_artifact) -> None:
 
 
 def test_existing_output_refused_without_force(ov_artifact) -> None:
-    request = CompileRequest(str(DEMO_CHECKPOINT), parse_target("openvino-cpu"), ov_artifact)
     with pytest.raises(PsdeployError, match="already exists; pass --force"):
-        compile_model(request)
+        api.compile(str(DEMO_CHECKPOINT), target="openvino-cpu", output=ov_artifact)
 
 
 def test_force_replaces(tmp_path) -> None:
     out = tmp_path / "a"
     out.mkdir()
     (out / "stale.txt").write_text("old")
-    compile_model(CompileRequest("seeded:ps_resnet_digits", parse_target("openvino-cpu"), out, force=True))
+    api.compile("seeded:ps_resnet_digits", target="openvino-cpu", output=out, force=True)
     assert not (out / "stale.txt").exists() and (out / "manifest.json").exists()
 
 
 def test_compile_from_exported_onnx(tmp_path) -> None:
     exported = export_onnx(load_model("seeded:ps_resnet_digits@2"), tmp_path / "m.onnx")
-    result = compile_model(CompileRequest(str(exported.path), parse_target("openvino-cpu"), tmp_path / "ov"))
+    result = api.compile(str(exported.path), target="openvino-cpu", output=tmp_path / "ov")
     assert result.parity.reference == "checkpoint (torch)"  # the seeded source is found again by its hash
 
 
@@ -92,22 +90,21 @@ def test_foreign_onnx_refused(tmp_path) -> None:
     path = tmp_path / "relu.onnx"
     onnx.save(helper.make_model(graph), str(path))
     with pytest.raises(PsdeployError, match="not a PS-ResNet/ResNet exported by psdeploy"):
-        compile_model(CompileRequest(str(path), parse_target("openvino-cpu"), tmp_path / "out"))
+        api.compile(str(path), target="openvino-cpu", output=tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
 def test_failed_compile_leaves_nothing(tmp_path) -> None:
     out = tmp_path / "ov"
     with pytest.raises(PsdeployError):
-        compile_model(CompileRequest("seeded:ps_resnet_digits", parse_target("openvino-cpu"), out, tolerance=0.0))
+        api.compile("seeded:ps_resnet_digits", target="openvino-cpu", output=out, tolerance=0.0)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_bad_precision_refused(tmp_path) -> None:
-    from psdeploy.compile.openvino_backend import compile_config
-
     with pytest.raises(PsdeployError, match="--precision 'int4'"):
-        compile_config("int4", None)
+        api.compile("seeded:ps_resnet_digits", target="openvino-cpu", output=tmp_path / "ov", precision="int4")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_manifest_is_json(ov_artifact) -> None:

@@ -9,22 +9,24 @@ from pathlib import Path
 
 import pytest
 
-from psdeploy.compile import CompileRequest, compile_model, parse_target
-from psdeploy.compile.artifact import Manifest
-from psdeploy.compile.tuning_db import META_NAME, RECORDS, TuningDatabase
+from psdeploy.backends import Manifest, open_runner, parse_target
+from psdeploy.backends.tvm import cuda_available
+from psdeploy.backends.tvm.tuning_db import META_NAME, RECORDS, TuningDatabase
+from psdeploy.backends import BuildOptions
+from psdeploy.compile import CompileRequest, CompileResult, compile_model
 from psdeploy.errors import PsdeployError
-from psdeploy.runtime import open_runner
 
 pytest.importorskip("tvm")
 
 
-def _request(tmp_path: Path, target: str, name: str, trials: int = 0, **kw) -> CompileRequest:
-    return CompileRequest("seeded:ps_resnet_digits", parse_target(target), tmp_path / name, tune_trials=trials,
-                          tuning_db=tmp_path / "db", **kw)
+def _compile(tmp_path: Path, target: str, name: str, trials: int = 0, **kw) -> CompileResult:
+    options = BuildOptions(tune_trials=trials, tuning_db=tmp_path / "db")
+    return compile_model(CompileRequest("seeded:ps_resnet_digits", parse_target(target), tmp_path / name, options,
+                                        **kw))
 
 
 def test_llvm_untuned_builds_and_verifies(tmp_path) -> None:
-    result = compile_model(_request(tmp_path, "llvm", "llvm"))
+    result = _compile(tmp_path, "llvm", "llvm")
     assert result.ran and result.parity.passed
     assert result.manifest.tuning["untuned"] and (tmp_path / "llvm" / "module.so").exists()
     runner = open_runner(tmp_path / "llvm")
@@ -32,9 +34,7 @@ def test_llvm_untuned_builds_and_verifies(tmp_path) -> None:
 
 
 def test_cuda_builds_without_gpu_and_refuses_to_run(tmp_path) -> None:
-    from psdeploy.compile.tvm_backend import cuda_available
-
-    result = compile_model(_request(tmp_path, "cuda", "cuda"))
+    result = _compile(tmp_path, "cuda", "cuda")
     manifest = Manifest.read(tmp_path / "cuda")
     assert (tmp_path / "cuda" / "module.so").stat().st_size > 0
     assert manifest.target_spec["arch"] == "sm_90"
@@ -115,12 +115,13 @@ def test_half_written_last_line_is_dropped(tmp_path) -> None:
 def test_ctrl_c_keeps_records_and_tuning_resumes(tmp_path) -> None:
     """A SIGINT during tuning stops it after the batch in flight; the database keeps what was
     measured, and the next plan only holds the tasks still missing. (One PSConv layer: few tasks.)"""
-    from psdeploy.compile.tvm_backend import import_onnx, lower, plan_tuning, tune
+    from psdeploy.backends.tvm.build import import_onnx, lower
+    from psdeploy.backends.tvm.tuning import plan_tuning, tune
     from psdeploy.export.onnx_export import export_to_file
-    from psdeploy.report.cases import LayerSpec, layer_modules
+    from psdeploy.report.cases import LayerSpec, layer_cases
 
     spec = LayerSpec(channels=16, size=8, stride=1, batch=1)
-    module, _ = layer_modules(spec, ["grouped"])["psconv_grouped"]
+    module = layer_cases(spec, ["grouped"], reference_cases=("plain",))[-1].module
     export_to_file(module, tmp_path / "layer.onnx", spec.shape, ["y"])
     target = parse_target("llvm")
     mod = lower(import_onnx(tmp_path / "layer.onnx", spec.shape), target)
@@ -136,3 +137,18 @@ def test_ctrl_c_keeps_records_and_tuning_resumes(tmp_path) -> None:
     assert 1 <= len(kept) < 4 * tasks
     plan = plan_tuning(mod, target, TuningDatabase(tmp_path / "db", target), 4 * tasks)
     assert plan.per_task == 4 and len(plan.todo) <= tasks
+
+
+def test_gathers_legalize_without_a_warning_each(tmp_path, capfd) -> None:
+    """TOPI's take logs a warning per node from C++; psdeploy's legalization emits the same gather quietly."""
+    from psdeploy.backends.tvm.build import import_onnx, lower
+    from psdeploy.export import export_onnx
+    from psdeploy.load import load_model
+
+    path = tmp_path / "g.onnx"
+    export_onnx(load_model("seeded:ps_resnet_digits"), path)
+    capfd.readouterr()
+    for target in ("llvm", "cuda"):
+        mod = lower(import_onnx(path, (1, 3, 32, 32)), parse_target(target))
+        assert sum("take" in gv.name_hint for gv in mod.get_global_vars()) >= 1
+    assert "Fast mode" not in capfd.readouterr().err

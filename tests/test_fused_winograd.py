@@ -7,13 +7,13 @@ from pathlib import Path
 import onnx
 import pytest
 
-from psdeploy.compile import CompileRequest, compile_model, parse_target
+from psdeploy import api
+from psdeploy.backends import BACKENDS, parse_target
 from psdeploy.errors import PsdeployError
 from psdeploy.export import export_onnx
-from psdeploy.export.psconv_onnx import DOMAIN, OP_TYPE
 from psdeploy.load import load_model
-from psdeploy.report.backends import tvm_variant
-from psdeploy.rewrite.search import candidate_lowerings
+from psdeploy.report.config import ReportConfig, platform
+from psdeploy.rewrite.lowerings.fused_op import DOMAIN, OP_TYPE
 
 
 @pytest.fixture(scope="module")
@@ -50,31 +50,36 @@ def test_fused_refuses_the_old_exporter(digits, tmp_path) -> None:
     assert not (tmp_path / "old.onnx").exists()
 
 
-def test_fused_is_searched_only_where_tvm_compiles_it() -> None:
-    assert "fused" not in candidate_lowerings("onnxruntime") and "fused" not in candidate_lowerings("openvino")
-    assert "fused" in candidate_lowerings("tvm-llvm") and "fused" in candidate_lowerings("tvm-cuda-wino4")
-
-
-def test_report_backend_names() -> None:
-    assert tvm_variant("tvm-llvm") == ("llvm", 0) and tvm_variant("tvm-cuda-wino2") == ("cuda", 2)
+def test_fused_runs_natively_only_where_tvm_compiles_it() -> None:
+    assert "fused" not in BACKENDS["onnxruntime"].native_lowerings()
+    assert "fused" not in BACKENDS["openvino"].native_lowerings()
+    assert set(BACKENDS["tvm"].native_lowerings()) == {"reference", "grouped", "polyphase", "fused"}
 
 
 tvm = pytest.importorskip("tvm")
 
 
+def test_report_backend_names_resolve_to_targets() -> None:
+    config = ReportConfig(name="t", threads=2, backends=[])
+    llvm, cuda = platform("tvm-llvm", config), platform("tvm-cuda-wino2", config)
+    assert llvm.target.tvm_target["kind"] == "llvm" and llvm.target.tvm_target["num-cores"] == 2
+    assert llvm.options.winograd == "off" and cuda.options.winograd == "f2"
+    assert cuda.target.tvm_target["kind"] == "cuda" and platform("torch", config).target is None
+
+
 def test_fused_compiles_to_one_tvm_function_per_layer_shape_and_verifies(fused_onnx, tmp_path) -> None:
-    from psdeploy.compile.tvm_backend import import_onnx, lower
+    from psdeploy.backends.tvm.build import import_onnx, lower
 
     spec = parse_target("llvm")
     mod = lower(import_onnx(fused_onnx, (1, 3, 32, 32)), spec)
     assert any("psconv_fused" in gv.name_hint for gv in mod.get_global_vars())
-    result = compile_model(CompileRequest(str(fused_onnx), spec, tmp_path / "art", tuning_db=tmp_path / "db"))
+    result = api.compile(str(fused_onnx), target="llvm", output=tmp_path / "art", tuning_db=tmp_path / "db")
     assert result.ran and result.parity.passed and result.manifest.lowering == "fused"
 
 
 @pytest.mark.parametrize("tile", [2, 4])
 def test_winograd_replaces_every_eligible_conv(digits, tmp_path, tile) -> None:
-    from psdeploy.compile.tvm_backend import import_onnx, lower
+    from psdeploy.backends.tvm.build import import_onnx, lower
 
     path = tmp_path / "poly.onnx"
     export_onnx(digits, path, "polyphase")
@@ -87,18 +92,16 @@ def test_winograd_replaces_every_eligible_conv(digits, tmp_path, tile) -> None:
 
 
 def test_winograd_artifact_verifies_and_is_recorded(digits, tmp_path) -> None:
-    request = CompileRequest("seeded:ps_resnet_digits@4", parse_target("llvm"), tmp_path / "w", lowering="polyphase",
-                             winograd="f4", tuning_db=tmp_path / "db")
-    result = compile_model(request)
+    result = api.compile("seeded:ps_resnet_digits@4", target="llvm", output=tmp_path / "w", lowering="polyphase",
+                         winograd="f4", tuning_db=tmp_path / "db")
     assert result.ran and result.parity.passed and result.manifest.winograd == "f4"
     assert result.manifest.accuracy["prediction_agreement"] == 1.0
 
 
 def test_winograd_is_refused_for_openvino(tmp_path) -> None:
     pytest.importorskip("openvino")
-    request = CompileRequest("seeded:ps_resnet_digits", parse_target("openvino-cpu"), tmp_path / "ov", winograd="f2")
     with pytest.raises(PsdeployError, match="--winograd f2"):
-        compile_model(request)
+        api.compile("seeded:ps_resnet_digits", target="openvino-cpu", output=tmp_path / "ov", winograd="f2")
     assert not (tmp_path / "ov").exists()
 
 
@@ -108,7 +111,7 @@ def test_fused_kernel_gets_multi_level_tiling() -> None:
     from tvm import te
     from tvm.s_tir import meta_schedule as ms
 
-    from psdeploy.compile.tvm_fused import psconv_compute, slot_rates, slot_weights
+    from psdeploy.backends.tvm.fused import psconv_compute, slot_rates, slot_weights
     from psdeploy.rewrite.lattice import released_design
 
     rates = slot_rates(4, [d for row in released_design(4, 2) for d in row])
@@ -124,7 +127,7 @@ def test_fused_kernel_gets_multi_level_tiling() -> None:
 
 
 def test_non_cyclic_lattice_is_refused_by_the_fused_kernel() -> None:
-    from psdeploy.compile.tvm_fused import slot_rates
+    from psdeploy.backends.tvm.fused import slot_rates
 
     with pytest.raises(PsdeployError, match="not cyclic"):
         slot_rates(2, [1, 2, 1, 2])
@@ -132,10 +135,9 @@ def test_non_cyclic_lattice_is_refused_by_the_fused_kernel() -> None:
 
 def test_fused_and_winograd_build_for_cuda(tmp_path) -> None:
     """Both compile for sm_90 here (nvcc); they run only on a GPU machine, which says so."""
-    from psdeploy.compile.tvm_backend import cuda_available
+    from psdeploy.backends.tvm import cuda_available
 
-    request = CompileRequest("seeded:ps_resnet_digits", parse_target("cuda"), tmp_path / "cu", lowering="fused",
-                             winograd="f4", tuning_db=tmp_path / "db")
-    result = compile_model(request)
+    result = api.compile("seeded:ps_resnet_digits", target="cuda", output=tmp_path / "cu", lowering="fused",
+                         winograd="f4", tuning_db=tmp_path / "db")
     assert (tmp_path / "cu" / "module.so").stat().st_size > 0 and result.manifest.winograd == "f4"
     assert result.ran == cuda_available()

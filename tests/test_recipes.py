@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from psdeploy.errors import PsdeployError
-from psdeploy.recipes import load_recipe
+from psdeploy.api.recipes import load_recipe
 from tests.conftest import REPO
 
 COMPILE_RECIPES = sorted(p for p in (REPO / "recipes").rglob("*.yaml") if p.parent.name != "reports")
@@ -14,7 +14,7 @@ COMPILE_RECIPES = sorted(p for p in (REPO / "recipes").rglob("*.yaml") if p.pare
 @pytest.mark.parametrize("path", COMPILE_RECIPES, ids=lambda p: str(p.relative_to(REPO / "recipes")))
 def test_shipped_recipes_parse(path) -> None:
     recipe = load_recipe(path)
-    assert recipe.checkpoint and recipe.target and recipe.output
+    assert recipe.model.checkpoint and recipe.backend.target and recipe.output
 
 
 def test_unknown_key(tmp_path) -> None:
@@ -28,7 +28,11 @@ def test_unknown_key(tmp_path) -> None:
     ("model: {checkpoint: x, input_shape: [1, 3, 224]}\nbackend: {target: llvm}\n", "model.input_shape"),
     ("model: {checkpoint: x}\nbackend: {target: llvm}\ntuning: {trials: many}\n", "tuning.trials"),
     ("model: {checkpoint: x}\nbackend: {target: llvm}\ntuning: {trials: -5}\n", "tuning.trials"),
-    ("backend: {target: llvm}\n", "model.checkpoint"),
+    ("model: {arch: resnet50}\nbackend: {target: llvm}\n", "model.checkpoint"),
+    ("model: {checkpoint: x}\n", "backend"),
+    ("model: {checkpoint: x}\nbackend: {target: llvm, precision: f8}\n", "backend.precision"),
+    ("model: {checkpoint: x}\nbackend: {target: llvm}\ntolerance: '1e-4'\n", "tolerance"),
+    ("- a list\n", "top level"),
 ])
 def test_bad_values_name_the_key(tmp_path, body, key) -> None:
     path = tmp_path / "r.yaml"

@@ -14,7 +14,7 @@ from psdeploy.bench.stats import LatencyStats, ratio_spread
 from psdeploy.bench.timing import TimingPlan, run_interleaved
 from psdeploy.errors import PsdeployError
 from psdeploy.report import compare_reports, run_report, to_json, write_report
-from psdeploy.report.cases import LayerSpec, layer_modules
+from psdeploy.report.cases import LayerSpec, Role, layer_cases
 from psdeploy.report.config import ReportConfig, load_report_config
 from psdeploy.report.run import SCHEMA
 from tests.conftest import REPO
@@ -64,10 +64,11 @@ def test_report_check(tiny_report, tmp_path) -> None:
 
 def test_layer_cases_compute_the_same_psconv() -> None:
     spec = LayerSpec(32, 11, 2, 2)
-    cases = layer_modules(spec, ["grouped"])
+    cases = {c.case.label: c for c in layer_cases(spec, ["grouped"])}
     x = torch.randn(spec.shape)
-    released, _ = cases["psconv_released"]
-    deployed, reference = cases["psconv_grouped"]
+    released = cases["psconv_released"].module
+    deployed, reference = cases["psconv_grouped"].module, cases["psconv_grouped"].reference
+    assert cases["psconv_grouped"].case.role is Role.DEPLOYED and cases["psconv_grouped"].case.lowering == "grouped"
     with torch.no_grad():
         assert torch.allclose(deployed(x), reference(x), atol=1e-4)
         assert reference(x).shape == released(x).shape
@@ -101,17 +102,18 @@ def test_shipped_report_recipes_parse() -> None:
 def test_report_recipe_bad_backend(tmp_path) -> None:
     path = tmp_path / "r.yaml"
     path.write_text("backends: [torch, tensorrt]\n")
-    with pytest.raises(PsdeployError, match="'backends' has 'tensorrt'"):
+    with pytest.raises(PsdeployError, match="'backends.1': input should be 'torch', 'onnxruntime'"):
         load_report_config(path, None)
 
 
 def test_report_recipe_layer_cases(tmp_path) -> None:
     path = tmp_path / "r.yaml"
     path.write_text("backends: [torch]\nlayers: {cases: [dilated2, plain]}\n")
-    with pytest.raises(PsdeployError, match="'layers.cases' must start with plain"):
+    with pytest.raises(PsdeployError, match="'layers.cases': value error, must start with plain"):
         load_report_config(path, None)
     spec = LayerSpec(16, 9, 1, 1)
-    assert list(layer_modules(spec, ["fused"], cases=("plain",))) == ["plain", "psconv_fused"]
+    cases = [c.case for c in layer_cases(spec, ["fused"], reference_cases=("plain",))]
+    assert [(c.role, c.lowering) for c in cases] == [(Role.PLAIN, None), (Role.DEPLOYED, "fused")]
 
 
 def test_statistics() -> None:

@@ -7,10 +7,9 @@ import torch
 
 from psdeploy.arch.seeded import seeded_model
 from psdeploy.errors import PsdeployError
-from psdeploy.export import export_onnx
-from psdeploy.load import load_model
+from psdeploy import api
 from psdeploy.rewrite.deploy import rewrite
-from psdeploy.rewrite.search import layer_geometries
+from psdeploy.search import layer_geometries
 from tests.conftest import relative_error
 
 
@@ -38,7 +37,7 @@ def test_unknown_choice_refused() -> None:
 
 
 def test_export_auto_records_search(tmp_path) -> None:
-    result = export_onnx(load_model("seeded:ps_resnet_digits"), tmp_path / "auto.onnx", lowering="auto")
+    result = api.export("seeded:ps_resnet_digits", tmp_path / "auto.onnx", lowering="auto")
     assert result.onnx_parity.passed
     rows = result.search
     assert len(rows) == 5 and all(set(r["timings_ms"]) == {"plain", "grouped", "polyphase"} for r in rows)

@@ -11,7 +11,7 @@ from psdeploy.bench.environment import fingerprint
 from psdeploy.bench.stats import LatencyStats, ratio_spread
 from psdeploy.bench.timing import TimingPlan, run_interleaved
 from psdeploy.errors import PsdeployError
-from psdeploy.runtime import open_runner
+from psdeploy.backends import open_runner
 from psdeploy.verify.parity import make_input
 
 
@@ -30,6 +30,11 @@ class BenchResult:
     rows: list[BenchRow]
     plan: TimingPlan
     environment: dict[str, object] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"environment": self.environment, "rows": [
+            {"model": r.name, "batch": r.batch, **r.stats.to_dict(), "ratio_to_first": r.ratio,
+             "ratio_p10_p90": r.ratio_band} for r in self.rows]}
 
 
 def _batch_input(shape: tuple[int, ...], batch: int, source: str) -> np.ndarray:

@@ -1,37 +1,42 @@
-"""Compile step: checkpoint or verified ONNX -> tuned, verified artifact directory."""
+"""Compile step: checkpoint or verified ONNX -> built, verified artifact directory.
+
+The artifact is staged in a hidden sibling directory and moved into place only after
+it has run and matched the checkpoint on its backend; on any failure the previous
+artifact (with ``--force``) is left as it was.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
 import onnx
 
-from psdeploy.compile.artifact import Manifest, open_artifact, staging_dir
-from psdeploy.compile.targets import TargetSpec, parse_target
-from psdeploy.compile.tvm_winograd import parse_winograd
+from psdeploy.backends import BuildOptions, Manifest, Target, backend_for, open_artifact
+from psdeploy.backends.tvm import cuda_available
 from psdeploy.errors import PsdeployError
-from psdeploy.export import export_onnx, read_metadata
+from psdeploy.export import AUTO, export_onnx, read_metadata
+from psdeploy.fileio import atomic_output
 from psdeploy.load import LoadedModel, load_model
+from psdeploy.search import rows_as_dicts, search_lowerings
+from psdeploy.verify.accuracy import held_out_top1
 from psdeploy.verify.parity import DEFAULT_TOLERANCE, ParityReport, compare
 from psdeploy.verify.runners import onnxruntime_runner, torch_runner
 
-DEFAULT_TUNING_DB = Path("tuning-db")
 VERSIONED = ("torch", "onnx", "onnxruntime", "openvino", "apache-tvm", "apache-tvm-ffi")
+DEMO_ARCHS = ("ps_resnet_digits", "resnet_digits")
 
 
 @dataclass
 class CompileRequest:
     source: str  # checkpoint, seeded:ARCH, or an ONNX file psdeploy exported
-    target: TargetSpec
+    target: Target
     output: Path
+    options: BuildOptions = field(default_factory=BuildOptions)
     lowering: str = "grouped"
     input_shape: tuple[int, ...] | None = None
-    tune_trials: int = 0
-    tuning_db: Path = DEFAULT_TUNING_DB
-    precision: str = "f32"
-    winograd: str = "off"  # TVM: off, f2, f4
     tolerance: float = DEFAULT_TOLERANCE
     force: bool = False
     arch: str | None = None
@@ -60,8 +65,8 @@ def _reference_for_onnx(path: Path) -> tuple[LoadedModel | None, dict[str, str]]
     try:
         meta = read_metadata(onnx.load(str(path), load_external_data=False))
     except Exception:
-        raise PsdeployError(f"{path}: not a readable ONNX model") from None
-    if "arch" not in meta:
+        raise PsdeployError(f"{path}: not a readable ONNX model; expected an ONNX file from 'psdeploy export'") from None
+    if not {"arch", "lowering", "input_shape"} <= set(meta):
         raise PsdeployError(f"{path}: not a PS-ResNet/ResNet exported by psdeploy (no psdeploy metadata); "
                             f"export the checkpoint with 'psdeploy export' first, or compile the checkpoint")
     source = meta.get("source", "")
@@ -72,63 +77,59 @@ def _reference_for_onnx(path: Path) -> tuple[LoadedModel | None, dict[str, str]]
     return None, meta
 
 
-def search_backend(request: CompileRequest) -> tuple[str, dict]:
-    """Where ``--lowering auto`` times its candidates: on the target itself."""
-    spec = request.target
-    if spec.backend == "openvino":
-        return "openvino", {}
-    if spec.device == "cuda":
-        from psdeploy.compile.tvm_backend import cuda_available
-
-        if request.lowering == "auto" and not cuda_available():
-            raise PsdeployError("--lowering auto with --target cuda times candidates on the GPU, and none is "
-                                "visible here; choose a lowering (grouped, polyphase, fused) or run on the GPU "
-                                "machine")
-    wino = f"-wino{parse_winograd(request.winograd)}" if request.winograd != "off" else ""
-    options = {"tvm_trials": request.tune_trials, "tvm_db": request.tuning_db}
-    return ("tvm-cuda" if spec.device == "cuda" else "tvm-llvm") + wino, options
+def _onnx_input_shape(meta: dict[str, str], path: Path) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(v) for v in meta["input_shape"].split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 4:
+        raise PsdeployError(f"{path}: psdeploy.input_shape {meta['input_shape']!r} in its metadata; expected N,C,H,W")
+    return shape
 
 
-def compile_model(request: CompileRequest, on_batch=None) -> CompileResult:
+def _search(request: CompileRequest, loaded: LoadedModel, shape: tuple[int, ...]):
+    """``--lowering auto`` for this very target: candidates are built with the request's target and options."""
+    if request.target.device == "cuda" and not cuda_available():
+        raise PsdeployError("--lowering auto with --target cuda times candidates on the GPU, and none is "
+                            "visible here; choose a lowering (grouped, polyphase, fused) or run on the GPU machine")
+    threads = int((request.target.tvm_target or {}).get("num-cores") or os.cpu_count() or 1)
+    return search_lowerings(loaded.model, shape, request.target, request.options, threads)
+
+
+def compile_model(request: CompileRequest) -> CompileResult:
     """Build, verify and write the artifact; nothing appears at ``request.output`` on failure."""
-    spec = request.target
-    if spec.backend == "openvino" and request.winograd != "off":
-        raise PsdeployError(f"--winograd {request.winograd}: a TVM option; OpenVINO chooses its own kernels")
-    with staging_dir(request.output, request.force) as stage:
+    target, options = request.target, request.options
+    backend = backend_for(target)
+    backend.check_options(target, options)
+    with atomic_output(request.output, "-o", directory=True, force=request.force) as stage:
         search = None
         if request.source.endswith(".onnx"):
             onnx_path = Path(request.source)
             loaded, meta = _reference_for_onnx(onnx_path)
-            shape = tuple(int(v) for v in meta["input_shape"].split(","))
+            shape = _onnx_input_shape(meta, onnx_path)
             arch, lowering, sha = meta["arch"], meta["lowering"], meta.get("source_sha256", "")
             if meta.get("dynamic_batch") == "true" and request.input_shape:
                 shape = request.input_shape
         else:
             loaded = load_model(request.source, request.arch)
-            onnx_path = stage / "model.onnx"
-            backend, options = search_backend(request)
-            exported = export_onnx(loaded, onnx_path, request.lowering, request.input_shape,
-                                   tolerance=request.tolerance, search_backend=backend, search_options=options)
+            shape = request.input_shape or None
+            onnx_path = stage / "model.source.onnx"
+            choices = None
+            if request.lowering == AUTO:
+                from psdeploy.arch.registry import default_input_shape
+
+                choices, rows = _search(request, loaded, shape or default_input_shape(loaded.config))
+                search = rows_as_dicts(rows)
+            exported = export_onnx(loaded, onnx_path, request.lowering, shape, tolerance=request.tolerance,
+                                   choices=choices, search=search)
             shape, arch, lowering, sha = exported.input_shape, loaded.arch, request.lowering, loaded.sha256
-            search = exported.search
         names = [o.name for o in onnx.load(str(onnx_path), load_external_data=False).graph.output]
-        tuning = None
-        if spec.backend == "openvino":
-            from psdeploy.compile.openvino_backend import XML_FILE, convert
-
-            convert(onnx_path, stage / XML_FILE)
-            module_file = XML_FILE
-        else:
-            from psdeploy.compile.tvm_backend import MODULE_FILE, build
-
-            summary = build(onnx_path, shape, spec, request.tuning_db, request.tune_trials, stage / MODULE_FILE,
-                            on_batch, parse_winograd(request.winograd))
-            tuning, module_file = summary.to_dict(), MODULE_FILE
+        build_info = backend.build(onnx_path, shape, target, options, stage)
         manifest = Manifest(
-            backend=spec.backend, target=spec.name, target_spec=spec.tvm_target, arch=arch, lowering=lowering,
+            backend=target.backend, target=target.name, target_spec=target.tvm_target, arch=arch, lowering=lowering,
             source=request.source, source_sha256=sha, input_shape=list(shape), output_names=names,
-            module_file=module_file, precision=request.precision, winograd=request.winograd, versions=_versions(),
-            tuning=tuning, lowering_search=search,
+            module_file=backend.module_file, precision=options.precision, winograd=options.winograd,
+            versions=_versions(), tuning=build_info, lowering_search=search,
         )
         manifest.write(stage)
         parity, ran = verify_staged(stage, loaded, onnx_path, request.tolerance)
@@ -141,13 +142,8 @@ def compile_model(request: CompileRequest, on_batch=None) -> CompileResult:
     return CompileResult(request.output, manifest, parity, ran)
 
 
-DEMO_ARCHS = ("ps_resnet_digits", "resnet_digits")
-
-
 def check_top1(directory: Path, loaded: LoadedModel) -> dict[str, object]:
     """Demo-family artifacts must give the checkpoint's held-out top-1, prediction for prediction."""
-    from psdeploy.verify.accuracy import held_out_top1
-
     runner = open_artifact(directory)
     report = held_out_top1(torch_runner(loaded.model), runner.run, runner.batch)
     if not report.agree:
@@ -161,12 +157,9 @@ def check_top1(directory: Path, loaded: LoadedModel) -> dict[str, object]:
 def verify_staged(directory: Path, loaded: LoadedModel | None, onnx_path: Path,
                   tolerance: float) -> tuple[ParityReport | None, bool]:
     manifest = Manifest.read(directory)
-    if manifest.spec.device == "cuda":
-        from psdeploy.compile.tvm_backend import cuda_available
-
-        if not cuda_available():
-            return None, False
-    runner = open_artifact(directory, precision=manifest.precision)
+    if manifest.target_object.device == "cuda" and not cuda_available():
+        return None, False
+    runner = open_artifact(directory)
     if loaded is not None:
         reference, ref_name = torch_runner(loaded.model), "checkpoint (torch)"
     else:
@@ -192,4 +185,4 @@ def verify_artifact(directory: Path, checkpoint: str, arch: str | None = None,
                    seeds=(0, 1, 2))
 
 
-__all__ = ["CompileRequest", "CompileResult", "compile_model", "parse_target", "verify_artifact"]
+__all__ = ["CompileRequest", "CompileResult", "compile_model", "verify_artifact"]

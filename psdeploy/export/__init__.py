@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +10,8 @@ import onnx
 from psdeploy.arch.registry import default_input_shape, odd_sizes
 from psdeploy.errors import PsdeployError
 from psdeploy.export.counts import GraphCounts, count_graph, count_torch
-from psdeploy.export.onnx_export import DEFAULT_OPSET, atomic_output, check_writable, export_to_file
+from psdeploy.export.onnx_export import DEFAULT_OPSET, export_to_file
+from psdeploy.fileio import atomic_output, check_destination
 from psdeploy.load.loader import LoadedModel
 from psdeploy.rewrite.deploy import DeployResult, rewrite
 from psdeploy.verify.parity import DEFAULT_TOLERANCE, ParityReport, compare
@@ -32,22 +32,30 @@ class ExportResult:
     search: list[dict[str, object]] | None = None  # --lowering auto: per-geometry timings and choice
 
 
-def parse_shape(text: str | None, loaded: LoadedModel) -> tuple[int, ...]:
-    if text is None:
-        return default_input_shape(loaded.config)
+def shape_from_text(text: str, option: str = "--input-shape") -> tuple[int, ...]:
+    """``"N,C,H,W"`` -> a tuple of 4 positive integers, or a one-line error naming ``option``."""
     try:
         shape = tuple(int(v) for v in text.split(","))
     except ValueError:
         shape = ()
-    if len(shape) != 4 or min(shape) < 1 or shape[1] != loaded.config.in_chans:
-        raise PsdeployError(
-            f"--input-shape {text!r}: expected N,C,H,W with C={loaded.config.in_chans}, e.g. 1,3,224,224"
-        )
+    if len(shape) != 4 or min(shape) < 1:
+        raise PsdeployError(f"{option} {text!r}: expected N,C,H,W as 4 positive integers, e.g. 1,3,224,224")
+    return shape
+
+
+def parse_shape(text: str | None, loaded: LoadedModel) -> tuple[int, ...]:
+    if text is None:
+        return default_input_shape(loaded.config)
+    shape = shape_from_text(text)
+    if shape[1] != loaded.config.in_chans:
+        raise PsdeployError(f"--input-shape {text!r}: expected N,C,H,W with C={loaded.config.in_chans}, "
+                            f"e.g. 1,{loaded.config.in_chans},224,224")
     return shape
 
 
 METADATA_PREFIX = "psdeploy."
 AUTO = "auto"
+DEFAULT_LOWERING = "grouped"
 
 
 def stamp_metadata(model: onnx.ModelProto, loaded: LoadedModel, lowering: str, shape: tuple[int, ...],
@@ -83,26 +91,21 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     dynamic_batch: bool = False,
     tolerance: float = DEFAULT_TOLERANCE,
-    search_backend: str = "onnxruntime",
-    search_options: dict | None = None,
+    choices: dict[str, str] | None = None,
+    search: list[dict[str, object]] | None = None,
 ) -> ExportResult:
     """Rewrite, export and verify; the file exists at ``output`` only if every check passed.
 
-    ``lowering='auto'`` first times every lowering per layer geometry on ``search_backend``.
+    ``lowering='auto'`` needs ``choices`` (layer -> lowering) and the ``search`` rows that chose them:
+    the search times candidates on a backend, a layer above this one.
     """
     output = Path(output)
-    check_writable(output)
+    check_destination(output, "-o")
     shape = input_shape or default_input_shape(loaded.config)
-    search = None
-    if lowering == AUTO:
-        from psdeploy.rewrite.search import rows_as_dicts, search_lowerings
-
-        choices, rows = search_lowerings(loaded.model, shape, search_backend, os.cpu_count() or 1,
-                                         **(search_options or {}))
-        deploy, search = rewrite(loaded.model, "grouped", choices), rows_as_dicts(rows)
-        deploy.lowering = AUTO
-    else:
-        deploy = rewrite(loaded.model, lowering)
+    if lowering == AUTO and choices is None:
+        raise PsdeployError("--lowering auto: the per-layer choices of a lowering search are needed")
+    deploy = rewrite(loaded.model, DEFAULT_LOWERING if lowering == AUTO else lowering, choices)
+    deploy.lowering = lowering
     rewrite_parity = verify_rewrite(loaded, deploy, shape, tolerance)
     rewrite_parity.raise_if_failed()
     names = loaded.model.output_names
@@ -124,4 +127,4 @@ def export_onnx(
                         released_params, released_macs, search)
 
 
-__all__ = ["DEFAULT_OPSET", "ExportResult", "export_onnx", "parse_shape", "read_metadata", "verify_rewrite"]
+__all__ = ["AUTO", "DEFAULT_LOWERING", "DEFAULT_OPSET", "ExportResult", "export_onnx", "parse_shape", "shape_from_text", "read_metadata", "verify_rewrite"]

@@ -82,7 +82,7 @@ def count_torch(model: "torch.nn.Module", input_shape: tuple[int, ...]) -> tuple
 
     from psdeploy.rewrite.lowerings.fused import FusedPSConv
 
-    from psdeploy.probe import probe
+    from psdeploy.arch.probe import probe
 
     macs = 0
 

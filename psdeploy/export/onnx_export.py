@@ -1,18 +1,12 @@
-"""PyTorch deploy model -> ONNX file, written atomically.
+"""PyTorch deploy model -> ONNX file.
 
 opset >= 18 uses torch's dynamo exporter (the maintained one); an older opset,
 which that exporter cannot down-convert for these graphs, uses the TorchScript
-exporter. Either way the file appears at its final path only once complete.
+exporter. Callers write to a temporary path (``psdeploy.fileio``) and move it into place.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import os
-import tempfile
-import warnings
 from pathlib import Path
 
 import onnx
@@ -20,47 +14,11 @@ import torch
 from torch import nn
 
 from psdeploy.errors import PsdeployError
+from psdeploy.quiet import quiet
 
 DEFAULT_OPSET = 18
 INPUT_NAME = "input"
-
-
-def check_writable(path: Path) -> None:
-    """Fail before any work if ``path`` cannot be created."""
-    parent = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise PsdeployError(f"-o {path}: is a directory; expected a file path")
-    if not parent.is_dir():
-        raise PsdeployError(f"-o {path}: directory {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise PsdeployError(f"-o {path}: directory {parent} is not writable")
-
-
-@contextlib.contextmanager
-def atomic_output(path: Path):
-    """Yield a temporary path beside ``path``; rename it into place only on success."""
-    check_writable(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _quiet():
-    """torch's exporters print progress and warnings; psdeploy reports on its own."""
-    stack = contextlib.ExitStack()
-    stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
-    stack.enter_context(warnings.catch_warnings())
-    warnings.simplefilter("ignore")
-    for name in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript"):
-        logger = logging.getLogger(name)
-        stack.callback(logger.setLevel, logger.level)
-        logger.setLevel(logging.ERROR)
-    return stack
+EXPORTER_LOGGERS = ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")
 
 
 def export_to_file(
@@ -81,7 +39,7 @@ def export_to_file(
         raise PsdeployError(f"--opset {opset}: the fused lowering's PSConv node needs the opset >= 18 exporter")
     example = (torch.randn(*input_shape),)
     model = model.eval()
-    with _quiet(), torch.no_grad():
+    with quiet(*EXPORTER_LOGGERS), torch.no_grad():
         if opset >= 18:
             shapes = {"x": {0: torch.export.Dim("batch", min=1, max=4096)}} if dynamic_batch else None
             program = torch.onnx.export(

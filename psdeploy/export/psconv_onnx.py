@@ -15,10 +15,8 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from onnx.defs import OpSchema
 
-from psdeploy.rewrite.lowerings.fused_op import rate_masks
+from psdeploy.rewrite.lowerings.fused_op import DOMAIN, OP_TYPE, rate_masks
 
-DOMAIN = "ai.psdeploy"
-OP_TYPE = "PSConv"
 MIN_IR_VERSION = 10  # function overloads
 
 _P = OpSchema.FormalParameter

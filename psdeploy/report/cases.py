@@ -1,8 +1,10 @@
-"""What the Appendix G tables time: single layers and whole networks, built from the lattice."""
+"""What the Appendix G tables time, as typed cases: a role (plain, dilated, released, deployed)
+and, for deployed ones, the lowering. Labels are for people; code reads the fields."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
 import torch
 from torch import nn
@@ -11,11 +13,39 @@ from psdeploy.arch.psconv import PSGConv2d, released_init_mask
 from psdeploy.arch.seeded import seeded_model
 from psdeploy.rewrite.deploy import rewrite
 from psdeploy.rewrite.lattice import PSConvLayer
-from psdeploy.rewrite.lowerings import get_lowering
-from psdeploy.rewrite.search import LoweredReference
+from psdeploy.rewrite.lowerings import LoweredReference, get_lowering
 
-# the reference cases of a layer group; the deployed ones are "psconv_<lowering>". plain is the baseline.
-LAYER_CASES = ("plain", "dilated2", "dilated4", "psconv_released")
+
+class Role(str, Enum):
+    PLAIN = "plain"  # the baseline of its group: plain 3x3 conv, plain ResNet deployed
+    DILATED = "dilated"  # a plain 3x3 conv at dilation 2 or 4
+    RELEASED = "released"  # PSConv / PS-ResNet in the released module form
+    DEPLOYED = "deployed"  # PSConv / PS-ResNet as a lowering emits it
+
+
+@dataclass(frozen=True)
+class Case:
+    role: Role
+    label: str
+    lowering: str | None = None  # DEPLOYED cases: which lowering
+
+
+@dataclass
+class TimedCase:
+    """A case with the module to time and the torch reference it must equal."""
+
+    case: Case
+    module: nn.Module
+    reference: nn.Module
+
+
+# the reference cases a layer group may time, by the name report recipes use; plain must come first
+LAYER_REFERENCE_CASES = {
+    "plain": (Case(Role.PLAIN, "plain"), 1),
+    "dilated2": (Case(Role.DILATED, "dilated2"), 2),
+    "dilated4": (Case(Role.DILATED, "dilated4"), 4),
+    "psconv_released": (Case(Role.RELEASED, "psconv_released"), 0),
+}
 
 
 @dataclass(frozen=True)
@@ -34,33 +64,32 @@ class LayerSpec:
         return f"{self.channels}@{self.size} s{self.stride} b{self.batch}"
 
 
-def layer_modules(spec: LayerSpec, lowerings: list[str], seed: int = 0,
-                  cases: tuple[str, ...] = LAYER_CASES) -> dict[str, tuple[nn.Module, nn.Module]]:
-    """case name -> (module to time, torch reference of the same function), for ``cases`` and each lowering."""
+def layer_cases(spec: LayerSpec, lowerings: list[str], seed: int = 0,
+                reference_cases: tuple[str, ...] = tuple(LAYER_REFERENCE_CASES)) -> list[TimedCase]:
+    """The chosen reference cases, then one deployed case per lowering, all of the same seeded layer."""
     torch.manual_seed(seed)
     c, s = spec.channels, spec.stride
-    wanted = cases
-    cases: dict[str, tuple[nn.Module, nn.Module]] = {}
-    for name, dilation in (("plain", 1), ("dilated2", 2), ("dilated4", 4)):
-        conv = nn.Conv2d(c, c, 3, s, dilation, dilation, bias=False).eval()
-        cases[name] = (conv, conv)
     released = PSGConv2d(c, c, 3, s, 1, 2, 1, 4).eval()
     with torch.no_grad():
         released.conv.weight[released_init_mask(released)] = 0.0
-    cases["psconv_released"] = (released, released)
+    out = []
+    for name in reference_cases:
+        case, dilation = LAYER_REFERENCE_CASES[name]
+        module = released if case.role is Role.RELEASED else nn.Conv2d(c, c, 3, s, dilation, dilation, bias=False)
+        out.append(TimedCase(case, module.eval(), module.eval()))
     layer = PSConvLayer.from_released("layer", released)
     for lowering in lowerings:
         lowered = get_lowering(lowering).lower(layer, torch.zeros(c))
-        cases[f"psconv_{lowering}"] = (lowered.module, LoweredReference(layer, lowered.in_order, lowered.out_order))
-    return {name: case for name, case in cases.items() if name in wanted or name.removeprefix("psconv_") in lowerings}
+        out.append(TimedCase(Case(Role.DEPLOYED, f"psconv_{lowering}", lowering), lowered.module,
+                             LoweredReference(layer, lowered)))
+    return out
 
 
-def network_modules(arch: str, plain: str, lowering: str) -> dict[str, tuple[nn.Module, nn.Module]]:
-    """plain ResNet deployed, PS-ResNet as released, PS-ResNet deployed (each with its reference)."""
-    ps = seeded_model(arch)
-    base = seeded_model(plain)
-    return {
-        f"{plain} deployed": (rewrite(base, "grouped").model, base),
-        f"{arch} released": (ps, ps),
-        f"{arch} deployed[{lowering}]": (rewrite(ps, lowering).model, ps),
-    }
+def network_cases(arch: str, plain: str, lowering: str) -> list[TimedCase]:
+    """Plain ResNet deployed (the baseline), PS-ResNet as released, PS-ResNet deployed."""
+    ps, base = seeded_model(arch), seeded_model(plain)
+    return [
+        TimedCase(Case(Role.PLAIN, f"{plain} deployed", "grouped"), rewrite(base, "grouped").model, base),
+        TimedCase(Case(Role.RELEASED, f"{arch} released"), ps, ps),
+        TimedCase(Case(Role.DEPLOYED, f"{arch} deployed[{lowering}]", lowering), rewrite(ps, lowering).model, ps),
+    ]

@@ -1,26 +1,74 @@
-"""Report recipes (``recipes/reports/*.yaml``): which tables, backends, shapes and timing."""
+"""Report recipes (``recipes/reports/*.yaml``): which tables, backends, shapes and timing.
+
+Validated by schema; each backend name is resolved once into a ``Platform`` (a parsed
+target plus build options, or PyTorch eager), never parsed again downstream.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
-import yaml
+from pydantic import Field, PositiveInt, field_validator
 
+from psdeploy.backends import BuildOptions, Target, parse_target
 from psdeploy.errors import PsdeployError
-from psdeploy.recipes import _check
-from psdeploy.report.cases import LAYER_CASES
+from psdeploy.report.cases import LAYER_REFERENCE_CASES
+from psdeploy.schema import Strict, read_yaml, validated
 
-_SCHEMA = {
-    "name": str,
-    "description": str,
-    "threads": int,
-    "backends": list,
-    "timing": {"warmup": int, "max_warmup": int, "iters": int, "min_seconds": float},
-    "layers": {"shapes": list, "strides": list, "batches": list, "lowerings": list, "cases": list},
-    "networks": {"pairs": list, "batches": list, "lowering": str},
-    "tvm": {"trials": int, "database": str},
+TORCH = "torch"
+# name -> (target name, Winograd); "-wino2"/"-wino4": Winograd F(2x2,3x3)/F(4x4,3x3) for every eligible conv
+ONNX_BACKENDS: dict[str, tuple[str, str]] = {
+    "onnxruntime": ("onnxruntime-cpu", "off"), "openvino": ("openvino-cpu", "off"),
+    **{f"tvm-{kind}{suffix}": (kind, wino) for kind in ("llvm", "cuda")
+       for suffix, wino in (("", "off"), ("-wino2", "f2"), ("-wino4", "f4"))},
 }
+BACKEND_NAMES = (TORCH, *ONNX_BACKENDS)
+
+
+class _Timing(Strict):
+    warmup: int = Field(10, ge=0)
+    max_warmup: int = Field(60, ge=0)
+    iters: int = Field(50, ge=30)
+    min_seconds: float = Field(0.0, ge=0)
+
+
+class _Layers(Strict):
+    shapes: list[Annotated[list[PositiveInt], Field(min_length=2, max_length=2)]] = []  # [channels, size]
+    strides: list[Literal[1, 2]] = [1]
+    batches: list[PositiveInt] = [1]
+    lowerings: list[str] = ["grouped"]
+    cases: list[Literal["plain", "dilated2", "dilated4", "psconv_released"]] = list(LAYER_REFERENCE_CASES)
+
+    @field_validator("cases")
+    @classmethod
+    def _plain_first(cls, cases: list[str]) -> list[str]:
+        if cases[:1] != ["plain"]:
+            raise ValueError("must start with plain, the baseline of every ratio")
+        return cases
+
+
+class _Networks(Strict):
+    pairs: list[Annotated[list[str], Field(min_length=2, max_length=2)]] = []  # [ps arch, plain arch]
+    batches: list[PositiveInt] = [1]
+    lowering: str = "grouped"
+
+
+class _Tvm(Strict):
+    trials: int = Field(0, ge=0)
+    database: str = "tuning-db"
+
+
+class ReportRecipe(Strict):
+    name: str = ""
+    description: str = ""
+    threads: PositiveInt | None = None
+    backends: list[Literal[BACKEND_NAMES]] = ["onnxruntime"]  # type: ignore[valid-type]
+    timing: _Timing = _Timing()
+    layers: _Layers = _Layers()
+    networks: _Networks = _Networks()
+    tvm: _Tvm = _Tvm()
 
 
 @dataclass
@@ -36,7 +84,7 @@ class ReportConfig:
     layer_strides: list[int] = field(default_factory=lambda: [1])
     layer_batches: list[int] = field(default_factory=lambda: [1])
     lowerings: list[str] = field(default_factory=lambda: ["grouped"])
-    layer_cases: tuple[str, ...] = LAYER_CASES
+    layer_cases: tuple[str, ...] = tuple(LAYER_REFERENCE_CASES)
     network_pairs: list[tuple[str, str]] = field(default_factory=list)  # (ps arch, plain arch)
     network_batches: list[int] = field(default_factory=lambda: [1])
     network_lowering: str = "grouped"
@@ -45,9 +93,31 @@ class ReportConfig:
     source: str = ""
 
 
+@dataclass(frozen=True)
+class Platform:
+    """Where a report times its cases: a parsed target with build options, or PyTorch eager."""
+
+    name: str  # the recipe's backend name, as the tables show it
+    target: Target | None  # None: PyTorch eager
+    options: BuildOptions = BuildOptions()
+
+
+def platform(name: str, config: ReportConfig) -> Platform:
+    if name == TORCH:
+        return Platform(name, None)
+    if name not in ONNX_BACKENDS:
+        raise PsdeployError(f"report backend {name!r}: expected one of {', '.join(BACKEND_NAMES)}")
+    target_name, winograd = ONNX_BACKENDS[name]
+    cores = config.threads if target_name == "llvm" else None
+    options = BuildOptions(winograd=winograd)
+    if target_name in ("llvm", "cuda"):
+        options = BuildOptions(winograd=winograd, tune_trials=config.tvm_trials, tuning_db=Path(config.tvm_database))
+    return Platform(name, parse_target(target_name, cores=cores), options)
+
+
 def quick_config(threads: int) -> ReportConfig:
     """What CI runs: the demo networks and small layers, a few minutes on 2 cores."""
-    backends = ["torch", "onnxruntime"]
+    backends = [TORCH, "onnxruntime"]
     try:
         import openvino  # noqa: F401
 
@@ -62,37 +132,13 @@ def quick_config(threads: int) -> ReportConfig:
 
 
 def load_report_config(path: str | Path, threads: int | None) -> ReportConfig:
-    path = Path(path)
-    if not path.is_file():
-        raise PsdeployError(f"--recipe {path}: no such file")
-    data = yaml.safe_load(path.read_text()) or {}
-    _check(data, _SCHEMA, "", str(path))
-    from psdeploy.report.backends import BACKENDS
-
-    for backend in data.get("backends", []):
-        if backend not in BACKENDS:
-            raise PsdeployError(f"{path}: 'backends' has {backend!r}; expected some of {', '.join(BACKENDS)}")
-    layers, nets, timing, tvm = (data.get(k, {}) for k in ("layers", "networks", "timing", "tvm"))
-    shapes = layers.get("shapes", [])
-    if any(not (isinstance(s, list) and len(s) == 2 and all(isinstance(v, int) for v in s)) for s in shapes):
-        raise PsdeployError(f"{path}: 'layers.shapes' must be [channels, spatial] pairs, got {shapes}")
-    pairs = nets.get("pairs", [])
-    if any(not (isinstance(p, list) and len(p) == 2) for p in pairs):
-        raise PsdeployError(f"{path}: 'networks.pairs' must be [ps_arch, plain_arch] pairs, got {pairs}")
-    layer_cases = tuple(layers.get("cases", LAYER_CASES))
-    if layer_cases[:1] != ("plain",) or not set(layer_cases) <= set(LAYER_CASES):
-        raise PsdeployError(f"{path}: 'layers.cases' must start with plain and name some of "
-                            f"{', '.join(LAYER_CASES)}, got {list(layer_cases)}")
-    if timing.get("iters", 50) < 30:
-        raise PsdeployError(f"{path}: 'timing.iters' must be >= 30")
+    recipe = validated(ReportRecipe, read_yaml(path) or {}, str(path))
+    layers, nets, timing = recipe.layers, recipe.networks, recipe.timing
     return ReportConfig(
-        name=data.get("name", path.stem), threads=threads or data.get("threads") or 1,
-        backends=data.get("backends", ["onnxruntime"]), warmup=timing.get("warmup", 10),
-        max_warmup=timing.get("max_warmup", 60), iters=timing.get("iters", 50),
-        min_seconds=float(timing.get("min_seconds", 0.0)),
-        layer_shapes=[tuple(s) for s in shapes], layer_strides=layers.get("strides", [1]),
-        layer_batches=layers.get("batches", [1]), lowerings=layers.get("lowerings", ["grouped"]), layer_cases=layer_cases,
-        network_pairs=[tuple(p) for p in pairs], network_batches=nets.get("batches", [1]),
-        network_lowering=nets.get("lowering", "grouped"), tvm_trials=tvm.get("trials", 0),
-        tvm_database=tvm.get("database", "tuning-db"), source=str(path),
+        name=recipe.name or Path(path).stem, threads=threads or recipe.threads or 1, backends=list(recipe.backends),
+        warmup=timing.warmup, max_warmup=timing.max_warmup, iters=timing.iters, min_seconds=timing.min_seconds,
+        layer_shapes=[tuple(s) for s in layers.shapes], layer_strides=list(layers.strides), layer_batches=list(layers.batches),
+        lowerings=list(layers.lowerings), layer_cases=tuple(layers.cases), network_pairs=[tuple(p) for p in nets.pairs],
+        network_batches=list(nets.batches), network_lowering=nets.lowering, tvm_trials=recipe.tvm.trials,
+        tvm_database=recipe.tvm.database, source=str(path),
     )

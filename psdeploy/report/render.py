@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
 
 from psdeploy.bench.stats import NOISY_CV_PCT
+from psdeploy.errors import PsdeployError
+from psdeploy.fileio import atomic_output, write_atomic
+from psdeploy.report.cases import Role
 from psdeploy.report.run import SCHEMA, Measurement, ReportData
 
 # The paper's anchors (Sec. 4.2 "Speed Benchmark", Appendix G), as ratios to the plain baseline.
@@ -48,17 +50,10 @@ def to_csv(data: ReportData) -> str:
 
 
 def _paper_for(m: Measurement) -> str:
-    if m.table == "layer":
-        key = "psconv_deployed" if m.case.startswith("psconv_") and m.case != "psconv_released" else m.case
-        return PAPER["layer"].get(key, "")
-    return PAPER["network"]["deployed"] if "deployed[" in m.case else ""
-
-
-def _form(m: Measurement) -> str:
-    """The lowering a deployed case used: 'grouped' from 'psconv_grouped' or '... deployed[grouped]'."""
-    if "[" in m.case:
-        return m.case.split("[", 1)[1].rstrip("]")
-    return m.case.removeprefix("psconv_")
+    if m.table == "network":
+        return PAPER["network"]["deployed"] if m.role == Role.DEPLOYED.value else ""
+    key = {Role.DEPLOYED.value: "psconv_deployed", Role.RELEASED.value: "psconv_released"}.get(m.role, m.case)
+    return PAPER["layer"].get(key, "")
 
 
 def _fmt(m: Measurement) -> list[str]:
@@ -108,9 +103,9 @@ def to_markdown(data: ReportData) -> str:
     lines += ["## Summary of ratios", "", "| backend | group | PSConv deployed / plain | PSConv released / plain |",
               "|---|---|---|---|"]
     for (backend, group), rows in {**by_table.get("layer", {}), **by_table.get("network", {})}.items():
-        dep = [m for m in rows if m.case.startswith("psconv_") and m.case != "psconv_released" or "deployed[" in m.case]
-        rel = [m for m in rows if m.case in ("psconv_released",) or m.case.endswith(" released")]
-        lines.append(f"| {backend} | {group} | " + ", ".join(f"{_form(m)} {m.ratio:.3f}x" for m in dep) + " | "
+        dep = [m for m in rows if m.role == Role.DEPLOYED.value]
+        rel = [m for m in rows if m.role == Role.RELEASED.value]
+        lines.append(f"| {backend} | {group} | " + ", ".join(f"{m.lowering} {m.ratio:.3f}x" for m in dep) + " | "
                      + ", ".join(f"{m.ratio:.3f}x" for m in rel) + " |")
     lines.append("")
     return "\n".join(lines)
@@ -122,12 +117,11 @@ def to_png(data: ReportData, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = [m for m in data.measurements if m.ratio and not (m.case == "plain" or m.case.endswith("deployed")
-                                                              and "[" not in m.case)]
+    shown = [m for m in data.measurements if m.ratio and m.role != Role.PLAIN.value]
     labels = [f"{m.backend}\n{m.group}\n{m.case}" for m in shown]
     fig, ax = plt.subplots(figsize=(max(8, 0.45 * len(shown)), 5.5))
-    colors = ["tab:green" if ("deployed" in m.case or m.case.startswith("psconv_") and m.case != "psconv_released")
-              else "tab:red" if "released" in m.case else "tab:gray" for m in shown]
+    colors = [{Role.DEPLOYED.value: "tab:green", Role.RELEASED.value: "tab:red"}.get(m.role, "tab:gray")
+              for m in shown]
     ax.bar(range(len(shown)), [m.ratio for m in shown], color=colors,
            yerr=[[m.ratio - m.ratio_p10 for m in shown], [m.ratio_p90 - m.ratio for m in shown]], capsize=2)
     ax.axhline(1.0, color="black", linewidth=0.8)
@@ -143,20 +137,23 @@ def to_png(data: ReportData, path: Path) -> None:
     plt.close(fig)
 
 
-def to_layer_png(data: ReportData, path: Path) -> bool:
+def _layer_psconv(data: ReportData) -> list[Measurement]:
+    return [m for m in data.measurements
+            if m.table == "layer" and m.role in (Role.DEPLOYED.value, Role.RELEASED.value)]
+
+
+def to_layer_png(data: ReportData, path: Path) -> None:
     """Ratio to the plain 3x3 vs layer shape, one line per backend and PSConv form."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    layer = [m for m in data.measurements if m.table == "layer" and m.case.startswith("psconv_")]
-    if not layer:
-        return False
+    layer = _layer_psconv(data)
     groups = list(dict.fromkeys(m.group for m in layer))
     series: dict[str, dict[str, float]] = defaultdict(dict)
     for m in layer:
-        series[f"{m.backend}: {m.case.removeprefix('psconv_')}"][m.group] = m.ratio
+        series[f"{m.backend}: {m.lowering or m.role}"][m.group] = m.ratio
     fig, ax = plt.subplots(figsize=(max(8, 0.6 * len(groups)), 5))
     for label, values in series.items():
         xs = [i for i, g in enumerate(groups) if g in values]
@@ -173,25 +170,19 @@ def to_layer_png(data: ReportData, path: Path) -> bool:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-    return True
 
 
 def write_report(data: ReportData, out_dir: Path) -> list[Path]:
-    """Write report.md/.json/.csv/.png, each via a temporary name."""
+    """Write report.md/.json/.csv and the charts, each whole or not at all."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise PsdeployError(f"-o {out_dir}: exists and is not a directory")
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, content in (("report.md", to_markdown(data)), ("report.json", json.dumps(to_json(data), indent=1)),
-                          ("report.csv", to_csv(data))):
-        tmp = out_dir / f".{name}.tmp"
-        tmp.write_text(content)
-        os.replace(tmp, out_dir / name)
+    written = [write_atomic(out_dir / name, content) for name, content in (
+        ("report.md", to_markdown(data)), ("report.json", json.dumps(to_json(data), indent=1)),
+        ("report.csv", to_csv(data)))]
+    charts = [("ratios.png", to_png)] + ([("ratio_vs_layer.png", to_layer_png)] if _layer_psconv(data) else [])
+    for name, draw in charts:
+        with atomic_output(out_dir / name) as tmp:
+            draw(data, tmp)
         written.append(out_dir / name)
-    tmp = out_dir / ".ratios.tmp.png"
-    to_png(data, tmp)
-    os.replace(tmp, out_dir / "ratios.png")
-    written.append(out_dir / "ratios.png")
-    tmp = out_dir / ".ratio_vs_layer.tmp.png"
-    if to_layer_png(data, tmp):
-        os.replace(tmp, out_dir / "ratio_vs_layer.png")
-        written.append(out_dir / "ratio_vs_layer.png")
     return written

@@ -9,14 +9,13 @@ from pathlib import Path
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from psdeploy.arch.registry import default_input_shape, get_config
+from psdeploy.backends import backend_for
 from psdeploy.bench.environment import fingerprint
+from psdeploy.bench.prepare import Prepared, export_case, prepare_eager, prepare_on_target, set_threads
 from psdeploy.bench.stats import ratio_spread
 from psdeploy.bench.timing import TimingPlan, run_interleaved
-from psdeploy.report.backends import export_case, prepare, set_threads
-from psdeploy.report.cases import LayerSpec, layer_modules, network_modules
-from psdeploy.report.config import ReportConfig
-from psdeploy.rewrite.lowerings import LOWERINGS
-from psdeploy.rewrite.search import candidate_lowerings
+from psdeploy.report.cases import LayerSpec, Role, TimedCase, layer_cases, network_cases
+from psdeploy.report.config import Platform, ReportConfig, platform
 
 SCHEMA = "psdeploy.report/1"
 
@@ -26,13 +25,15 @@ class Measurement:
     table: str  # "layer" or "network"
     backend: str
     group: str  # the interleaved group, e.g. "64@56 s1 b1" or "ps_resnet50 b1"
-    case: str
+    case: str  # the case's label
     batch: int
     stats: dict[str, object]
     ratio: float  # median of per-round ratios to the group's baseline
     ratio_p10: float
     ratio_p90: float
     parity_rel_err: float
+    role: str = Role.DEPLOYED.value
+    lowering: str | None = None
     skipped: str | None = None
 
     @property
@@ -48,55 +49,75 @@ class ReportData:
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
 
-def _groups(config: ReportConfig) -> list[tuple[str, str, int, dict]]:
-    """(table, group label, batch, {case: (module, reference, shape)}) for everything to time."""
+@dataclass
+class Group:
+    """Cases timed interleaved against the first (the plain baseline)."""
+
+    table: str
+    label: str
+    batch: int
+    shape: tuple[int, ...]
+    cases: list[TimedCase]
+
+
+def _groups(config: ReportConfig) -> list[Group]:
     groups = []
     for channels, size in config.layer_shapes:
         for stride in config.layer_strides:
             for batch in config.layer_batches:
                 spec = LayerSpec(channels, size, stride, batch)
-                mods = layer_modules(spec, config.lowerings, cases=config.layer_cases)
-                groups.append(("layer", spec.label, batch, {k: (m, r, spec.shape) for k, (m, r) in mods.items()}))
+                cases = layer_cases(spec, config.lowerings, reference_cases=config.layer_cases)
+                groups.append(Group("layer", spec.label, batch, spec.shape, cases))
     for ps_arch, plain in config.network_pairs:
-        mods = network_modules(ps_arch, plain, config.network_lowering)
+        cases = network_cases(ps_arch, plain, config.network_lowering)
         for batch in config.network_batches:
-            shape = default_input_shape(get_config(ps_arch), batch)
-            groups.append(("network", f"{ps_arch} b{batch}", batch,
-                           {k: (m, r, shape) for k, (m, r) in mods.items()}))
+            groups.append(Group("network", f"{ps_arch} b{batch}", batch,
+                                default_input_shape(get_config(ps_arch), batch), cases))
     return groups
+
+
+def _timed_here(where: Platform, cases: list[TimedCase]) -> list[TimedCase]:
+    """A lowering whose custom ops this backend does not compile runs its slow definition: not timed."""
+    if where.target is None:
+        return cases
+    native = backend_for(where.target).native_lowerings()
+    return [c for c in cases if c.case.role is not Role.DEPLOYED or c.case.lowering in native]
 
 
 def run_report(config: ReportConfig) -> ReportData:
     set_threads(config.threads)
     data = ReportData(config, fingerprint(config.threads))
     plan = TimingPlan(config.warmup, config.max_warmup, config.iters, config.min_seconds)
+    platforms = [platform(name, config) for name in config.backends]
     groups = _groups(config)
     exported: dict[tuple[str, str], Path] = {}  # (group, case) -> ONNX, shared by the ONNX backends
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns) as progress:
-        overall = progress.add_task("report", total=len(groups) * len(config.backends))
-        for backend in config.backends:
-            for table, label, batch, cases in groups:
-                progress.update(overall, description=f"{backend}: {label}")
-                timed_here = candidate_lowerings(backend)
-                prepared = {}
-                for name, (module, reference, shape) in cases.items():
-                    lowering = name.removeprefix("psconv_")
-                    if lowering in LOWERINGS and lowering not in timed_here:
-                        continue  # a TVM-only lowering: elsewhere its node runs the reference body
-                    onnx_path = None
-                    if backend != "torch":
-                        if (label, name) not in exported:
-                            exported[(label, name)] = export_case(module, shape)
-                        onnx_path = exported[(label, name)]
-                    prepared[name] = prepare(module, reference, shape, backend, config.threads, name,
-                                             config.tvm_trials, Path(config.tvm_database), onnx_path=onnx_path)
-                timed = run_interleaved({k: p.run for k, p in prepared.items()}, plan)
+        overall = progress.add_task("report", total=len(groups) * len(platforms))
+        for where in platforms:
+            for group in groups:
+                progress.update(overall, description=f"{where.name}: {group.label}")
+                prepared: dict[str, tuple[TimedCase, Prepared]] = {}
+                for timed_case in _timed_here(where, group.cases):
+                    label = timed_case.case.label
+                    if where.target is None:
+                        ready = prepare_eager(timed_case.module, timed_case.reference, group.shape, config.threads,
+                                              label)
+                    else:
+                        key = (group.label, label)
+                        if key not in exported:
+                            exported[key] = export_case(timed_case.module, group.shape)
+                        ready = prepare_on_target(timed_case.module, timed_case.reference, group.shape,
+                                                  where.target, where.options, config.threads, label,
+                                                  onnx_path=exported[key])
+                    prepared[label] = (timed_case, ready)
+                timed = run_interleaved({k: p.run for k, (_, p) in prepared.items()}, plan)
                 baseline = timed[next(iter(timed))].samples_ms
-                for name, case in timed.items():
-                    r, lo, hi = ratio_spread(case.samples_ms, baseline)
+                for label, result in timed.items():
+                    case, ready = prepared[label]
+                    r, lo, hi = ratio_spread(result.samples_ms, baseline)
                     data.measurements.append(Measurement(
-                        table, backend, label, name, batch, case.stats.to_dict(), r, lo, hi,
-                        prepared[name].parity.worst.rel_err))
+                        group.table, where.name, group.label, label, group.batch, result.stats.to_dict(), r, lo, hi,
+                        ready.parity.worst.rel_err, case.case.role.value, case.case.lowering))
                 progress.advance(overall)
     return data

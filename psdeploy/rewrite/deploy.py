@@ -24,8 +24,9 @@ from psdeploy.rewrite.fold import (
     permute_in_channels,
     permute_out_channels,
 )
+from psdeploy.errors import PsdeployError
 from psdeploy.rewrite.lattice import PSConvLayer
-from psdeploy.rewrite.lowerings import REFERENCE, LoweringStats, get_lowering
+from psdeploy.rewrite.lowerings import Lowering, LoweringStats, get_lowering
 
 
 class DeployBottleneck(nn.Module):
@@ -115,28 +116,32 @@ def _deploy_block(name: str, block: Bottleneck, lowering_name: str, reports: lis
     return DeployBottleneck(conv1, conv2, conv3, downsample).eval()
 
 
+def _released_form(model: ResNet, lowering: Lowering) -> DeployResult:
+    """``model`` with every PSConv as ``lowering`` emits it and nothing folded (BatchNorms kept)."""
+    released = copy.deepcopy(model)
+    reports = []
+    for layer in psconv_layers(model):
+        s = layer.shape
+        lowered = lowering.lower(layer, torch.zeros(s.out_channels))
+        released.get_submodule(layer.name).conv2 = lowered.module
+        reports.append(LayerReport(layer.name, s.stride, s.out_channels, s.groups, layer.is_clean,
+                                   layer.off_design_blocks(), lowered.stats, lowering.name))
+    return DeployResult(released, lowering.name, reports)
+
+
 def rewrite(model: ResNet, lowering: str = "grouped", choices: dict[str, str] | None = None) -> DeployResult:
-    """The deploy form of ``model``; ``lowering='reference'`` keeps the released PSConv form unfolded.
+    """The deploy form of ``model`` (``reference``: the released form, nothing folded).
 
     ``choices`` (layer name -> lowering, from ``--lowering auto``'s search) overrides ``lowering`` per layer.
     """
     model = model.eval()
-    if lowering == REFERENCE:
-        released = copy.deepcopy(model)
-        reports = []
-        for layer in psconv_layers(model):
-            parent = released.get_submodule(layer.name)
-            parent.conv2 = layer.to_released()
-            s = layer.shape
-            stats = LoweringStats(convs=[f"3x3 d{d} g{g}" for d, g in ((1, s.groups), (2, s.groups * 4), (4, s.groups * 4))],
-                                  macs_per_pixel=s.macs_per_output_pixel() * 3 // 2,
-                                  shuffles=1, moved_per_pixel=s.in_channels)
-            reports.append(LayerReport(layer.name, s.stride, s.out_channels, s.groups, layer.is_clean,
-                                       layer.off_design_blocks(), stats))
-        return DeployResult(released, REFERENCE, reports)
+    chosen = get_lowering(lowering)
+    if not chosen.folds_batchnorm:
+        return _released_form(model, chosen)
     choices = choices or {}
-    for name in {lowering, *choices.values()}:
-        get_lowering(name)  # fail early on an unknown name
+    for name in set(choices.values()):
+        if not get_lowering(name).folds_batchnorm:
+            raise PsdeployError(f"--lowering {name}: keeps the released form and cannot be mixed per layer")
     reports: list[LayerReport] = []
     stages = []
     for stage_name in model.stage_names:

@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 from psdeploy.errors import PsdeployError
-from psdeploy.rewrite.lowerings.base import Lowering, LoweredLayer, LoweringStats
+from psdeploy.rewrite.lowerings.base import Lowering, LoweredLayer, LoweredReference, LoweringStats
 from psdeploy.rewrite.lowerings.fused import FusedLowering
 from psdeploy.rewrite.lowerings.grouped import GroupedLowering
 from psdeploy.rewrite.lowerings.polyphase import PolyphaseLowering
+from psdeploy.rewrite.lowerings.reference import ReferenceLowering
 
 LOWERINGS: dict[str, type[Lowering]] = {
-    "grouped": GroupedLowering,
-    "polyphase": PolyphaseLowering,
-    "fused": FusedLowering,
+    lowering.name: lowering
+    for lowering in (ReferenceLowering, GroupedLowering, PolyphaseLowering, FusedLowering)
 }
-REFERENCE = "reference"  # the released module form, nothing folded: the baseline "as released"
 
 
 def get_lowering(name: str) -> Lowering:
     if name not in LOWERINGS:
-        known = ", ".join([REFERENCE, *LOWERINGS])
-        raise PsdeployError(f"--lowering {name!r}: unknown lowering; expected one of: {known}")
+        raise PsdeployError(f"--lowering {name!r}: unknown lowering; expected one of: {', '.join(LOWERINGS)}")
     return LOWERINGS[name]()
 
 
-__all__ = ["LOWERINGS", "REFERENCE", "Lowering", "LoweredLayer", "LoweringStats", "get_lowering"]
+__all__ = ["LOWERINGS", "Lowering", "LoweredLayer", "LoweredReference", "LoweringStats", "get_lowering"]

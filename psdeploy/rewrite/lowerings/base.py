@@ -40,7 +40,28 @@ class Lowering:
     """Base class of the lowering plug-ins; ``name`` is what ``--lowering`` takes."""
 
     name: str = ""
-    tvm_only: bool = False  # emits an operator only psdeploy's TVM path compiles as such
+    custom_ops: frozenset[str] = frozenset()  # non-standard ONNX ops it emits ("domain::type")
+    folds_batchnorm: bool = True  # False: the network keeps its BatchNorms (the released form)
+    searchable: bool = True  # a candidate of ``--lowering auto``
 
     def lower(self, layer: PSConvLayer, bias: torch.Tensor) -> LoweredLayer:
         raise NotImplementedError
+
+
+class LoweredReference(nn.Module):
+    """The lattice's function in a lowered form's channel orders: what that lowering must equal.
+
+    In a network these orders fold into the neighbouring convs; a layer checked on its own
+    needs them explicit."""
+
+    def __init__(self, layer: PSConvLayer, lowered: LoweredLayer) -> None:
+        super().__init__()
+        from psdeploy.rewrite.fold import block_order_to_channels
+
+        s = layer.shape
+        self.layer = layer
+        self.perm_in = torch.argsort(block_order_to_channels(list(lowered.in_order), s.groups, s.in_block))
+        self.perm_out = block_order_to_channels(list(lowered.out_order), s.groups, s.out_block)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer.forward(x[:, self.perm_in])[:, self.perm_out]

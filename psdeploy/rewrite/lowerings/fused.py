@@ -2,7 +2,7 @@
 
 No branches, no channel shuffles, no intermediate tensors: the lattice goes into the
 graph as it is (one ``ai.psdeploy::PSConv`` node), and TVM compiles it into a single
-computation (``psdeploy.compile.tvm_fused``). Other ONNX runtimes run the node's
+computation (``psdeploy.backends.tvm.fused``). Other ONNX runtimes run the node's
 function body (one masked conv per rate: exact but 3x the work), so this lowering is
 meant for the TVM targets. Kernels a trained checkpoint holds off the design
 (PS-ResNeXt as released) are added by one plain dilated conv per affected rate.
@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from psdeploy.rewrite.lattice import PSConvLayer
-from psdeploy.rewrite.lowerings.fused_op import rate_masks  # also registers torch.ops.psdeploy.psconv
+from psdeploy.rewrite.lowerings.fused_op import OP_NAME, rate_masks  # also registers torch.ops.psdeploy.psconv
 from psdeploy.rewrite.lowerings.base import Lowering, LoweredLayer, LoweringStats
 
 
@@ -38,7 +38,7 @@ class FusedPSConv(nn.Module):
 
 class FusedLowering(Lowering):
     name = "fused"
-    tvm_only = True
+    custom_ops = frozenset({OP_NAME})
 
     def lower(self, layer: PSConvLayer, bias: torch.Tensor) -> LoweredLayer:
         s = layer.shape

@@ -4,13 +4,18 @@ The operator is the lattice itself: a packed ``(C_out, C_in/groups, 3, 3)`` weig
 whose block (o, i) of every card is applied at ``rates[o * parts + i]``. PyTorch
 runs it as one masked conv per rate (exact; this is the reference and what ONNX's
 function body expands to); TVM compiles it as one fused computation
-(``psdeploy.compile.tvm_fused``), which is why it exists as one operator at all.
+(``psdeploy.backends.tvm.fused``), which is why it exists as one operator at all.
+In ONNX it is the node ``DOMAIN::OP_TYPE``.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+DOMAIN = "ai.psdeploy"
+OP_TYPE = "PSConv"
+OP_NAME = f"{DOMAIN}::{OP_TYPE}"
 
 
 def rate_masks(weight_shape: tuple[int, ...], groups: int, parts: int, rates: list[int]) -> dict[int, torch.Tensor]:

@@ -1,7 +1,7 @@
 """``polyphase``: every dilated branch becomes a plain (dilation-1) 3x3 conv.
 
 Same branches, channel orders and shuffles as ``grouped``; only how a dilated conv runs
-changes, using two exact identities (psconv-structure.md):
+changes, using two exact identities (both checked by the tests):
 
 - stride 2, dilation d, padding d  ==  stride 1, dilation d/2 on ``x[:, :, ::2, ::2]``;
 - stride 1, dilation d  ==  a plain 3x3 conv on the d*d polyphase sub-images of x

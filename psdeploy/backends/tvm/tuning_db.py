@@ -15,8 +15,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from psdeploy.compile.targets import TargetSpec
+from psdeploy.backends.targets import Target
 from psdeploy.errors import PsdeployError
+from psdeploy.fileio import write_atomic
 
 FORMAT = 1
 META_NAME = "psdeploy-tuning-db.json"
@@ -27,7 +28,7 @@ RECORDS = "database_tuning_record.json"
 @dataclass
 class TuningDatabase:
     root: Path
-    spec: TargetSpec
+    spec: Target
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -70,7 +71,8 @@ class TuningDatabase:
                                 f"point --tuning-db at a directory psdeploy created")
         d.mkdir(parents=True, exist_ok=True)
         if not meta_path.exists():
-            meta_path.write_text(json.dumps({"format": FORMAT, "target": self.spec.tvm_target}, indent=1))
+            write_atomic(meta_path, json.dumps({"format": FORMAT, "target": self.spec.tvm_target}, indent=1),
+                              "--tuning-db")
         for name in (WORKLOADS, RECORDS):
             self._check_lines(d / name)
 
@@ -93,10 +95,10 @@ class TuningDatabase:
             try:
                 json.loads(tail)
             except json.JSONDecodeError:
-                path.write_bytes(data[: len(data) - len(tail)])
+                write_atomic(path, data[: len(data) - len(tail)], "--tuning-db")
                 self.notes.append(f"dropped a half-written last line of {path.name} (interrupted run)")
                 return
-            path.write_bytes(data + b"\n")
+            write_atomic(path, data + b"\n", "--tuning-db")
 
     def record_counts(self, database, mods) -> list[int]:
         """Valid tuning records already held for each workload (0 when unseen)."""

@@ -1,6 +1,6 @@
 """Winograd F(2x2,3x3) / F(4x4,3x3) for every eligible conv, as a Relax legalization.
 
-Relax never picks Winograd by itself (toolchain-facts), and TOPI's Winograd needs a
+Relax never picks Winograd by itself, and TOPI's Winograd needs a
 dense, stride-1, dilation-1 3x3 conv. The polyphase lowering turns every dilated
 PSConv branch into exactly that, so with ``--winograd f2|f4`` every such conv (the
 plain ResNet's stride-1 3x3 convs too: same rules both sides) is legalized to
@@ -10,16 +10,6 @@ computes it once at build time. Grouped convs run one Winograd per group.
 """
 
 from __future__ import annotations
-
-from psdeploy.errors import PsdeployError
-
-TILES = {"off": 0, "f2": 2, "f4": 4}
-
-
-def parse_winograd(text: str) -> int:
-    if text not in TILES:
-        raise PsdeployError(f"--winograd {text!r}: expected one of {', '.join(TILES)}")
-    return TILES[text]
 
 
 def eligible(call) -> bool:

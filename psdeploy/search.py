@@ -1,5 +1,7 @@
 """``--lowering auto``: per distinct PSConv geometry, time each lowering on the target and keep the fastest.
 
+The search is handed the parsed target (and build options) whole, so candidates are
+built exactly as the artifact will be: for the requested CPU, core count or CUDA arch.
 Each candidate is verified on the backend before it is timed; the candidates of one
 geometry run interleaved with the plain 3x3 of the same shape, whose time gives the
 ratio that the manifest and the report carry.
@@ -12,12 +14,14 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from psdeploy.arch.probe import probe
 from psdeploy.arch.psconv import PSGConv2d
+from psdeploy.backends import BuildOptions, Target, backend_for
+from psdeploy.bench.prepare import prepare_on_target
 from psdeploy.bench.timing import TimingPlan, run_interleaved
 from psdeploy.errors import PsdeployError
-from psdeploy.probe import probe
 from psdeploy.rewrite.lattice import PSConvLayer
-from psdeploy.rewrite.lowerings import LOWERINGS, get_lowering
+from psdeploy.rewrite.lowerings import LOWERINGS, LoweredReference, get_lowering
 
 SEARCH_PLAN = TimingPlan(warmup=5, max_warmup=20, iterations=30)
 
@@ -59,19 +63,16 @@ def layer_geometries(model: nn.Module, input_shape: tuple[int, ...]) -> dict[Geo
     return found
 
 
-def candidate_lowerings(backend: str) -> list[str]:
-    """Lowerings worth timing on ``backend``: TVM-only ones only where TVM compiles them."""
-    from psdeploy.report.backends import is_tvm
+def candidate_lowerings(target: Target) -> list[str]:
+    """Lowerings worth timing on ``target``: searchable ones its backend runs natively."""
+    native = backend_for(target).native_lowerings()
+    return [name for name in native if LOWERINGS[name].searchable]
 
-    return [name for name, lowering in LOWERINGS.items() if is_tvm(backend) or not lowering.tvm_only]
 
-
-def search_lowerings(model: nn.Module, input_shape: tuple[int, ...], backend: str, threads: int,
-                     candidates: list[str] | None = None, **backend_options) -> tuple[dict[str, str], list[SearchRow]]:
-    """(layer name -> lowering, one row per geometry) for ``backend`` (a report backend name)."""
-    from psdeploy.report.backends import prepare
-
-    names = candidates or candidate_lowerings(backend)
+def search_lowerings(model: nn.Module, input_shape: tuple[int, ...], target: Target, options: BuildOptions,
+                     threads: int) -> tuple[dict[str, str], list[SearchRow]]:
+    """(layer name -> lowering, one row per geometry), every candidate built and timed for ``target``."""
+    names = candidate_lowerings(target)
     choices: dict[str, str] = {}
     rows = []
     for geometry, members in layer_geometries(model, input_shape).items():
@@ -79,11 +80,11 @@ def search_lowerings(model: nn.Module, input_shape: tuple[int, ...], backend: st
         shape = (input_shape[0], geometry.channels, geometry.height, geometry.width)
         plain = nn.Conv2d(geometry.channels, geometry.channels, 3, geometry.stride, 1, groups=geometry.groups,
                           bias=False).eval()
-        cases = {"plain": prepare(plain, plain, shape, backend, threads, "plain", **backend_options)}
+        cases = {"plain": prepare_on_target(plain, plain, shape, target, options, threads, "plain")}
         for name in names:
             lowered = get_lowering(name).lower(layer, torch.zeros(geometry.channels))
-            reference = LoweredReference(layer, lowered.in_order, lowered.out_order)
-            cases[name] = prepare(lowered.module, reference, shape, backend, threads, name, **backend_options)
+            cases[name] = prepare_on_target(lowered.module, LoweredReference(layer, lowered), shape, target, options,
+                                            threads, name)
         timed = run_interleaved({k: v.run for k, v in cases.items()}, SEARCH_PLAN)
         medians = {k: t.stats.median_ms for k, t in timed.items()}
         best = min(names, key=lambda n: medians[n])
@@ -92,25 +93,6 @@ def search_lowerings(model: nn.Module, input_shape: tuple[int, ...], backend: st
     if not rows:
         raise PsdeployError("--lowering auto: the model has no PSConv layer to search over")
     return choices, rows
-
-
-class LoweredReference(nn.Module):
-    """The lattice's function in a lowered form's channel orders: what that lowering must equal.
-
-    In a network these orders fold into the neighbouring convs; a layer checked on its own
-    needs them explicit."""
-
-    def __init__(self, layer: PSConvLayer, in_order, out_order) -> None:
-        super().__init__()
-        from psdeploy.rewrite.fold import block_order_to_channels
-
-        s = layer.shape
-        self.layer = layer
-        self.perm_in = torch.argsort(block_order_to_channels(list(in_order), s.groups, s.in_block))
-        self.perm_out = block_order_to_channels(list(out_order), s.groups, s.out_block)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layer.forward(x[:, self.perm_in])[:, self.perm_out]
 
 
 def rows_as_dicts(rows: list[SearchRow]) -> list[dict[str, object]]:

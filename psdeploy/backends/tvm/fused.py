@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from psdeploy.errors import PsdeployError
-from psdeploy.export.psconv_onnx import OP_TYPE
+from psdeploy.rewrite.lowerings.fused_op import OP_TYPE
 
 
 def slot_rates(parts: int, rates: list[int]) -> list[int]:

@@ -1,0 +1,202 @@
+"""psdeploy's Python API: what the ``psdeploy`` command does, callable from Python.
+
+    import psdeploy
+    loaded = psdeploy.load("ps_resnet50.pth")
+    psdeploy.export(loaded, "ps50.onnx")
+    psdeploy.compile("ps50.onnx", target="openvino-cpu", output="ps50-ov")
+    psdeploy.bench(["ps50-ov", "resnet50-ov"], batches=[1, 8])
+
+Every function raises ``PsdeployError`` (one line naming the file, layer or option at
+fault) on bad input, and writes nothing half-done.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from psdeploy.api.recipes import Recipe, load_recipe
+from psdeploy.backends import BuildOptions, NodeTime, OpenedRunner, open_runner, parse_target
+from psdeploy.backends import profile as profile_backend
+from psdeploy.bench import BenchResult, bench_models
+from psdeploy.bench.timing import TimingPlan
+from psdeploy.compile import CompileRequest, CompileResult, compile_model, verify_artifact
+from psdeploy.errors import PsdeployError
+from psdeploy.export import AUTO, ExportResult, export_onnx, parse_shape, shape_from_text
+from psdeploy.export.inspect import Inspection, inspect_model
+from psdeploy.load import LoadedModel, load_model
+from psdeploy.report import (ReportData, compare_reports, load_report_config, quick_config, run_report, to_json,
+                             write_report)
+from psdeploy.report.compare import RatioChange
+from psdeploy.search import rows_as_dicts, search_lowerings
+from psdeploy.verify.accuracy import AccuracyReport, held_out_top1
+from psdeploy.verify.parity import DEFAULT_TOLERANCE, ParityReport, make_input
+from psdeploy.verify.runners import torch_runner
+
+Source = str | Path | LoadedModel  # a checkpoint path, "seeded:ARCH[@SEED]", or a model already loaded
+Shape = str | Sequence[int] | None  # "N,C,H,W" or a tuple
+
+
+def load(source: str | Path, arch: str | None = None) -> LoadedModel:
+    """A checkpoint as users have it (state dict, wrappers, DataParallel, mmdetection), validated."""
+    return load_model(source, arch)
+
+
+def _loaded(source: Source, arch: str | None) -> LoadedModel:
+    return source if isinstance(source, LoadedModel) else load_model(source, arch)
+
+
+def _shape(value: Shape, loaded: LoadedModel) -> tuple[int, ...]:
+    return parse_shape(value if value is None or isinstance(value, str) else ",".join(map(str, value)), loaded)
+
+
+def inspect(source: Source, arch: str | None = None) -> Inspection:
+    """Architecture, every PSConv layer, and released vs deployed parameters and multiply-adds."""
+    return inspect_model(_loaded(source, arch))
+
+
+def export(source: Source, output: str | Path, *, arch: str | None = None, lowering: str = "grouped",
+           input_shape: Shape = None, opset: int = 18, dynamic_batch: bool = False,
+           tolerance: float = DEFAULT_TOLERANCE, threads: int | None = None) -> ExportResult:
+    """Rewrite, export and verify in onnxruntime; ``lowering='auto'`` times the candidates in onnxruntime."""
+    loaded = _loaded(source, arch)
+    shape = _shape(input_shape, loaded)
+    choices = search = None
+    if lowering == AUTO:
+        choices, rows = search_lowerings(loaded.model, shape, parse_target("onnxruntime-cpu"), BuildOptions(),
+                                         threads or os.cpu_count() or 1)
+        search = rows_as_dicts(rows)
+    return export_onnx(loaded, output, lowering, shape, opset, dynamic_batch, tolerance, choices, search)
+
+
+def compile(source: str | None = None, *, recipe: str | Path | None = None, target: str | None = None,
+            output: str | Path | None = None, arch: str | None = None, input_shape: Shape = None,
+            lowering: str | None = None, tune_trials: int | None = None, tuning_db: str | Path | None = None,
+            mcpu: str | None = None, num_cores: int | None = None, cuda_arch: str | None = None,
+            precision: str | None = None, winograd: str | None = None, tolerance: float | None = None,
+            force: bool = False, on_batch: Callable[[int], None] | None = None,
+            on_untuned: Callable[[], None] | None = None) -> CompileResult:
+    """Build a verified artifact directory; options given here override the ``recipe``'s.
+
+    ``on_batch(trials)`` follows tuning; ``on_untuned()`` is called before an untuned TVM build."""
+    r = load_recipe(recipe) if recipe else None
+    model, backend, tuning = (r.model, r.backend, r.tuning) if r else (None, None, None)
+
+    def pick(given, from_recipe, default=None):
+        return given if given is not None else from_recipe if from_recipe is not None else default
+
+    source = pick(source, model and model.checkpoint)
+    target_text = pick(target, backend and backend.target)
+    output = pick(output, r and r.output)
+    for flag, value in (("SOURCE", source), ("--target", target_text), ("-o/--output", output)):
+        if not value:
+            raise PsdeployError(f"{flag} is required (given directly or in --recipe)")
+    if isinstance(target_text, dict):
+        import json
+
+        target_text = json.dumps(target_text)
+    parsed = parse_target(target_text, pick(mcpu, backend and backend.mcpu),
+                          pick(num_cores, backend and backend.num_cores), pick(cuda_arch, backend and backend.cuda_arch))
+    shape = shape_from_text(input_shape) if isinstance(input_shape, str) else input_shape
+    options = BuildOptions(
+        precision=pick(precision, backend and backend.precision, "f32"),
+        winograd=pick(winograd, backend and backend.winograd, "off"),
+        tune_trials=pick(tune_trials, tuning and tuning.trials, 0),
+        tuning_db=Path(pick(tuning_db, tuning and tuning.database, "tuning-db")), on_batch=on_batch)
+    request = CompileRequest(
+        source=str(source), target=parsed, output=Path(output), options=options,
+        lowering=pick(lowering, r and r.lowering, "grouped"),
+        input_shape=tuple(shape) if shape else (model.input_shape if model else None),
+        tolerance=pick(tolerance, r and r.tolerance, DEFAULT_TOLERANCE), force=force,
+        arch=pick(arch, model and model.arch))
+    if parsed.backend == "tvm" and options.tune_trials == 0 and on_untuned:
+        on_untuned()
+    return compile_model(request)
+
+
+def verify(artifact: str | Path, against: str | Path, arch: str | None = None,
+           tolerance: float = DEFAULT_TOLERANCE) -> ParityReport:
+    """Parity of an artifact against the checkpoint it was compiled from (call ``raise_if_failed``)."""
+    return verify_artifact(Path(artifact), str(against), arch, tolerance)
+
+
+def accuracy(model: str | Path, against: Source, arch: str | None = None) -> tuple[AccuracyReport, str]:
+    """Held-out top-1 of the digits demo split: the checkpoint vs an ONNX file or artifact."""
+    loaded = _loaded(against, arch)
+    runner = open_runner(model)
+    return held_out_top1(torch_runner(loaded.model), runner.run, runner.batch), runner.description
+
+
+@dataclass
+class RunResult:
+    runner: OpenedRunner
+    input: np.ndarray
+    outputs: list[np.ndarray]
+    random_input: bool
+
+
+def read_input(path: str | Path, expected: tuple[int, ...]) -> np.ndarray:
+    """A user's .npy input as float32 N,C,H,W of the model's shape (0 in ``expected``: any)."""
+    path = Path(path)
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise PsdeployError(f"--input {path}: not a readable .npy array ({str(exc).splitlines()[0]}); "
+                            f"expected numpy.save output of shape N,C,H,W") from None
+    if not isinstance(x, np.ndarray) or not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise PsdeployError(f"--input {path}: dtype {getattr(x, 'dtype', type(x).__name__)}; expected a numeric array")
+    if x.ndim != 4 or any(e and e != a for e, a in zip(expected, x.shape)):
+        raise PsdeployError(f"--input {path}: shape {x.shape}; expected {expected} (0 = any)")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def run(model: str | Path, input: str | Path | np.ndarray | None = None, threads: int | None = None) -> RunResult:
+    """Run an artifact (or ONNX file) once, on an array, a .npy file or a seeded random input."""
+    runner = open_runner(model, threads)
+    if input is None:
+        x = make_input(tuple(d or 1 for d in runner.input_shape), seed=0)
+    elif isinstance(input, np.ndarray):
+        x = input.astype(np.float32)
+    else:
+        x = read_input(input, runner.input_shape)
+    return RunResult(runner, x, runner.run(x), input is None)
+
+
+def bench(models: Sequence[str | Path], batches: Sequence[int] = (1,), *, warmup: int = 20, iters: int = 100,
+          threads: int | None = None, progress: Callable[[int, int], None] | None = None) -> BenchResult:
+    """Latency of ONNX files / artifacts, interleaved round-robin per batch; ratios to the first."""
+    if iters < 30:
+        raise PsdeployError(f"--iters {iters}: at least 30 timed rounds are needed for a median and p90")
+    if not batches or min(batches) < 1:
+        raise PsdeployError(f"--batch {list(batches)}: expected positive batch sizes")
+    plan = TimingPlan(warmup=warmup, max_warmup=max(5 * warmup, 50), iterations=iters)
+    return bench_models([str(m) for m in models], list(batches), plan, threads, progress)
+
+
+def profile(model: str | Path, batch: int | None = None, runs: int = 30,
+            threads: int | None = None) -> tuple[OpenedRunner, list[NodeTime]]:
+    """Per-node time from the runtime's own counters (onnxruntime for ONNX files, else the artifact's)."""
+    if runs < 1:
+        raise PsdeployError(f"--runs {runs}: expected at least 1")
+    return profile_backend(model, batch, runs, threads)
+
+
+def report(output: str | Path, *, recipe: str | Path | None = None, quick: bool = False, threads: int | None = None,
+           compare_with: str | Path | None = None) -> tuple[ReportData, list[Path], list[RatioChange]]:
+    """The Appendix G tables from a report recipe (or the quick CI one), written to ``output``; with
+    ``compare_with`` an earlier report.json, the ratios that moved (``worse`` beyond the recorded spread)."""
+    if quick == bool(recipe):
+        raise PsdeployError("report: give exactly one of --recipe FILE or --quick")
+    config = quick_config(threads or 2) if quick else load_report_config(recipe, threads)
+    data = run_report(config)
+    paths = write_report(data, Path(output))
+    changes = compare_reports(Path(compare_with), to_json(data)) if compare_with else []
+    return data, paths, changes
+
+
+__all__ = ["Recipe", "report", "RunResult", "accuracy", "bench", "compile", "export", "inspect", "load", "profile",
+           "read_input", "run", "verify"]

@@ -1,0 +1,50 @@
+"""Declarative compile recipes: model x lowering x backend x target x tuning, validated by schema.
+
+A recipe is strict YAML: an unknown key or a value of the wrong kind is an error naming
+the key and what was expected. Options given to ``psdeploy.compile`` (or on the command
+line) override what the recipe says.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, PositiveFloat, PositiveInt
+
+from psdeploy.schema import Strict, read_yaml, validated
+
+
+class ModelSection(Strict):
+    checkpoint: str
+    arch: str | None = None
+    input_shape: list[PositiveInt] | None = Field(None, min_length=4, max_length=4)  # N, C, H, W
+
+
+class BackendSection(Strict):
+    target: str | dict[str, Any]
+    mcpu: str | None = None
+    num_cores: PositiveInt | None = None
+    cuda_arch: str | None = None
+    precision: Literal["f32", "f16", "bf16"] = "f32"
+    winograd: Literal["off", "f2", "f4"] = "off"
+
+
+class TuningSection(Strict):
+    trials: int = Field(0, ge=0)
+    database: str = "tuning-db"
+
+
+class Recipe(Strict):
+    name: str = ""
+    description: str = ""
+    model: ModelSection
+    lowering: str = "grouped"
+    backend: BackendSection
+    tuning: TuningSection = TuningSection()
+    tolerance: PositiveFloat = 1e-4
+    output: str | None = None
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    return validated(Recipe, read_yaml(path), str(path))

@@ -1,0 +1,106 @@
+"""The backends behind one interface, and the one registry that maps names to them.
+
+``backend_for(target)`` and ``open_runner(path)`` are the only dispatch in psdeploy:
+compile, the lowering search, bench, profile and the reports all go through them.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import onnx
+
+from psdeploy.backends.artifact import MANIFEST, Manifest
+from psdeploy.backends.base import Backend, BuildOptions, NodeTime, OpenedRunner
+from psdeploy.backends.onnxruntime import OnnxruntimeBackend
+from psdeploy.backends.openvino import OpenvinoBackend
+from psdeploy.backends.targets import Target, parse_target
+from psdeploy.backends.tvm import TvmBackend
+from psdeploy.errors import PsdeployError
+
+BACKENDS: dict[str, Backend] = {b.name: b for b in (OnnxruntimeBackend(), OpenvinoBackend(), TvmBackend())}
+
+
+def get_backend(name: str) -> Backend:
+    if name not in BACKENDS:
+        raise PsdeployError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
+    return BACKENDS[name]
+
+
+def backend_for(target: Target) -> Backend:
+    backend = get_backend(target.backend)
+    backend.require()
+    return backend
+
+
+def onnx_signature(path: Path) -> tuple[tuple[int, ...], list[str]]:
+    """(input shape with 0 where dynamic, output names) of an ONNX file, or a one-line error."""
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+        dims = model.graph.input[0].type.tensor_type.shape.dim
+    except Exception as exc:  # onnx raises several unrelated types for a bad file
+        raise PsdeployError(f"{path}: not a readable ONNX model ({type(exc).__name__}); "
+                            f"expected a file written by an ONNX exporter") from None
+    return tuple(d.dim_value for d in dims), [o.name for o in model.graph.output]
+
+
+def open_artifact(directory: Path, threads: int | None = None) -> OpenedRunner:
+    manifest = Manifest.read(directory)
+    target = manifest.target_object
+    backend = backend_for(target)
+    module = directory / manifest.module_file
+    if manifest.module_file != backend.module_file or not module.is_file():
+        raise PsdeployError(f"{directory}: {manifest.module_file} is missing; expected the {backend.name} module "
+                            f"{backend.module_file} beside {MANIFEST}")
+    run, description = backend.open(module, target, threads, manifest.precision)
+    return OpenedRunner(run, description, tuple(manifest.input_shape), manifest.output_names)
+
+
+def open_runner(path: str | Path, threads: int | None = None) -> OpenedRunner:
+    """An ONNX file (run by onnxruntime) or a compiled artifact directory (run by its backend)."""
+    path = Path(path)
+    if path.is_dir():
+        return open_artifact(path, threads)
+    if path.suffix != ".onnx" or not path.is_file():
+        raise PsdeployError(f"{path}: expected an .onnx file or a compiled artifact directory")
+    shape, outputs = onnx_signature(path)
+    run, description = BACKENDS["onnxruntime"].open(path, parse_target("onnxruntime-cpu"), threads)
+    return OpenedRunner(run, description, shape, outputs)
+
+
+def build_and_open(onnx_path: Path, input_shape: tuple[int, ...], target: Target, options: BuildOptions,
+                   threads: int | None = None) -> OpenedRunner:
+    """Build ``onnx_path`` for ``target`` into a temporary directory and open it (searches, reports)."""
+    backend = backend_for(target)
+    backend.check_options(target, options)
+    work = Path(tempfile.mkdtemp(prefix=f"psdeploy-{backend.name}-"))
+    backend.build(onnx_path, input_shape, target, options, work)
+    run, description = backend.open(work / backend.module_file, target, threads, options.precision)
+    _, outputs = onnx_signature(onnx_path)
+    return OpenedRunner(run, description, input_shape, outputs)
+
+
+def profile(path: str | Path, batch: int | None, runs: int,
+            threads: int | None = None) -> tuple[OpenedRunner, list[NodeTime]]:
+    """Per-node time of an ONNX file (onnxruntime) or artifact (its backend's own counters)."""
+    from psdeploy.verify.parity import make_input
+
+    path = Path(path)
+    opened = open_runner(path, threads)
+    if path.is_dir():
+        manifest = Manifest.read(path)
+        target, module = manifest.target_object, path / manifest.module_file
+    else:
+        target, module = parse_target("onnxruntime-cpu"), path
+    batch = batch or opened.batch
+    if opened.input_shape[0] and batch != opened.input_shape[0]:
+        raise PsdeployError(f"{path}: built for batch {opened.input_shape[0]}, cannot profile --batch {batch}; "
+                            f"export with --dynamic-batch or compile for that batch")
+    shape = (batch, *opened.input_shape[1:])
+    rows = backend_for(target).profile(module, target, make_input(shape, seed=0), runs, threads)
+    return opened, rows
+
+
+__all__ = ["BACKENDS", "Backend", "BuildOptions", "Manifest", "NodeTime", "OpenedRunner", "Target", "backend_for",
+           "build_and_open", "get_backend", "open_artifact", "open_runner", "parse_target", "profile"]

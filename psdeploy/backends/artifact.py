@@ -1,0 +1,64 @@
+"""Artifact directories: the built module beside a JSON manifest that says what it is.
+
+The manifest is the artifact's identity card (backend, exact target, the checkpoint it came
+from, the lowering, tuning and verification results); it is validated on every read, so a
+damaged or foreign directory is refused in one line instead of failing deep inside a runtime.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from psdeploy.backends.targets import Target
+from psdeploy.errors import PsdeployError
+from psdeploy.schema import Strict, validated
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = 1
+
+
+class Manifest(Strict):
+    model_config = {**Strict.model_config, "frozen": False}
+
+    backend: str
+    target: str
+    target_spec: dict[str, Any] | None
+    arch: str
+    lowering: str
+    source: str
+    source_sha256: str
+    input_shape: list[int] = Field(min_length=4, max_length=4)
+    output_names: list[str] = Field(min_length=1)
+    module_file: str
+    precision: Literal["f32", "f16", "bf16"] = "f32"
+    winograd: Literal["off", "f2", "f4"] = "off"
+    versions: dict[str, str] = Field(default_factory=dict)
+    tuning: dict[str, Any] | None = None
+    parity: dict[str, Any] | None = None
+    accuracy: dict[str, Any] | None = None
+    lowering_search: list[dict[str, Any]] | None = None
+    created: str = Field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    format: Literal[1] = MANIFEST_FORMAT
+
+    def write(self, directory: Path) -> None:
+        (directory / MANIFEST).write_text(json.dumps(self.model_dump(mode="json"), indent=2) + "\n")
+
+    @classmethod
+    def read(cls, directory: Path) -> Manifest:
+        path = directory / MANIFEST
+        if not path.is_file():
+            raise PsdeployError(f"{directory}: not a psdeploy artifact (no {MANIFEST})")
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise PsdeployError(f"{path}: unreadable manifest ({exc.__class__.__name__}); expected JSON") from None
+        return validated(cls, data, str(path))
+
+    @property
+    def target_object(self) -> Target:
+        return Target(self.backend, self.target, self.target_spec)

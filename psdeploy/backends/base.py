@@ -1,0 +1,115 @@
+"""What every backend offers: build an artifact from verified ONNX, open it as a runner, profile it.
+
+A backend is one small object per runtime (onnxruntime, OpenVINO, TVM); the registry in
+``psdeploy.backends`` is the only place that maps names to them. Build options a backend
+does not understand are refused by that backend, never silently ignored.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from psdeploy.backends.targets import Target
+from psdeploy.errors import PsdeployError
+from psdeploy.rewrite.lowerings import LOWERINGS
+from psdeploy.verify.parity import Runner
+
+PRECISIONS = ("f32", "f16", "bf16")
+WINOGRAD = ("off", "f2", "f4")
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """How to build, beyond the target itself."""
+
+    precision: str = "f32"
+    winograd: str = "off"  # TVM: Winograd F(2x2,3x3) / F(4x4,3x3) for every eligible conv
+    tune_trials: int = 0  # TVM: MetaSchedule trials in total
+    tuning_db: Path = Path("tuning-db")
+    on_batch: Callable[[int], None] | None = field(default=None, compare=False)  # tuning progress hook
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise PsdeployError(f"--precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
+        if self.winograd not in WINOGRAD:
+            raise PsdeployError(f"--winograd {self.winograd!r}: expected one of {', '.join(WINOGRAD)}")
+        if self.tune_trials < 0:
+            raise PsdeployError(f"--tune-trials {self.tune_trials}: expected 0 or more")
+
+
+@dataclass
+class OpenedRunner:
+    """A deployable thing, open and ready: ``run(x) -> outputs``."""
+
+    run: Runner
+    description: str
+    input_shape: tuple[int, ...]  # 0 where dynamic
+    output_names: list[str]
+
+    @property
+    def batch(self) -> int:
+        return self.input_shape[0] or 1
+
+
+@dataclass
+class NodeTime:
+    """One row of a profile: an operator type or one node, with the kernel the runtime chose."""
+
+    name: str
+    op_type: str
+    kernel: str
+    ms_per_run: float
+    calls_per_run: float
+    share: float = 0.0  # of the summed time
+
+
+def summed(rows: list[NodeTime]) -> list[NodeTime]:
+    """Shares filled in, slowest first."""
+    total = sum(r.ms_per_run for r in rows) or 1.0
+    for r in rows:
+        r.share = r.ms_per_run / total
+    return sorted(rows, key=lambda r: -r.ms_per_run)
+
+
+class Backend(ABC):
+    name: str = ""
+    module_file: str = ""  # the artifact's module inside its directory
+    native_ops: frozenset[str] = frozenset()  # custom ONNX ops ("domain::type") it compiles as such
+
+    @abstractmethod
+    def require(self) -> None:
+        """Raise a ``PsdeployError`` naming the pip extra if the runtime is not installed."""
+
+    def check_options(self, target: Target, options: BuildOptions) -> None:
+        """Refuse options this backend has no use for (default: everything but fp32)."""
+        defaults = BuildOptions()
+        for flag, value, default in (("--precision", options.precision, defaults.precision),
+                                     ("--winograd", options.winograd, defaults.winograd),
+                                     ("--tune-trials", options.tune_trials, defaults.tune_trials)):
+            if value != default:
+                raise PsdeployError(f"{flag} {value}: not an option of {target.name}")
+
+    @abstractmethod
+    def build(self, onnx_path: Path, input_shape: tuple[int, ...], target: Target, options: BuildOptions,
+              out_dir: Path) -> dict[str, object] | None:
+        """Write ``out_dir / module_file`` from the verified ONNX; return what the manifest should record."""
+
+    @abstractmethod
+    def open(self, module: Path, target: Target, threads: int | None = None,
+             precision: str = "f32") -> tuple[Runner, str]:
+        """A runner over a built module (for onnxruntime, any ONNX file), and what it runs as."""
+
+    @abstractmethod
+    def profile(self, module: Path, target: Target, x: np.ndarray, runs: int,
+                threads: int | None = None) -> list[NodeTime]:
+        """Per-node time of ``runs`` runs on ``x`` after a warm-up, from the runtime's own counters."""
+
+    def native_lowerings(self) -> list[str]:
+        """Lowerings whose graphs run here as intended: every custom op they emit is compiled as such
+        (elsewhere a custom op runs its ONNX function body, an exact but slow definition)."""
+        return [name for name, lowering in LOWERINGS.items() if lowering.custom_ops <= self.native_ops]

@@ -1,0 +1,114 @@
+"""Apache TVM (Relax; llvm and cuda): MetaSchedule-tuned modules, the fused PSConv kernel, Winograd.
+
+The only backend that compiles ``ai.psdeploy::PSConv`` as one computation; elsewhere that
+node runs its ONNX function body. CUDA modules build anywhere nvcc is and run only where
+an NVIDIA GPU is visible.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from psdeploy.backends.base import Backend, BuildOptions, NodeTime, summed
+from psdeploy.backends.targets import Target
+from psdeploy.errors import PsdeployError
+from psdeploy.rewrite.lowerings.fused_op import OP_NAME
+from psdeploy.verify.parity import Runner
+
+WINOGRAD_TILES = {"off": 0, "f2": 2, "f4": 4}
+WARMUP_RUNS = 3
+
+
+def cuda_available() -> bool:
+    import tvm
+
+    return bool(tvm.cuda(0).exist)
+
+
+class TvmBackend(Backend):
+    name = "tvm"
+    module_file = "module.so"
+    native_ops = frozenset({OP_NAME})
+
+    def require(self) -> None:
+        try:
+            import tvm  # noqa: F401
+            from tvm import relax  # noqa: F401
+        except ImportError as exc:
+            raise PsdeployError(f"the TVM backend needs Apache TVM: pip install 'psdeploy[tvm]' "
+                                f"({exc.__class__.__name__}: {exc})") from None
+
+    def check_options(self, target: Target, options: BuildOptions) -> None:
+        if options.precision != "f32":
+            raise PsdeployError(f"--precision {options.precision}: psdeploy builds TVM modules in f32 only")
+
+    def build(self, onnx_path: Path, input_shape: tuple[int, ...], target: Target, options: BuildOptions,
+              out_dir: Path) -> dict[str, object] | None:
+        from psdeploy.backends.tvm.build import build
+
+        self.require()
+        summary = build(onnx_path, input_shape, target, options.tuning_db, options.tune_trials,
+                        out_dir / self.module_file, options.on_batch, WINOGRAD_TILES[options.winograd])
+        return summary.to_dict()
+
+    def _vm(self, module: Path, target: Target, threads: int | None):
+        if threads:
+            os.environ["TVM_NUM_THREADS"] = str(threads)  # read when the runtime's thread pool starts
+        self.require()
+        import tvm
+        from tvm import relax
+
+        if target.device == "cuda" and not cuda_available():
+            raise PsdeployError(f"{module.parent}: this artifact targets CUDA and no CUDA GPU is visible here; "
+                                f"run it on a machine with an NVIDIA GPU")
+        device = tvm.cuda(0) if target.device == "cuda" else tvm.cpu(0)
+        try:
+            library = tvm.runtime.load_module(str(module))
+        except Exception as exc:  # a corrupt or foreign shared library
+            raise PsdeployError(f"{module}: not a loadable TVM module ({str(exc).strip().splitlines()[-1]})") from None
+        return relax.VirtualMachine(library, device), device
+
+    def open(self, module: Path, target: Target, threads: int | None = None,
+             precision: str = "f32") -> tuple[Runner, str]:
+        import tvm
+
+        vm, device = self._vm(module, target, threads)
+        main = vm["main"]
+
+        def run(x: np.ndarray) -> list[np.ndarray]:
+            out = main(tvm.runtime.tensor(x, device))
+            outs = out if isinstance(out, (list, tuple)) or type(out).__name__ == "Array" else [out]
+            return [np.asarray(o.numpy()) for o in outs]
+
+        return run, target.label
+
+    def profile(self, module: Path, target: Target, x: np.ndarray, runs: int,
+                threads: int | None = None) -> list[NodeTime]:
+        """Each call the Relax VM makes (one fused TIR kernel, or a VM builtin), timed by the VM's own
+        instrumentation hook, the device synchronised after each call."""
+        import tvm
+
+        vm, device = self._vm(module, target, threads)
+        data = tvm.runtime.tensor(x, device)
+        for _ in range(WARMUP_RUNS):
+            vm["main"](data)
+        started: dict[str, float] = {}
+        totals: dict[str, list[float]] = {}
+
+        def instrument(func, symbol: str, before_run: bool, ret_value, *args) -> int:
+            if before_run:
+                started[symbol] = time.perf_counter()
+            else:
+                device.sync()
+                totals.setdefault(symbol, []).append((time.perf_counter() - started.pop(symbol)) * 1e3)
+            return 0  # run the call as usual
+
+        vm.set_instrument(instrument)
+        for _ in range(runs):
+            vm["main"](data)
+        return summed([NodeTime(symbol, "builtin" if symbol.startswith("vm.builtin") else "kernel", symbol,
+                                sum(v) / runs, len(v) / runs) for symbol, v in totals.items()])

@@ -1,0 +1,88 @@
+"""ONNX -> Relax -> tuned -> built TVM module, for llvm and cuda.
+
+We import the verified ONNX rather than re-tracing PyTorch through Relax's torch
+frontend: every backend then compiles the very graph onnxruntime already checked
+(the same Conv/Gather/Add nodes), so backends are compared like for like, and a
+user can compile an ONNX file without the checkpoint at hand.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from psdeploy.backends.targets import Target
+from psdeploy.backends.tvm.tuning import TuningSummary, tune
+from psdeploy.backends.tvm.tuning_db import TuningDatabase
+from psdeploy.errors import PsdeployError
+
+
+def import_onnx(path: Path, input_shape: tuple[int, ...]):
+    import onnx
+    from tvm.relax.frontend.onnx import from_onnx
+
+    from psdeploy.backends.tvm.fused import psconv_importable
+
+    model = onnx.load(str(path))
+    with psconv_importable():
+        return from_onnx(model, shape_dict={model.graph.input[0].name: list(input_shape)}, keep_params_in_input=False)
+
+
+def pre_tuning_passes(winograd_tile: int = 0):
+    """The Relax passes before tuning, as data: legalize to TIR (Winograd convs if asked), fold, fuse.
+
+    The same passes as Relax's "zero" pipeline, spelled out so legalizations can be chosen.
+    """
+    from tvm import relax
+
+    from psdeploy.backends.tvm.take import legalize_take
+    from psdeploy.backends.tvm.winograd import winograd_legalize
+
+    legalize = {"relax.take": legalize_take}
+    if winograd_tile:
+        legalize["relax.nn.conv2d"] = winograd_legalize(winograd_tile)
+    t = relax.transform
+    return [
+        t.DecomposeOpsForInference(),
+        t.CanonicalizeBindings(),
+        t.LegalizeOps(customize_legalize_map=legalize),
+        t.AnnotateTIROpPattern(),
+        t.FoldConstant(),
+        t.FuseOps(),
+        t.FuseTIR(),
+    ]
+
+
+def post_tuning_passes(spec: Target):
+    """Apply tuned schedules; on GPU give every function still unscheduled dlight's default."""
+    from tvm import relax
+    from tvm.s_tir import dlight
+
+    passes = [relax.transform.MetaScheduleApplyDatabase(enable_warning=False)]
+    if spec.device == "cuda":
+        passes.append(dlight.ApplyDefaultSchedule(dlight.gpu.Fallback()))
+    return passes
+
+
+def lower(mod, spec: Target, winograd_tile: int = 0):
+    import tvm
+
+    with tvm.target.Target(spec.tvm_target):
+        return tvm.transform.Sequential(pre_tuning_passes(winograd_tile))(mod)
+
+
+def build(onnx_path: Path, input_shape: tuple[int, ...], spec: Target, db_root: Path, trials: int,
+          out_file: Path, on_batch=None, winograd_tile: int = 0) -> TuningSummary:
+    """Import, lower, tune, apply, compile and export the library to ``out_file``."""
+    import tvm
+
+    mod = lower(import_onnx(onnx_path, input_shape), spec, winograd_tile)
+    database, summary = tune(mod, spec, TuningDatabase(db_root, spec), trials, on_batch)
+    target = tvm.target.Target(spec.tvm_target)
+    with target, database:
+        mod = tvm.transform.Sequential(post_tuning_passes(spec))(mod)
+    try:
+        executable = tvm.compile(mod, target=target)
+        executable.export_library(str(out_file))
+    except Exception as exc:
+        raise PsdeployError(f"TVM failed to build for {spec.tvm_target}: {str(exc).strip().splitlines()[-1]}") from None
+    return summary

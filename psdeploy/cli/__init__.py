@@ -1,0 +1,253 @@
+"""``psdeploy``: a thin click layer over ``psdeploy.api``; tables come from ``psdeploy.cli.render``.
+
+Errors become one line on stderr and exit code 2; Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from psdeploy.errors import PsdeployError
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+EXIT_WORSE = 1  # report --compare: a ratio got worse beyond noise
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        from rich.markup import escape
+
+        from psdeploy.cli.render import err_console
+
+        try:
+            return super().invoke(ctx)
+        except PsdeployError as exc:
+            err_console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
+            sys.exit(EXIT_ERROR)
+        except click.UsageError as exc:  # a flag's value or a missing argument: one line too
+            command = f"{exc.ctx.command_path}: " if exc.ctx else ""
+            err_console.print(f"[red]error:[/] {escape(command + exc.format_message())}", soft_wrap=True)
+            sys.exit(EXIT_ERROR)
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/]")
+            sys.exit(EXIT_INTERRUPTED)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="psdeploy")
+@click.option("-v", "--verbose", is_flag=True, help="Show third-party warnings and logs (torch, onnxscript, TVM).")
+def main(verbose: bool) -> None:
+    """Deploy PS-ResNet / PS-ResNeXt: load, rewrite, export, compile, verify, benchmark."""
+    from psdeploy.quiet import set_verbose
+
+    set_verbose(verbose)
+
+
+ARCH_OPTION = click.option("--arch", default=None, help="Architecture name (default: detected from the keys).")
+THREADS_OPTION = click.option("--threads", default=None, type=int, help="Intra-op threads (default: all cores).")
+
+
+def _int_list(text: str, option: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise PsdeployError(f"{option} {text!r}: expected positive integers separated by commas, e.g. 1,8")
+    return values
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@ARCH_OPTION
+def inspect(checkpoint: str, arch: str | None) -> None:
+    """Architecture, every PSConv layer, and released-vs-deployed parameters/MACs."""
+    from psdeploy import api
+    from psdeploy.cli.render import show_inspection
+
+    show_inspection(checkpoint, api.inspect(checkpoint, arch))
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="ONNX file to write.")
+@ARCH_OPTION
+@click.option("--input-shape", default=None, help="N,C,H,W (default: 1,3,224,224; 1,3,32,32 for the digits models).")
+@click.option("--dynamic-batch", is_flag=True, help="Make the batch dimension dynamic.")
+@click.option("--opset", default=18, show_default=True, type=int, help="ONNX opset.")
+@click.option("--lowering", default="grouped", show_default=True,
+              help="reference (released form, unfolded), grouped, polyphase, fused (one PSConv node per "
+                   "layer, for TVM), or auto (fastest per layer geometry, timed in onnxruntime).")
+@click.option("--tolerance", default=1e-4, show_default=True, type=float, help="max|err|/max|ref| allowed.")
+def export(checkpoint: str, output: str, arch: str | None, input_shape: str | None, dynamic_batch: bool,
+           opset: int, lowering: str, tolerance: float) -> None:
+    """Rewrite, export ONNX and verify it in onnxruntime against the checkpoint."""
+    from psdeploy import api
+    from psdeploy.cli.render import console, show_export
+
+    loaded = api.load(checkpoint, arch)
+    with console.status(f"rewriting ({lowering}), exporting and verifying {loaded.arch}…"):
+        result = api.export(loaded, output, lowering=lowering, input_shape=input_shape, opset=opset,
+                            dynamic_batch=dynamic_batch, tolerance=tolerance)
+    show_export(result, opset)
+
+
+@main.command()
+@click.argument("model", type=click.Path(exists=True))
+@click.option("--against", "checkpoint", required=True, help="The checkpoint the artifact came from.")
+@ARCH_OPTION
+def accuracy(model: str, checkpoint: str, arch: str | None) -> None:
+    """Held-out top-1 on the digits demo split: checkpoint (PyTorch) vs ONNX file or compiled artifact."""
+    from psdeploy import api
+    from psdeploy.cli.render import console, show_accuracy
+
+    with console.status("evaluating the held-out split…"):
+        report, description = api.accuracy(model, checkpoint, arch)
+    show_accuracy(report, description)
+    if not report.agree:
+        raise PsdeployError(f"{model}: top-1 differs from the checkpoint's ({report.candidate_top1:.4f} vs "
+                            f"{report.reference_top1:.4f})")
+    console.print("[green]top-1 agrees[/]")
+
+
+@main.command(name="compile")
+@click.argument("source", required=False)
+@click.option("--recipe", type=click.Path(dir_okay=False), help="YAML recipe; flags given here override it.")
+@click.option("--target", default=None,
+              help="llvm, cuda, openvino-cpu, onnxruntime-cpu, or a TVM JSON target dict.")
+@click.option("-o", "--output", default=None, type=click.Path(file_okay=False), help="Artifact directory.")
+@ARCH_OPTION
+@click.option("--input-shape", default=None, help="N,C,H,W (static for TVM).")
+@click.option("--lowering", default=None,
+              help="PSConv lowering: grouped (default), polyphase, fused (TVM), auto (timed on the target).")
+@click.option("--tune-trials", type=int, default=None, help="MetaSchedule trials in total (TVM); 0 = untuned.")
+@click.option("--tuning-db", default=None, type=click.Path(file_okay=False), help="Tuning database root.")
+@click.option("--mcpu", default=None, help="LLVM CPU (e.g. skylake-avx512, haswell); default: this CPU.")
+@click.option("--num-cores", type=int, default=None, help="Cores the TVM llvm target assumes.")
+@click.option("--cuda-arch", default=None, help="CUDA arch for --target cuda (default sm_90).")
+@click.option("--precision", default=None, type=click.Choice(["f32", "f16", "bf16"]), help="OpenVINO precision.")
+@click.option("--winograd", default=None, type=click.Choice(["off", "f2", "f4"]),
+              help="TVM: Winograd F(2x2,3x3)/F(4x4,3x3) for every stride-1 dense 3x3 conv (default off).")
+@click.option("--tolerance", type=float, default=None, help="Parity tolerance (default 1e-4).")
+@click.option("--force", is_flag=True, help="Replace an existing output directory.")
+def compile_cmd(source, recipe, target, output, arch, input_shape, lowering, tune_trials, tuning_db, mcpu,
+                num_cores, cuda_arch, precision, winograd, tolerance, force) -> None:
+    """Compile a checkpoint (or psdeploy-exported ONNX) for TVM llvm/cuda, OpenVINO or onnxruntime, verified."""
+    from psdeploy import api
+    from psdeploy.cli.render import show_compile, untuned_warning
+
+    result = api.compile(source, recipe=recipe, target=target, output=output, arch=arch, input_shape=input_shape,
+                         lowering=lowering, tune_trials=tune_trials, tuning_db=tuning_db, mcpu=mcpu,
+                         num_cores=num_cores, cuda_arch=cuda_arch, precision=precision, winograd=winograd,
+                         tolerance=tolerance, force=force, on_untuned=untuned_warning)
+    show_compile(result)
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(exists=True))
+@click.option("--input", "input_file", type=click.Path(dir_okay=False, exists=True), help=".npy input (N,C,H,W).")
+@click.option("--save-output", type=click.Path(dir_okay=False), help="Write the first output to this .npy.")
+@THREADS_OPTION
+def run(artifact: str, input_file: str | None, save_output: str | None, threads: int | None) -> None:
+    """Run an artifact (or ONNX file) on an input or a random one; print top-5 or output stats."""
+    from psdeploy import api
+    from psdeploy.cli.render import console, show_run
+    from psdeploy.fileio import atomic_output
+
+    result = api.run(artifact, input_file, threads)
+    show_run(result)
+    if save_output:
+        import numpy as np
+
+        with atomic_output(save_output, "--save-output") as tmp, tmp.open("wb") as fh:
+            np.save(fh, result.outputs[0])
+        console.print(f"saved {save_output}")
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(exists=True, file_okay=False))
+@click.option("--against", "checkpoint", required=True, help="The checkpoint the artifact was compiled from.")
+@ARCH_OPTION
+@click.option("--tolerance", type=float, default=1e-4, show_default=True)
+def verify(artifact: str, checkpoint: str, arch: str | None, tolerance: float) -> None:
+    """Parity report of an artifact against its checkpoint; non-zero exit on failure."""
+    from psdeploy import api
+    from psdeploy.cli.render import console, parity_table
+
+    report = api.verify(artifact, checkpoint, arch, tolerance)
+    console.print(parity_table(report))
+    report.raise_if_failed()
+    console.print(f"[green]parity ok[/]: worst rel err {report.worst.rel_err:.3g}")
+
+
+@main.command()
+@click.argument("models", nargs=-1, required=True)
+@click.option("--batch", default="1", show_default=True, help="Batch sizes, e.g. 1,8.")
+@click.option("--warmup", default=20, show_default=True, type=int, help="Minimum warm-up rounds.")
+@click.option("--iters", default=100, show_default=True, type=int, help="Timed rounds (>= 30).")
+@THREADS_OPTION
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the results as JSON.")
+def bench(models: tuple[str, ...], batch: str, warmup: int, iters: int, threads: int | None,
+          json_out: str | None) -> None:
+    """Latency of one or more ONNX files / artifacts, interleaved round-robin; ratios to the first."""
+    from rich.progress import Progress
+
+    from psdeploy import api
+    from psdeploy.cli.render import err_console, show_bench
+    from psdeploy.fileio import check_destination, write_atomic
+
+    batches = _int_list(batch, "--batch")
+    if json_out:
+        check_destination(Path(json_out), "--json")
+    with Progress(console=err_console, transient=True) as progress:
+        bar = progress.add_task("timed rounds", total=iters * len(batches))
+        done_before = {"rounds": 0}
+
+        def advance(done: int, total: int) -> None:
+            progress.update(bar, completed=done_before["rounds"] + done)
+            if done == total:
+                done_before["rounds"] += total
+
+        result = api.bench(models, batches, warmup=warmup, iters=iters, threads=threads, progress=advance)
+    show_bench(result, threads)
+    if json_out:
+        write_atomic(json_out, json.dumps(result.to_dict(), indent=2), "--json")
+
+
+@main.command()
+@click.argument("model", type=click.Path(exists=True))
+@click.option("--batch", default=None, type=int, help="Batch size (dynamic-batch exports only; default: the model's).")
+@click.option("--runs", default=30, show_default=True, type=int, help="Profiled runs after the warm-up.")
+@THREADS_OPTION
+@click.option("--top", default=12, show_default=True, type=int, help="Nodes listed.")
+def profile(model: str, batch: int | None, runs: int, threads: int | None, top: int) -> None:
+    """Where a model's time goes, per operator type, kernel and node: onnxruntime's profiler for ONNX
+    files, the artifact's own runtime counters for compiled artifacts (OpenVINO PERF_COUNT, TVM's VM)."""
+    from psdeploy import api
+    from psdeploy.cli.render import show_profile
+
+    opened, rows = api.profile(model, batch, runs, threads)
+    show_profile(model, opened.description, rows, runs, top)
+
+
+@main.command()
+@click.option("--recipe", type=click.Path(dir_okay=False), help="Report recipe (recipes/reports/*.yaml).")
+@click.option("--quick", is_flag=True, help="The small report CI runs: demo networks and small layers.")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Report directory.")
+@click.option("--threads", type=int, default=None, help="Threads for every backend (default: recipe, else 2).")
+@click.option("--compare", "compare_with", type=click.Path(dir_okay=False, exists=True),
+              help="Earlier report.json: list ratios that got worse beyond noise; exit 1 if any.")
+def report(recipe: str | None, quick: bool, output: str, threads: int | None, compare_with: str | None) -> None:
+    """Appendix G latency tables (layer and network) per backend: Markdown, JSON, CSV and PNG."""
+    from psdeploy import api
+    from psdeploy.cli.render import show_report
+
+    _, paths, changes = api.report(output, recipe=recipe, quick=quick, threads=threads, compare_with=compare_with)
+    show_report(paths, changes)
+    if any(c.worse for c in changes):
+        sys.exit(EXIT_WORSE)

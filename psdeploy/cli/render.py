@@ -1,0 +1,197 @@
+"""Every table and line the CLI prints, rendered with rich from the API's results; no logic here."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from psdeploy.api import RunResult
+from psdeploy.backends import NodeTime
+from psdeploy.bench import BenchResult
+from psdeploy.compile import CompileResult
+from psdeploy.export import ExportResult
+from psdeploy.export.inspect import Inspection
+from psdeploy.report.compare import RatioChange
+from psdeploy.verify.accuracy import AccuracyReport
+from psdeploy.verify.parity import ParityReport
+
+_WIDTH = None if sys.stdout.isatty() else 120  # logs (CI, pipes) get wide, unwrapped tables
+console = Console(highlight=False, width=_WIDTH)
+err_console = Console(stderr=True, highlight=False, width=_WIDTH)
+
+
+def millions(n: int) -> str:
+    return f"{n / 1e6:,.3f}M"
+
+
+def giga(n: int) -> str:
+    return f"{n / 1e9:,.3f}G"
+
+
+def _table(title: str, columns: tuple[str, ...], left: tuple[str, ...] = ()) -> Table:
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, justify="left" if col in left else "right")
+    return table
+
+
+def parity_table(report: ParityReport) -> Table:
+    table = _table(f"parity: {report.candidate} vs {report.reference} (tolerance {report.tolerance:g})",
+                   ("input", "seed", "output", "max abs err", "max abs ref", "rel err", "cosine", "ok"),
+                   left=("input", "output"))
+    for row in report.rows():
+        table.add_row(
+            str(row["input"]), str(row["seed"]), str(row["name"]), f"{row['max_abs_err']:.3g}",
+            f"{row['max_abs_ref']:.3g}", f"{row['rel_err']:.3g}", f"{row['cosine']:.7f}",
+            "[green]yes[/]" if row["ok"] else "[red]NO[/]",
+        )
+    return table
+
+
+def search_table(rows: list[dict[str, object]]) -> Table:
+    """--lowering auto: per layer geometry, each candidate's median and the one kept."""
+    names = [k for k in rows[0]["timings_ms"] if k != "plain"]
+    table = _table("lowering search (median ms, interleaved with the plain 3x3 of the same shape)",
+                   ("layer geometry", "layers", "plain 3x3", *names, "kept", "ratio to plain"),
+                   left=("layer geometry", "kept"))
+    for row in rows:
+        t = row["timings_ms"]
+        table.add_row(str(row["geometry"]), str(len(row["layers"])), f"{t['plain']:.3f}",
+                      *(f"{t[n]:.3f}" for n in names), str(row["lowering"]), f"{row['ratio_to_plain']:.3f}x")
+    return table
+
+
+def show_inspection(source: str, info: Inspection) -> None:
+    loaded = info.loaded
+    head = "backbone (C2..C5 outputs)" if loaded.config.num_classes is None else f"{loaded.config.num_classes} classes"
+    console.print(f"[bold]{source}[/]  sha256 {loaded.sha256[:16]}…")
+    console.print(f"architecture: [bold]{loaded.arch}[/] ({head}); {'; '.join(loaded.notes) or 'bare state dict'}")
+    if info.layers:
+        table = _table("PSConv layers (blocks: card x out part x in part; rates d1/d2/d4)",
+                       ("layer", "C", "stride", "groups", "off-design non-zero blocks", "deployed as", "shuffles"),
+                       left=("layer", "off-design non-zero blocks", "deployed as"))
+        for layer in info.layers:
+            off = ", ".join(f"d{d}:{n}" for d, n in layer.off_design.items() if n) or "none"
+            table.add_row(layer.name, str(layer.channels), str(layer.stride), str(layer.groups), off,
+                          " + ".join(layer.stats.convs), str(layer.stats.shuffles))
+        console.print(table)
+        clean = sum(layer.clean for layer in info.layers)
+        console.print(f"{clean}/{len(info.layers)} layers clean: masked blocks really zero, deployed at 1.0x.")
+        if clean < len(info.layers):
+            console.print("The others hold non-zero 'masked' kernels (the PSGConv2d mask bug); their exact "
+                          "function keeps the dense dilation-1 conv of each group (1.5x for those layers).")
+    counts = _table(f"counts per sample at {'x'.join(map(str, info.input_shape))}", ("form", "params", "MACs"),
+                    left=("form",))
+    counts.add_row("checkpoint as released", millions(info.released[0]), giga(info.released[1]))
+    counts.add_row("deployed (BN folded)", millions(info.deployed[0]), giga(info.deployed[1]))
+    counts.add_row("plain counterpart, deployed the same way", millions(info.plain_deployed[0]),
+                   giga(info.plain_deployed[1]))
+    console.print(counts)
+
+
+def show_export(result: ExportResult, opset: int) -> None:
+    console.print(parity_table(result.rewrite_parity))
+    console.print(parity_table(result.onnx_parity))
+    g = result.graph
+    table = _table("counts per sample", ("form", "params", "conv MACs", "all MACs", "gathers", "elements moved"),
+                   left=("form",))
+    table.add_row("checkpoint as released (torch)", millions(result.released_params), "", giga(result.released_macs),
+                  "", "")
+    table.add_row("exported graph (counted from ONNX)", millions(g.params), giga(g.conv_macs), giga(g.macs),
+                  str(g.gathers), f"{g.moved_elements:,}")
+    console.print(table)
+    if result.search:
+        console.print(search_table(result.search))
+    console.print("graph ops: " + ", ".join(f"{op} {n}" for op, n in g.ops.most_common()))
+    console.print(f"[green]wrote[/] {result.path} (lowering {result.deploy.lowering}, opset {opset})")
+
+
+def show_compile(result: CompileResult) -> None:
+    m = result.manifest
+    if m.tuning:
+        t = m.tuning
+        console.print(f"tuning: {t['tasks']} tasks, {t['tasks_tuned']} tuned now, {t['tasks_already_tuned']} "
+                      f"already in the database, {t['trials_measured']} trials measured; db {t['database']}")
+        for note in t["notes"]:
+            console.print(f"tuning-db: {note}")
+    if m.lowering_search:
+        console.print(search_table(m.lowering_search))
+    if result.parity is not None:
+        console.print(parity_table(result.parity))
+    else:
+        err_console.print("[bold yellow]built but NOT run: this artifact targets CUDA and no GPU is visible "
+                          "here; run 'psdeploy verify' on a GPU machine[/]")
+    console.print(f"[green]wrote[/] {result.output} ({m.backend} {m.target}, {m.arch}, lowering {m.lowering}"
+                  f"{', winograd ' + m.winograd if m.winograd != 'off' else ''})")
+
+
+def untuned_warning() -> None:
+    err_console.print("[bold yellow]WARNING: --tune-trials 0: building UNTUNED. TVM applies no schedule on "
+                      "its own; expect CPU latency many times slower than onnxruntime.[/]")
+
+
+def show_accuracy(report: AccuracyReport, description: str) -> None:
+    console.print(f"held-out top-1 over {report.samples} images: checkpoint (torch) {report.reference_top1:.4f}, "
+                  f"{description} {report.candidate_top1:.4f}; argmax agreement {report.prediction_agreement:.4f}")
+
+
+def show_run(result: RunResult) -> None:
+    import numpy as np
+
+    if result.random_input:
+        console.print(f"random input {result.input.shape} (seed 0)")
+    for name, out in zip(result.runner.output_names, result.outputs):
+        if name == "logits":
+            top = np.argsort(-out[0])[:5]
+            console.print(f"{name} {out.shape}: top-5 " + ", ".join(f"{int(i)} ({out[0, i]:.3f})" for i in top))
+        else:
+            console.print(f"{name} {out.shape}: mean {out.mean():.4g}, std {out.std():.4g}, max {out.max():.4g}")
+
+
+def show_bench(result: BenchResult, threads: int | None) -> None:
+    table = _table(f"latency (ms), {result.plan.iterations} interleaved rounds, threads {threads or os.cpu_count()}",
+                   ("model", "batch", "median", "p90", "p99", "min", "CV%", "img/s", "ratio to first (p10-p90)"),
+                   left=("model",))
+    for row in result.rows:
+        s = row.stats
+        cv = f"[red]{s.cv_pct:.1f} noisy[/]" if s.noisy else f"{s.cv_pct:.1f}"
+        band = f"{row.ratio:.3f} ({row.ratio_band[0]:.3f}-{row.ratio_band[1]:.3f})"
+        table.add_row(row.name, str(row.batch), f"{s.median_ms:.3f}", f"{s.p90_ms:.3f}", f"{s.p99_ms:.3f}",
+                      f"{s.min_ms:.3f}", cv, f"{row.batch * 1e3 / s.median_ms:.1f}", band)
+    console.print(table)
+    env = result.environment
+    console.print(f"{env['cpu_model']} ({env['cpu_flags']}), {env['cores']} cores, governor {env['governor']}, "
+                  f"gpu {env['gpu']}")
+
+
+def show_profile(model: str, description: str, rows: list[NodeTime], runs: int, top: int) -> None:
+    by_type: dict[tuple[str, str], NodeTime] = {}
+    for r in rows:
+        key = (r.op_type, r.kernel)
+        t = by_type.setdefault(key, NodeTime(r.op_type, r.op_type, r.kernel, 0.0, 0.0))
+        t.ms_per_run += r.ms_per_run
+        t.calls_per_run += r.calls_per_run
+        t.share += r.share
+    summary = sorted(by_type.values(), key=lambda r: -r.ms_per_run)
+    for title, shown in ((f"{Path(model).name} on {description}: time per operator type and kernel, ms per run "
+                          f"({runs} runs)", summary), (f"slowest {top} nodes", rows[:top])):
+        table = _table(title, ("name", "op", "kernel", "ms/run", "calls/run", "share"), left=("name", "op", "kernel"))
+        for r in shown:
+            table.add_row(r.name, r.op_type, r.kernel, f"{r.ms_per_run:.3f}", f"{r.calls_per_run:g}",
+                          f"{100 * r.share:.1f}%")
+        console.print(table)
+    console.print(f"total {sum(r.ms_per_run for r in rows):.3f} ms per run")
+
+
+def show_report(paths: list[Path], changes: list[RatioChange]) -> None:
+    console.print(f"[green]wrote[/] {', '.join(str(p) for p in paths)}")
+    for c in changes:
+        mark = "[red]WORSE[/]" if c.worse else "ok"
+        console.print(f"{mark:>5}  {c.key}: {c.old:.3f}x -> {c.new:.3f}x")
+    worse = sum(c.worse for c in changes)
+    if worse:
+        err_console.print(f"[red]{worse} ratio(s) got worse beyond the recorded spread[/]")

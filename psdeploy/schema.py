@@ -1,0 +1,57 @@
+"""Validated files: recipes, report recipes and artifact manifests are pydantic models.
+
+Whatever a user hands psdeploy is checked against its schema before anything reads a
+field, and a mismatch becomes one line naming the file, the key and what was expected.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from psdeploy.errors import PsdeployError
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors, and values are not coerced from other kinds ("1" is no int)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _describe(error: dict[str, Any]) -> str:
+    where = ".".join(str(p) for p in error["loc"]) or "top level"
+    if error["type"] == "extra_forbidden":
+        return f"unknown key '{where}'"
+    if error["type"] == "missing":
+        return f"'{where}' is required"
+    return f"'{where}': {error['msg'].lower()}, got {error['input']!r}"
+
+
+def validated(model: type[M], data: Any, source: str) -> M:
+    """``model`` built from ``data``, or a one-line ``PsdeployError`` naming ``source`` and the keys."""
+    if not isinstance(data, dict):
+        raise PsdeployError(f"{source}: expected a mapping of keys at the top level, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = [_describe(e) for e in exc.errors(include_url=False)]
+        raise PsdeployError(f"{source}: {'; '.join(problems)}") from None
+
+
+def read_yaml(path: str | Path, option: str = "--recipe") -> Any:
+    """A YAML file's content, or a one-line error naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise PsdeployError(f"{option} {path}: no such file")
+    try:
+        return yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PsdeployError(f"{path}: not valid YAML ({first})") from None

@@ -1,0 +1,72 @@
+"""The parsed target travels whole from the command line to the lowering search's timing code and to
+the build: ``--lowering auto`` times its candidates for the CPU, core count or CUDA arch asked for."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from psdeploy.bench.prepare import Prepared
+from psdeploy.cli import main
+from psdeploy.errors import PsdeployError
+
+pytest.importorskip("tvm")
+
+
+@pytest.fixture()
+def recorded(monkeypatch) -> list[tuple[str, object]]:
+    """Every target the search prepares a candidate for, then the one the artifact is built for."""
+    from psdeploy.backends.tvm import TvmBackend
+
+    seen: list[tuple[str, object]] = []
+
+    def fake_prepare(module, reference, shape, target, options, threads, name, **kw) -> Prepared:
+        seen.append((f"search:{name}", target))
+        return Prepared(lambda: None, None)
+
+    def fake_build(self, onnx_path, input_shape, target, options, out_dir):
+        seen.append(("build", target))
+        raise PsdeployError("stopped before building: the target was recorded")
+
+    monkeypatch.setattr(sys.modules["psdeploy.search"], "prepare_on_target", fake_prepare)
+    monkeypatch.setattr(TvmBackend, "build", fake_build)
+    return seen
+
+
+def _compile(tmp_path, *flags: str):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["compile", "seeded:ps_resnet_digits", "--lowering", "auto", "-o", str(out),
+                                       *flags])
+    assert result.exit_code == 2 and "target was recorded" in result.output, result.output
+    assert not out.exists()
+
+
+def test_auto_times_candidates_for_the_requested_cpu(tmp_path, recorded) -> None:
+    _compile(tmp_path, "--target", "llvm", "--mcpu", "skylake-avx512", "--num-cores", "16")
+    names = [name for name, _ in recorded]
+    assert names[0] == "search:plain" and {"search:grouped", "search:polyphase", "search:fused"} <= set(names)
+    assert names[-1] == "build"
+    for _, target in recorded:
+        assert target.tvm_target["mcpu"] == "skylake-avx512" and target.tvm_target["num-cores"] == 16
+
+
+def test_auto_times_candidates_for_the_requested_cuda_arch(tmp_path, recorded, monkeypatch) -> None:
+    # psdeploy.compile is the API function; the pipeline package is reached through sys.modules
+    monkeypatch.setattr(sys.modules["psdeploy.compile"], "cuda_available", lambda: True)
+    _compile(tmp_path, "--target", "cuda", "--cuda-arch", "sm_80", "--mcpu", "haswell")
+    assert len(recorded) > 3
+    for _, target in recorded:
+        assert target.tvm_target["kind"] == "cuda" and target.tvm_target["arch"] == "sm_80"
+        assert target.tvm_target["host"]["mcpu"] == "haswell"
+
+
+def test_auto_on_cuda_without_a_gpu_says_so(tmp_path) -> None:
+    from psdeploy.backends.tvm import cuda_available
+
+    if cuda_available():
+        pytest.skip("a GPU is visible")
+    result = CliRunner().invoke(main, ["compile", "seeded:ps_resnet_digits", "--lowering", "auto", "--target", "cuda",
+                                       "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "none is visible here" in result.output
