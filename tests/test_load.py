@@ -135,3 +135,46 @@ def test_seeded_spec() -> None:
     assert loaded.arch == "ps_resnet_digits"
     with pytest.raises(PsdeployError, match="integer seed"):
         load_model("seeded:ps_resnet_digits@x")
+
+
+def test_text_file_is_not_a_checkpoint(tmp_path) -> None:
+    path = tmp_path / "notes.pth"
+    path.write_text("epoch 3, top-1 0.99\n")
+    with pytest.raises(PsdeployError, match="not a PyTorch checkpoint: neither a zip archive .* nor a pickle"):
+        load_model(path)
+
+
+def test_truncated_legacy_pickle_never_claims_code_execution(tmp_path) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    torch.save({"conv1.weight": torch.zeros(2, 3, 3, 3), "fc.bias": torch.ones(2)}, buffer,
+               _use_new_zipfile_serialization=False)
+    data = buffer.getvalue()
+    path = tmp_path / "cut.pth"
+    for end in range(1, len(data) - 1):  # every cut, including those inside a GLOBAL's module or name
+        path.write_bytes(data[:end])
+        with pytest.raises(PsdeployError) as info:
+            load_model(path)
+        assert "code execution" not in str(info.value), (end, str(info.value))
+
+
+def test_input_channels_read_from_the_stem(write_ckpt) -> None:
+    sd = seeded_model("ps_resnet_digits", seed=3).state_dict()
+    sd["conv1.weight"] = sd["conv1.weight"][:, :1].clone()  # a single-channel (grayscale) variant
+    loaded = load_model(write_ckpt(sd))
+    assert loaded.arch == "ps_resnet_digits" and loaded.config.in_chans == 1
+    with torch.no_grad():
+        assert loaded.model(torch.randn(1, 1, 32, 32)).shape == (1, 10)
+
+
+def test_checked_against_the_given_arch_before_building(write_ckpt, digits_state_dict, monkeypatch) -> None:
+    import psdeploy.load.loader as loader
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("a model was built for a checkpoint that does not fit")
+
+    monkeypatch.setattr(loader, "_empty_model", no_build)
+    monkeypatch.setattr(loader, "build", no_build)
+    with pytest.raises(PsdeployError, match="does not fit ps_resnext101_32x4d: .*missing"):
+        load_model(write_ckpt(digits_state_dict), arch="ps_resnext101_32x4d")

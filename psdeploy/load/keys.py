@@ -43,7 +43,7 @@ def unwrap(obj: Any, source: str) -> tuple[dict[str, torch.Tensor], list[str]]:
                 notes.append(f"unwrapped {inner!r}")
                 obj = obj[inner]
                 continue
-            tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+            tensors = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
             if tensors and len(tensors) >= len(obj) - 2:
                 return tensors, notes
         break
