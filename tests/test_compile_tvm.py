@@ -31,6 +31,11 @@ def test_llvm_untuned_builds_and_verifies(tmp_path) -> None:
     assert result.manifest.tuning["untuned"] and (tmp_path / "llvm" / "module.so").exists()
     runner = open_runner(tmp_path / "llvm")
     assert runner.run(__import__("numpy").zeros((1, 3, 32, 32), "float32"))[0].shape == (1, 10)
+    from psdeploy import api
+
+    _, rows = api.profile(tmp_path / "llvm", runs=2, threads=1)  # the VM's own per-call timing
+    kernels = [r for r in rows if r.op_type == "kernel"]
+    assert any("conv2d" in r.name for r in kernels) and all(r.calls_per_run >= 1 for r in kernels)
 
 
 def test_cuda_builds_without_gpu_and_refuses_to_run(tmp_path) -> None:

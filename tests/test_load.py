@@ -169,7 +169,7 @@ def test_input_channels_read_from_the_stem(write_ckpt) -> None:
 
 
 def test_checked_against_the_given_arch_before_building(write_ckpt, digits_state_dict, monkeypatch) -> None:
-    import psdeploy.load.loader as loader
+    from psdeploy.load import loader  # (psdeploy.load is the API function; the package is reached by from-import)
 
     def no_build(*args, **kwargs):
         raise AssertionError("a model was built for a checkpoint that does not fit")

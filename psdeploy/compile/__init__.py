@@ -92,7 +92,8 @@ def _search(request: CompileRequest, loaded: LoadedModel, shape: tuple[int, ...]
     if request.target.device == "cuda" and not cuda_available():
         raise PsdeployError("--lowering auto with --target cuda times candidates on the GPU, and none is "
                             "visible here; choose a lowering (grouped, polyphase, fused) or run on the GPU machine")
-    threads = int((request.target.tvm_target or {}).get("num-cores") or os.cpu_count() or 1)
+    cores = os.cpu_count() or 1
+    threads = min(int((request.target.tvm_target or {}).get("num-cores") or cores), cores)
     return search_lowerings(loaded.model, shape, request.target, request.options, threads)
 
 

@@ -120,9 +120,3 @@ def detect_layout(
         return closest
     return max(candidate_layouts(sd, arch, is_backbone), key=lambda layout: _rank(layout, sd))
 
-
-def detect_arch(
-    sd: Mapping[str, torch.Tensor], source: str, arch: str | None = None, is_backbone: bool = False
-) -> ResNetConfig:
-    """The registry entry matching ``sd`` (or ``arch`` if given), with its head size and input channels."""
-    return detect_layout(sd, source, arch, is_backbone).config

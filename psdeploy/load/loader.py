@@ -148,13 +148,6 @@ def load_layout(
     return model.eval(), layout.config, notes
 
 
-def model_from_state_dict(
-    sd: dict[str, torch.Tensor], source: str, arch: str | None = None, is_backbone: bool = False
-) -> tuple[ResNet, ResNetConfig]:
-    model, config, _ = load_layout(sd, source, arch, is_backbone)
-    return model, config
-
-
 SEEDED_PREFIX = "seeded:"
 
 
