@@ -94,7 +94,7 @@ def export(checkpoint: str, output: str, arch: str | None, input_shape: str | No
     with console.status(f"rewriting ({lowering}), exporting and verifying {loaded.arch}…"):
         result = api.export(loaded, output, lowering=lowering, input_shape=input_shape, opset=opset,
                             dynamic_batch=dynamic_batch, tolerance=tolerance)
-    show_export(result, opset)
+    show_export(result, loaded.arch, opset)
 
 
 @main.command()

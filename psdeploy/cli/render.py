@@ -93,7 +93,7 @@ def show_inspection(source: str, info: Inspection) -> None:
     console.print(counts)
 
 
-def show_export(result: ExportResult, opset: int) -> None:
+def show_export(result: ExportResult, arch: str, opset: int) -> None:
     console.print(parity_table(result.rewrite_parity))
     console.print(parity_table(result.onnx_parity))
     g = result.graph
@@ -107,7 +107,7 @@ def show_export(result: ExportResult, opset: int) -> None:
     if result.search:
         console.print(search_table(result.search))
     console.print("graph ops: " + ", ".join(f"{op} {n}" for op, n in g.ops.most_common()))
-    console.print(f"[green]wrote[/] {result.path} (lowering {result.deploy.lowering}, opset {opset})")
+    console.print(f"[green]wrote[/] {result.path} ({arch}, lowering {result.deploy.lowering}, opset {opset})")
 
 
 def show_compile(result: CompileResult) -> None:
