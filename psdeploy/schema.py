@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from psdeploy.errors import PsdeployError

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from psdeploy.backends import Manifest, open_runner, parse_target
+from psdeploy.backends import BuildOptions, Manifest, open_runner, parse_target
 from psdeploy.backends.tvm import cuda_available
 from psdeploy.backends.tvm.tuning_db import META_NAME, RECORDS, TuningDatabase
-from psdeploy.backends import BuildOptions
 from psdeploy.compile import CompileRequest, CompileResult, compile_model
 from psdeploy.errors import PsdeployError
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from psdeploy.errors import PsdeployError
 from psdeploy.api.recipes import load_recipe
+from psdeploy.errors import PsdeployError
 from tests.conftest import REPO
 
 COMPILE_RECIPES = sorted(p for p in (REPO / "recipes").rglob("*.yaml") if p.parent.name != "reports")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from psdeploy import api
 from psdeploy.arch.seeded import seeded_model
 from psdeploy.errors import PsdeployError
-from psdeploy import api
 from psdeploy.rewrite.deploy import rewrite
 from psdeploy.search import layer_geometries
 from tests.conftest import relative_error

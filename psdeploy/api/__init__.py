@@ -29,8 +29,15 @@ from psdeploy.errors import PsdeployError
 from psdeploy.export import AUTO, ExportResult, export_onnx, parse_shape, shape_from_text
 from psdeploy.export.inspect import Inspection, inspect_model
 from psdeploy.load import LoadedModel, load_model
-from psdeploy.report import (ReportData, compare_reports, load_report_config, quick_config, run_report, to_json,
-                             write_report)
+from psdeploy.report import (
+    ReportData,
+    compare_reports,
+    load_report_config,
+    quick_config,
+    run_report,
+    to_json,
+    write_report,
+)
 from psdeploy.report.compare import RatioChange
 from psdeploy.search import rows_as_dicts, search_lowerings
 from psdeploy.verify.accuracy import AccuracyReport, held_out_top1

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
+from psdeploy.backends import open_runner
 from psdeploy.bench.environment import fingerprint
 from psdeploy.bench.stats import LatencyStats, ratio_spread
 from psdeploy.bench.timing import TimingPlan, run_interleaved
 from psdeploy.errors import PsdeployError
-from psdeploy.backends import open_runner
 from psdeploy.verify.parity import make_input
 
 

@@ -80,9 +80,8 @@ def count_torch(model: "torch.nn.Module", input_shape: tuple[int, ...]) -> tuple
     import torch
     from torch import nn
 
-    from psdeploy.rewrite.lowerings.fused import FusedPSConv
-
     from psdeploy.arch.probe import probe
+    from psdeploy.rewrite.lowerings.fused import FusedPSConv
 
     macs = 0
 

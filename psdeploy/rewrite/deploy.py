@@ -17,6 +17,7 @@ from torch import nn
 
 from psdeploy.arch.psconv import PSGConv2d
 from psdeploy.arch.resnet import Bottleneck, ResNet
+from psdeploy.errors import PsdeployError
 from psdeploy.rewrite.fold import (
     block_order_to_channels,
     bn_affine,
@@ -24,7 +25,6 @@ from psdeploy.rewrite.fold import (
     permute_in_channels,
     permute_out_channels,
 )
-from psdeploy.errors import PsdeployError
 from psdeploy.rewrite.lattice import PSConvLayer
 from psdeploy.rewrite.lowerings import Lowering, LoweringStats, get_lowering
 

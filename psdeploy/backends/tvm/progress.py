@@ -17,8 +17,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 def make_callback(total_trials: int, task_names: list[str], on_batch: Callable[[int], None] | None = None):
     """A (callback, progress) pair; ``on_batch(trials_so_far)`` is a hook for tests."""
-    from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
     from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
 
     progress = Progress(
         TextColumn("[bold]tuning[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("trials"),

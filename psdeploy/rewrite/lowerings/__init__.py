@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from psdeploy.errors import PsdeployError
-from psdeploy.rewrite.lowerings.base import Lowering, LoweredLayer, LoweredReference, LoweringStats
+from psdeploy.rewrite.lowerings.base import LoweredLayer, LoweredReference, Lowering, LoweringStats
 from psdeploy.rewrite.lowerings.fused import FusedLowering
 from psdeploy.rewrite.lowerings.grouped import GroupedLowering
 from psdeploy.rewrite.lowerings.polyphase import PolyphaseLowering

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from psdeploy.rewrite.lattice import PSConvLayer
+from psdeploy.rewrite.lowerings.base import LoweredLayer, Lowering, LoweringStats
 from psdeploy.rewrite.lowerings.fused_op import OP_NAME, rate_masks  # also registers torch.ops.psdeploy.psconv
-from psdeploy.rewrite.lowerings.base import Lowering, LoweredLayer, LoweringStats
 
 
 class FusedPSConv(nn.Module):

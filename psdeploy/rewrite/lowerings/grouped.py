@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from psdeploy.rewrite.lattice import PSConvLayer
-from psdeploy.rewrite.lowerings.base import Lowering, LoweredLayer, LoweringStats, block_index_to_channels
+from psdeploy.rewrite.lowerings.base import LoweredLayer, Lowering, LoweringStats, block_index_to_channels
 from psdeploy.rewrite.lowerings.plan import BranchPlan, LayerPlan, plan_layer
 
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from psdeploy.rewrite.lattice import PSConvLayer
-from psdeploy.rewrite.lowerings.base import Lowering, LoweredLayer, LoweringStats
+from psdeploy.rewrite.lowerings.base import LoweredLayer, Lowering, LoweringStats
 
 
 class BiasAdded(nn.Module):
