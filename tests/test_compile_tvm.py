@@ -116,31 +116,46 @@ def test_half_written_last_line_is_dropped(tmp_path) -> None:
     assert path.read_text() == '[0, [["x"]]]\n' and "half-written" in db.notes[0]
 
 
-def test_ctrl_c_keeps_records_and_tuning_resumes(tmp_path) -> None:
-    """A SIGINT during tuning stops it after the batch in flight; the database keeps what was
-    measured, and the next plan only holds the tasks still missing. (One PSConv layer: few tasks.)"""
+def test_ctrl_c_keeps_records_tuning_resumes_and_tuned_module_is_exact(tmp_path) -> None:
+    """One PSConv layer (few tasks), one trial per task: a SIGINT after the first batch keeps its record
+    and that task is then covered; the next build tunes only the rest, the one after tunes nothing and
+    reuses every record; the tuned module, run by this test itself, equals the layer's torch reference."""
+    from psdeploy.backends import BuildOptions
+    from psdeploy.backends.tvm import TvmBackend
     from psdeploy.backends.tvm.build import import_onnx, lower
     from psdeploy.backends.tvm.tuning import plan_tuning, tune
     from psdeploy.export.onnx_export import export_to_file
     from psdeploy.report.cases import LayerSpec, layer_cases
+    from tests.conftest import TVM_TOL, assert_runs_like_torch
 
-    spec = LayerSpec(channels=16, size=8, stride=1, batch=1)
-    module = layer_cases(spec, ["grouped"], reference_cases=("plain",))[-1].module
-    export_to_file(module, tmp_path / "layer.onnx", spec.shape, ["y"])
+    spec = LayerSpec(channels=16, size=9, stride=1, batch=1)
+    case = layer_cases(spec, ["grouped"], reference_cases=("plain",))[-1]
+    onnx_path = tmp_path / "layer.onnx"
+    export_to_file(case.module, onnx_path, spec.shape, ["y"])
     target = parse_target("llvm")
-    mod = lower(import_onnx(tmp_path / "layer.onnx", spec.shape), target)
-    db = TuningDatabase(tmp_path / "db", target)
-    tasks = len(plan_tuning(mod, target, db, 1000).tasks)
+    mod = lower(import_onnx(onnx_path, spec.shape), target)
+    tasks = len(plan_tuning(mod, target, TuningDatabase(tmp_path / "db", target), 1).tasks)
+    records = tmp_path / "db" / target.key / RECORDS
 
     def interrupt(trials: int) -> None:
         signal.raise_signal(signal.SIGINT)
 
     with pytest.raises(KeyboardInterrupt):
-        tune(mod, target, db, trials=4 * tasks, on_batch=interrupt)
-    kept = (tmp_path / "db" / target.key / RECORDS).read_text().splitlines()
-    assert 1 <= len(kept) < 4 * tasks
-    plan = plan_tuning(mod, target, TuningDatabase(tmp_path / "db", target), 4 * tasks)
-    assert plan.per_task == 4 and len(plan.todo) <= tasks
+        tune(mod, target, TuningDatabase(tmp_path / "db", target), trials=tasks, on_batch=interrupt)
+    assert len(records.read_text().splitlines()) == 1
+    plan = plan_tuning(mod, target, TuningDatabase(tmp_path / "db", target), tasks)
+    assert plan.per_task == 1 and len(plan.todo) == tasks - 1
+
+    backend, options = TvmBackend(), BuildOptions(tune_trials=tasks, tuning_db=tmp_path / "db")
+    resumed = backend.build(onnx_path, spec.shape, target, options, tmp_path)
+    assert resumed["tasks_already_tuned"] == 1 and resumed["tasks_tuned"] == tasks - 1
+    measured = records.read_text()
+    left = len(plan_tuning(mod, target, TuningDatabase(tmp_path / "db", target), tasks).todo)  # a failed trial
+    again = backend.build(onnx_path, spec.shape, target, options, tmp_path)
+    assert again["tasks_already_tuned"] == tasks - left and again["tasks_tuned"] == left
+    assert again["trials_measured"] <= left and records.read_text().startswith(measured)  # covered: reused
+    run, _ = backend.open(tmp_path / backend.module_file, target, threads=1)
+    assert_runs_like_torch(run, case.reference, spec.shape, TVM_TOL)
 
 
 def test_gathers_legalize_without_a_warning_each(tmp_path, capfd) -> None:

@@ -12,7 +12,7 @@ from psdeploy.export.counts import count_graph
 from psdeploy.load import load_model
 from psdeploy.verify.accuracy import held_out_top1
 from psdeploy.verify.runners import onnxruntime_runner, torch_runner
-from tests.conftest import DEMO_CHECKPOINT
+from tests.conftest import DEMO_CHECKPOINT, ONNXRUNTIME_TOL, REWRITE_TOL
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +26,7 @@ def exported_pair(tmp_path_factory):
 def test_export_verified_and_counted(exported_pair) -> None:
     ps, plain = exported_pair
     assert ps.path.is_file() and ps.onnx_parity.passed and ps.rewrite_parity.passed
+    assert ps.rewrite_parity.worst.rel_err <= REWRITE_TOL and ps.onnx_parity.worst.rel_err <= ONNXRUNTIME_TOL
     shapes = {c.input_shape for c in ps.rewrite_parity.cases}
     assert (1, 3, 33, 31) in shapes  # odd sizes reach every stride-2 block
     assert {c.input_shape[0] for c in ps.onnx_parity.cases} == {1, 3}  # dynamic batch exercised

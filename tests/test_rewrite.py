@@ -16,7 +16,7 @@ from psdeploy.rewrite.deploy import rewrite
 from psdeploy.rewrite.lattice import PSConvLayer, released_design
 from psdeploy.rewrite.lowerings import get_lowering
 from psdeploy.rewrite.lowerings.plan import plan_branch, plan_layer
-from tests.conftest import relative_error
+from tests.conftest import REWRITE_TOL, relative_error
 
 SIZES = [(32, 32), (33, 31), (17, 25), (9, 9)]
 
@@ -28,7 +28,7 @@ def test_network_rewrite_exact(lowering, size) -> None:
     deploy = rewrite(model, lowering).model
     x = torch.randn(3, 3, *size)
     with torch.no_grad():
-        assert relative_error(deploy(x), model(x)) < 1e-5
+        assert relative_error(deploy(x), model(x)) < REWRITE_TOL
 
 
 def test_grouped_form_has_only_standard_ops() -> None:
@@ -55,7 +55,7 @@ def test_layer_lowering_exact(lowering, groups, stride, masked_nonzero) -> None:
     with torch.no_grad():
         expected = layer.forward(x) * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
         got = lowered.module(x[:, perm_in])
-    assert relative_error(got, expected[:, perm_out]) < 1e-5
+    assert relative_error(got, expected[:, perm_out]) < REWRITE_TOL
     assert layer.is_clean == (not masked_nonzero)
     plain_macs = layer.shape.macs_per_output_pixel()
     # off-design kernels: grouped/polyphase widen the d1 branch (1.5x), fused adds one dense d1 conv (2x)
@@ -129,7 +129,7 @@ def test_backbone_rewrite_keeps_four_outputs() -> None:
     x = torch.randn(1, 3, 31, 33)
     with torch.no_grad():
         outs, refs = deploy(x), model(x)
-    assert len(outs) == 3 and all(relative_error(a, b) < 1e-5 for a, b in zip(outs, refs))
+    assert len(outs) == 3 and all(relative_error(a, b) < REWRITE_TOL for a, b in zip(outs, refs))
 
 
 @pytest.mark.parametrize("dilation, stride", [(2, 1), (4, 1), (2, 2), (4, 2)])
@@ -147,3 +147,36 @@ def test_polyphase_identity(dilation, stride, size) -> None:
     x = torch.randn(2, 8, *size)
     with torch.no_grad():
         assert relative_error(poly(x), conv(x)) < 1e-6
+
+
+def test_bn_fold_with_small_variances_and_large_eps() -> None:
+    """Trained BNs have variances down to ~1e-4, where eps is no rounding detail: a fold that drops it
+    (or adds it twice) is off by percent, not ulps."""
+    from torch import nn
+
+    from psdeploy.rewrite.fold import fold_conv_bn
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 16, 3, padding=1, bias=False)
+    bn = nn.BatchNorm2d(16, eps=1e-3).eval()
+    with torch.no_grad():
+        bn.running_var.copy_(10 ** torch.empty(16).uniform_(-4, 1))
+        bn.running_mean.copy_(torch.randn(16) * 2)
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-1, 1)
+    x = torch.randn(2, 8, 9, 7)
+    with torch.no_grad():
+        expected = bn(conv(x))
+        assert relative_error(fold_conv_bn(conv, bn)(x), expected) < REWRITE_TOL
+        without_eps = (conv(x) - bn.running_mean.view(1, -1, 1, 1)) / bn.running_var.sqrt().view(1, -1, 1, 1)
+        without_eps = without_eps * bn.weight.view(1, -1, 1, 1) + bn.bias.view(1, -1, 1, 1)
+        assert relative_error(without_eps, expected) > 1e-2  # the case really is sensitive to eps
+
+
+def test_seeded_batchnorm_statistics_look_trained() -> None:
+    model = seeded_model("ps_resnet50")
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    var = torch.cat([b.running_var for b in bns])
+    mean = torch.cat([b.running_mean for b in bns])
+    assert var.min() < 1e-3 and var.max() > 1.0  # decades apart, as in trained networks
+    assert (mean.abs() > 0.05).float().mean() > 0.5  # means away from 0

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from math import prod
 
 import onnx
+import torch
 from onnx import shape_inference
 
 
@@ -75,9 +76,11 @@ def count_file(path: str) -> GraphCounts:
     return count_graph(onnx.load(path))
 
 
-def count_torch(model: "torch.nn.Module", input_shape: tuple[int, ...]) -> tuple[int, int]:
-    """(parameters, conv+linear multiply-adds per sample) of a PyTorch model as it executes."""
-    import torch
+def count_torch(model: torch.nn.Module, input_shape: tuple[int, ...]) -> tuple[int, int]:
+    """(parameters, conv+linear multiply-adds per sample) of a PyTorch model as it executes.
+
+    The probe runs one sample, so each module's whole output is that sample's: a lowering that moves
+    pixels into the batch (polyphase's space-to-batch) is counted in full."""
     from torch import nn
 
     from psdeploy.arch.probe import probe
@@ -89,11 +92,11 @@ def count_torch(model: "torch.nn.Module", input_shape: tuple[int, ...]) -> tuple
         nonlocal macs
         if isinstance(module, nn.Conv2d):
             per_out = module.in_channels // module.groups * prod(module.kernel_size)
-            macs += output[0].numel() * per_out
+            macs += output.numel() * per_out
         elif isinstance(module, nn.Linear):
-            macs += output[0].numel() * module.in_features
+            macs += output.numel() * module.in_features
         elif isinstance(module, FusedPSConv):
-            macs += output[0].numel() * module.weight[0].numel()
+            macs += output.numel() * module.weight[0].numel()
 
     probe(model, input_shape, (nn.Conv2d, nn.Linear, FusedPSConv), count)
     params = sum(p.numel() for p in model.parameters())
