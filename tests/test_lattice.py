@@ -7,7 +7,7 @@ import torch
 
 from psdeploy.arch.psconv import PSGConv2d, released_init_mask
 from psdeploy.rewrite.lattice import PSConvLayer, released_design
-from tests.conftest import relative_error
+from tests.conftest import EXACT_TOL, relative_error
 
 
 def _module(channels: int, groups: int, stride: int, masked: bool, seed: int = 0) -> PSGConv2d:
@@ -21,12 +21,12 @@ def _module(channels: int, groups: int, stride: int, masked: bool, seed: int = 0
 
 @pytest.mark.parametrize("groups, stride", [(1, 1), (1, 2), (4, 1), (8, 2)])
 @pytest.mark.parametrize("size", [(16, 16), (15, 13), (7, 9)])
-def test_lattice_function_equals_released(groups, stride, size) -> None:
+def test_lattice_function_equals_released(groups, stride, size, float64) -> None:
     module = _module(64, groups, stride, masked=False)
     layer = PSConvLayer.from_released("l", module)
     x = torch.randn(2, 64, *size)
     with torch.no_grad():
-        assert relative_error(layer.forward(x), module(x)) < 1e-6
+        assert relative_error(layer.forward(x), module(x)) < EXACT_TOL
         assert torch.equal(layer.to_released()(x), module(x))
 
 

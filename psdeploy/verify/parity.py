@@ -76,7 +76,7 @@ class ParityReport:
 
 def output_parity(name: str, ref: np.ndarray, cand: np.ndarray) -> OutputParity:
     ref64, cand64 = ref.astype(np.float64).ravel(), cand.astype(np.float64).ravel()
-    if ref64.shape != cand64.shape:
+    if ref.shape != cand.shape:  # a reshaped or transposed output is wrong, whatever its numbers
         return OutputParity(name, float("inf"), float(np.abs(ref64).max(initial=0)), float("inf"), 0.0)
     err = float(np.abs(cand64 - ref64).max(initial=0))
     scale = float(np.abs(ref64).max(initial=0))
