@@ -41,6 +41,7 @@ def test_artifact_layout_and_manifest(ov_artifact) -> None:
 def test_fp32_is_kept(ov_artifact) -> None:
     runner = open_runner(ov_artifact)
     assert "f32" in runner.description
+    assert_runs_like_torch(runner.run, load_model(DEMO_CHECKPOINT).model, (8, 3, 32, 32), OPENVINO_TOL)
     xml = (ov_artifact / "model.xml").read_text()
     assert 'element_type="f16"' not in xml  # no compress_to_fp16
 

@@ -14,6 +14,8 @@ from psdeploy.backends.tvm import cuda_available
 from psdeploy.backends.tvm.tuning_db import META_NAME, RECORDS, TuningDatabase
 from psdeploy.compile import CompileRequest, CompileResult, compile_model
 from psdeploy.errors import PsdeployError
+from psdeploy.load import load_model
+from tests.conftest import TVM_TOL, assert_runs_like_torch
 
 pytest.importorskip("tvm")
 
@@ -29,7 +31,7 @@ def test_llvm_untuned_builds_and_verifies(tmp_path) -> None:
     assert result.ran and result.parity.passed
     assert result.manifest.tuning["untuned"] and (tmp_path / "llvm" / "module.so").exists()
     runner = open_runner(tmp_path / "llvm")
-    assert runner.run(__import__("numpy").zeros((1, 3, 32, 32), "float32"))[0].shape == (1, 10)
+    assert_runs_like_torch(runner.run, load_model("seeded:ps_resnet_digits").model, (1, 3, 32, 32), TVM_TOL)
     from psdeploy import api
 
     _, rows = api.profile(tmp_path / "llvm", runs=2, threads=1)  # the VM's own per-call timing

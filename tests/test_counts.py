@@ -42,3 +42,48 @@ def test_counts_of_each_form(exports) -> None:
     poly = exports["polyphase"].graph
     assert (poly.params, poly.conv_macs) == (plain.params, plain.conv_macs)
     assert exports["fused"].graph.gathers == 0 and exports["grouped"].graph.gathers == 12
+
+
+def _graph(nodes, inputs, initializers=()):
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
+                              [helper.make_tensor_value_info(nodes[-1].output[0], TensorProto.FLOAT, None)],
+                              list(initializers))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_count_graph_takes_a_dynamic_batch_as_one() -> None:
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    from psdeploy.export.counts import count_graph
+
+    w = numpy_helper.from_array(np.zeros((8, 4, 3, 3), np.float32), "w")
+    conv = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])
+    dynamic = count_graph(_graph([conv], [("x", ["N", 4, 5, 7])], [w]))
+    static = count_graph(_graph([conv], [("x", [1, 4, 5, 7])], [w]))
+    assert dynamic.conv_macs == static.conv_macs == 8 * 5 * 7 * 4 * 9
+
+
+def test_count_graph_weights_in_constants_gemm_and_gathers() -> None:
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    from psdeploy.export.counts import count_graph
+
+    def constant(name, array):
+        return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(array, name))
+
+    nodes = [
+        constant("w", np.ones((6, 4), np.float32)),  # a weight stored as a Constant node: counted
+        constant("one", np.ones((1,), np.float32)),  # a scalar: not a weight
+        constant("idx", np.array([2, 0, 1, 3], np.int64)),  # an integer index: not a weight
+        helper.make_node("Gather", ["x", "idx"], ["g"], axis=1),
+        helper.make_node("Gemm", ["g", "w"], ["y"], transB=1),
+    ]
+    counts = count_graph(_graph(nodes, [("x", [1, 4])]))
+    assert counts.params == 24 and counts.gemm_macs == 4 * 6 and counts.conv_macs == 0
+    assert (counts.gathers, counts.moved_elements) == (1, 4)
+    assert counts.ops["Constant"] == 3 and counts.macs == 24
+

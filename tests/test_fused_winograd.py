@@ -8,12 +8,13 @@ import onnx
 import pytest
 
 from psdeploy import api
-from psdeploy.backends import BACKENDS, parse_target
+from psdeploy.backends import BACKENDS, open_runner, parse_target
 from psdeploy.errors import PsdeployError
 from psdeploy.export import export_onnx
 from psdeploy.load import load_model
 from psdeploy.report.config import ReportConfig, platform
 from psdeploy.rewrite.lowerings.fused_op import DOMAIN, OP_TYPE
+from tests.conftest import TVM_TOL, WINOGRAD_TOL, assert_runs_like_torch
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,7 @@ def test_report_backend_names_resolve_to_targets() -> None:
     assert cuda.target.tvm_target["kind"] == "cuda" and platform("torch", config).target is None
 
 
-def test_fused_compiles_to_one_tvm_function_per_layer_shape_and_verifies(fused_onnx, tmp_path) -> None:
+def test_fused_compiles_to_one_tvm_function_per_layer_shape_and_verifies(fused_onnx, digits, tmp_path) -> None:
     from psdeploy.backends.tvm.build import import_onnx, lower
 
     spec = parse_target("llvm")
@@ -75,6 +76,7 @@ def test_fused_compiles_to_one_tvm_function_per_layer_shape_and_verifies(fused_o
     assert any("psconv_fused" in gv.name_hint for gv in mod.get_global_vars())
     result = api.compile(str(fused_onnx), target="llvm", output=tmp_path / "art", tuning_db=tmp_path / "db")
     assert result.ran and result.parity.passed and result.manifest.lowering == "fused"
+    assert_runs_like_torch(open_runner(tmp_path / "art").run, digits.model, (1, 3, 32, 32), TVM_TOL)
 
 
 @pytest.mark.parametrize("tile", [2, 4])
@@ -95,6 +97,7 @@ def test_winograd_artifact_verifies_and_is_recorded(digits, tmp_path) -> None:
     result = api.compile("seeded:ps_resnet_digits@4", target="llvm", output=tmp_path / "w", lowering="polyphase",
                          winograd="f4", tuning_db=tmp_path / "db")
     assert result.ran and result.parity.passed and result.manifest.winograd == "f4"
+    assert_runs_like_torch(open_runner(tmp_path / "w").run, digits.model, (1, 3, 32, 32), WINOGRAD_TOL)
     assert result.manifest.accuracy["prediction_agreement"] == 1.0
 
 
@@ -141,3 +144,41 @@ def test_fused_and_winograd_build_for_cuda(tmp_path) -> None:
                          winograd="f4", tuning_db=tmp_path / "db")
     assert (tmp_path / "cu" / "module.so").stat().st_size > 0 and result.manifest.winograd == "f4"
     assert result.ran == cuda_available()
+
+
+@pytest.mark.parametrize("groups, stride, size", [(1, 1, (11, 9)), (1, 2, (13, 7)), (4, 2, (9, 12)), (4, 1, (10, 10)),
+                                                  (8, 2, (7, 11))])
+def test_fused_kernel_exact_at_the_te_level(groups, stride, size) -> None:
+    """The TE computation alone (default schedule, no tuning) against the operator's definition (one
+    masked conv per rate), for the packed weight of a released layer: groups 1/4/8, stride 2, odd sizes."""
+    import numpy as np
+    import torch
+    from tvm import te
+
+    from psdeploy.arch.psconv import PSGConv2d, released_init_mask
+    from psdeploy.backends.tvm.fused import psconv_compute, slot_rates, slot_weights
+    from psdeploy.rewrite.lattice import PSConvLayer
+    from psdeploy.rewrite.lowerings import get_lowering
+    from tests.conftest import TVM_TOL
+
+    torch.manual_seed(groups + stride)
+    channels = 64
+    module = PSGConv2d(channels, channels, 3, stride, 1, 2, groups, 4).eval()
+    with torch.no_grad():
+        module.conv.weight[released_init_mask(module)] = 0.0
+    layer = PSConvLayer.from_released("l", module)
+    fused = get_lowering("fused").lower(layer, torch.zeros(channels)).module
+    rates = slot_rates(4, list(fused.rates))
+    weights = slot_weights(fused.weight.detach().numpy(), groups, 4)
+    x = te.placeholder((1, channels, *size), name="x")
+    w = [te.placeholder(s.shape, name=f"w{j}") for j, s in enumerate(weights)]
+    func = te.create_prim_func([x, *w, psconv_compute(x, *w, stride=stride, groups=groups, rates=rates)])
+    lib = tvm.compile(tvm.IRModule({"main": func}), target=tvm.target.Target(parse_target("llvm").tvm_target))
+    data = torch.randn(1, channels, *size)
+    with torch.no_grad():
+        expected = torch.ops.psdeploy.psconv(data, fused.weight, fused.bias, stride, groups, 4, list(fused.rates))
+    out = tvm.runtime.tensor(np.zeros(tuple(expected.shape), "float32"))
+    lib["main"](tvm.runtime.tensor(data.numpy()), *(tvm.runtime.tensor(s) for s in weights), out)
+    got = out.numpy()
+    assert got.shape == tuple(expected.shape)
+    assert np.abs(got - expected.numpy()).max() / np.abs(expected.numpy()).max() < TVM_TOL

@@ -78,6 +78,16 @@ def test_missing_keys(write_ckpt, digits_state_dict) -> None:
         load_model(write_ckpt(sd))
 
 
+def test_many_missing_keys_are_counted_not_all_listed(write_ckpt, digits_state_dict) -> None:
+    sd = dict(digits_state_dict)
+    gone = sorted(k for k in sd if k.startswith("layer3.1.") and "num_batches" not in k)[:11]
+    for key in gone:
+        del sd[key]
+    with pytest.raises(PsdeployError, match=r"11 missing: .* \.\.\. \(\+3 more\)") as error:
+        load_model(write_ckpt(sd))
+    assert sum(key in str(error.value) for key in gone) == 8
+
+
 def test_unexpected_and_misshaped_keys(write_ckpt, digits_state_dict) -> None:
     sd = dict(digits_state_dict)
     sd["layer1.0.se.fc.weight"] = torch.zeros(4, 4)
@@ -115,9 +125,12 @@ class _Payload:
 
 def test_pickle_needing_code_is_refused(write_ckpt, digits_state_dict, capsys) -> None:
     path = write_ckpt({"state_dict": digits_state_dict, "hook": _Payload()})
-    with pytest.raises(PsdeployError, match="refused: the checkpoint needs arbitrary unpickling"):
+    with pytest.raises(PsdeployError, match="refused: the checkpoint needs arbitrary unpickling") as refused:
         load_model(path)
     assert "side effect" not in capsys.readouterr().out
+    # the one line of torch's long message that says what was refused (the payload's reduce: print)
+    assert str(refused.value).endswith("Detail: Unsupported global: GLOBAL print was not an allowed global by default.")
+    assert "\n" not in str(refused.value)
 
 
 def test_not_a_resnet(write_ckpt) -> None:
@@ -132,7 +145,10 @@ def test_no_state_dict_inside(write_ckpt) -> None:
 
 def test_seeded_spec() -> None:
     loaded = load_model("seeded:ps_resnet_digits@4")
-    assert loaded.arch == "ps_resnet_digits"
+    assert loaded.arch == "ps_resnet_digits" and loaded.notes == ["synthetic weights, seed 4"]
+    default, zero = load_model("seeded:ps_resnet_digits"), load_model("seeded:ps_resnet_digits@0")
+    assert default.notes == zero.notes == ["synthetic weights, seed 0"] and default.sha256 == zero.sha256
+    assert all(torch.equal(a, b) for a, b in zip(default.model.state_dict().values(), zero.model.state_dict().values()))
     with pytest.raises(PsdeployError, match="integer seed"):
         load_model("seeded:ps_resnet_digits@x")
 

@@ -14,7 +14,7 @@ from psdeploy.arch.seeded import seeded_model
 from psdeploy.export.counts import count_torch
 from psdeploy.rewrite.deploy import rewrite
 from psdeploy.rewrite.lattice import PSConvLayer, released_design
-from psdeploy.rewrite.lowerings import get_lowering
+from psdeploy.rewrite.lowerings import LoweredReference, get_lowering
 from psdeploy.rewrite.lowerings.plan import plan_branch, plan_layer
 from tests.conftest import EXACT_TOL, REWRITE_TOL, relative_error
 
@@ -63,7 +63,7 @@ def test_grouped_form_has_only_standard_ops() -> None:
     assert "BatchNorm2d" not in kinds and "PSGConv2d" not in kinds
 
 
-@pytest.mark.parametrize("lowering", ["grouped", "polyphase", "fused"])
+@pytest.mark.parametrize("lowering", ["reference", "grouped", "polyphase", "fused"])
 @pytest.mark.parametrize("groups, stride", [(1, 1), (1, 2), (4, 1), (4, 2), (8, 2)])
 @pytest.mark.parametrize("masked_nonzero", [False, True])
 def test_layer_lowering_exact(lowering, groups, stride, masked_nonzero, float64) -> None:
@@ -81,9 +81,15 @@ def test_layer_lowering_exact(lowering, groups, stride, masked_nonzero, float64)
     with torch.no_grad():
         expected = layer.forward(x) * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
         got = lowered.module(x[:, perm_in])
+        # the report's and the search's reference of a lowered layer: the same function, its orders applied
+        shifted = LoweredReference(layer.scaled(scale), lowered)(x[:, perm_in]) + shift[perm_out].view(1, -1, 1, 1)
     assert relative_error(got, expected[:, perm_out]) < EXACT_TOL
+    assert relative_error(shifted, got) < EXACT_TOL
     assert layer.is_clean == (not masked_nonzero)
     plain_macs = layer.shape.macs_per_output_pixel()
+    if lowering == "reference":  # the released module runs its dense conv in full: 1.5x, whatever the weights
+        assert lowered.stats.macs_per_pixel == plain_macs * 3 // 2
+        return
     # off-design kernels: grouped/polyphase widen the d1 branch (1.5x), fused adds one dense d1 conv (2x)
     extra = {"fused": plain_macs}.get(lowering, plain_macs // 2)
     assert lowered.stats.macs_per_pixel == plain_macs + (extra if masked_nonzero else 0)
@@ -206,3 +212,32 @@ def test_seeded_batchnorm_statistics_look_trained() -> None:
     mean = torch.cat([b.running_mean for b in bns])
     assert var.min() < 1e-3 and var.max() > 1.0  # decades apart, as in trained networks
     assert (mean.abs() > 0.05).float().mean() > 0.5  # means away from 0
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_what_each_lowering_says_it_emitted(stride) -> None:
+    """The per-layer statistics inspect and the report print, on a clean 64-channel layer (C=64, parts 4)."""
+    layer = _zero_off_design(PSConvLayer.from_released("l", PSGConv2d(64, 64, 3, stride, 1, 2, 1, 4)))
+    plain = layer.shape.macs_per_output_pixel()
+    stats = {name: get_lowering(name).lower(layer, torch.zeros(64)).stats
+             for name in ("reference", "grouped", "polyphase", "fused")}
+    assert stats["reference"].convs == ["3x3 d1 g1", "3x3 d2 g4", "3x3 d4 g4"]
+    assert (stats["reference"].shuffles, stats["reference"].moved_per_pixel) == (1, 64)
+    assert stats["grouped"].shuffles == 2 and stats["grouped"].moved_per_pixel == 2 * 64  # two whole gathers
+    assert stats["fused"].convs == ["3x3 fused d1/2/4 g1"] and stats["fused"].shuffles == 0
+    assert all(s.macs_per_pixel == plain for n, s in stats.items() if n != "reference")
+    # polyphase moves every dilated branch's input (stride^2 phases of it) and output through space-to-batch
+    dilated = [c for c in stats["polyphase"].convs if "d1" not in c]
+    moved = stats["grouped"].moved_per_pixel + len(dilated) * (64 * stride**2 + 64)
+    assert stats["polyphase"].moved_per_pixel == moved
+
+
+def test_reference_rewrite_copies_and_reports(float64) -> None:
+    model = seeded_model("ps_resnet_digits", seed=3)
+    before = {name: id(m) for name, m in model.named_modules()}
+    result = rewrite(model, "reference")
+    assert {name: id(m) for name, m in model.named_modules()} == before  # the source model is left untouched
+    assert all(id(m) not in before.values() for m in result.model.modules())
+    assert [(r.name, r.stride, r.channels, r.groups, r.clean, r.lowering) for r in result.layers][:3] == [
+        ("layer1.0", 1, 16, 1, True, "reference"), ("layer1.1", 1, 16, 1, True, "reference"),
+        ("layer2.0", 2, 32, 1, True, "reference")]
