@@ -79,11 +79,13 @@ def test_count_graph_weights_in_constants_gemm_and_gathers() -> None:
         constant("w", np.ones((6, 4), np.float32)),  # a weight stored as a Constant node: counted
         constant("one", np.ones((1,), np.float32)),  # a scalar: not a weight
         constant("idx", np.array([2, 0, 1, 3], np.int64)),  # an integer index: not a weight
+        constant("m", np.ones((6, 5), np.float32)),
         helper.make_node("Gather", ["x", "idx"], ["g"], axis=1),
-        helper.make_node("Gemm", ["g", "w"], ["y"], transB=1),
+        helper.make_node("Gemm", ["g", "w"], ["h"], transB=1),
+        helper.make_node("MatMul", ["h", "m"], ["y"]),
     ]
     counts = count_graph(_graph(nodes, [("x", [1, 4])]))
-    assert counts.params == 24 and counts.gemm_macs == 4 * 6 and counts.conv_macs == 0
+    assert counts.params == 24 + 30 and counts.gemm_macs == 4 * 6 + 6 * 5 and counts.conv_macs == 0
     assert (counts.gathers, counts.moved_elements) == (1, 4)
-    assert counts.ops["Constant"] == 3 and counts.macs == 24
+    assert counts.ops["Constant"] == 4 and counts.macs == 54
 

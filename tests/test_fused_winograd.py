@@ -79,17 +79,25 @@ def test_fused_compiles_to_one_tvm_function_per_layer_shape_and_verifies(fused_o
     assert_runs_like_torch(open_runner(tmp_path / "art").run, digits.model, (1, 3, 32, 32), TVM_TOL)
 
 
-@pytest.mark.parametrize("tile", [2, 4])
-def test_winograd_replaces_every_eligible_conv(digits, tmp_path, tile) -> None:
+@pytest.fixture(scope="module")
+def polyphase_lowered(digits, tmp_path_factory):
+    """The polyphase export and its direct-conv lowering, made once for both tiles."""
     from psdeploy.backends.tvm.build import import_onnx, lower
 
-    path = tmp_path / "poly.onnx"
+    path = tmp_path_factory.mktemp("poly") / "poly.onnx"
     export_onnx(digits, path, "polyphase")
+    return path, lower(import_onnx(path, (1, 3, 32, 32)), parse_target("llvm"))
+
+
+@pytest.mark.parametrize("tile", [2, 4])
+def test_winograd_replaces_every_eligible_conv(polyphase_lowered, tile) -> None:
+    from psdeploy.backends.tvm.build import import_onnx, lower
+
+    path, plain = polyphase_lowered
     mod = lower(import_onnx(path, (1, 3, 32, 32)), parse_target("llvm"), tile)
     names = [gv.name_hint for gv in mod.get_global_vars()]
     assert any(f"winograd_f{tile}" in n for n in names)
     direct = [n for n in names if n.startswith("fused_conv2d") or n == "conv2d"]
-    plain = lower(import_onnx(path, (1, 3, 32, 32)), parse_target("llvm"))
     assert len(direct) < len([gv for gv in plain.get_global_vars() if "conv2d" in gv.name_hint])
 
 

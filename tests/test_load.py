@@ -53,6 +53,15 @@ def test_mmdetection_detector_yields_backbone(write_ckpt) -> None:
         expected = backbone(x)
     assert [o.shape[1] for o in outs] == [256, 512, 1024, 2048]
     assert all(torch.equal(a, b) for a, b in zip(outs, expected))
+    assert loaded.notes[-1] == f"detector checkpoint: kept {len(backbone.state_dict())} 'backbone.' keys, dropped 2 " \
+                               f"neck/head keys"
+
+
+def test_detector_backbone_with_a_classifier_head_is_refused(write_ckpt) -> None:
+    model = seeded_model("ps_resnet_digits", seed=1)
+    sd = {f"backbone.{k}": v for k, v in model.state_dict().items()}
+    with pytest.raises(PsdeployError, match=r"detector backbone unexpectedly holds an 'fc' head \(fc\.bias, fc\.weight\)"):
+        load_model(write_ckpt(sd))
 
 
 @pytest.mark.parametrize("arch", ["resnet50", "ps_resnext50_32x4d", "resnext101_32x4d", "ps_resnet101"])
@@ -95,7 +104,7 @@ def test_unexpected_and_misshaped_keys(write_ckpt, digits_state_dict) -> None:
     with pytest.raises(PsdeployError) as info:
         load_model(write_ckpt(sd))
     message = str(info.value)
-    assert "1 unexpected: layer1.0.se.fc.weight" in message
+    assert "1 unexpected: layer1.0.se.fc.weight" in message and "1 mis-shaped: layer1.0.conv3.weight" in message
     assert "layer1.0.conv3.weight (64, 16, 3, 3) (expected (64, 16, 1, 1))" in message
     assert "\n" not in message
 
@@ -134,8 +143,35 @@ def test_pickle_needing_code_is_refused(write_ckpt, digits_state_dict, capsys) -
 
 
 def test_not_a_resnet(write_ckpt) -> None:
-    with pytest.raises(PsdeployError, match="not a ResNet-family checkpoint"):
-        load_model(write_ckpt({"encoder.weight": torch.zeros(3, 3)}))
+    with pytest.raises(PsdeployError, match="not a ResNet-family checkpoint") as error:
+        load_model(write_ckpt({f"encoder.{i}.weight": torch.zeros(3, 3) for i in range(7)}))
+    assert "first keys: ['encoder.0.weight', 'encoder.1.weight', 'encoder.2.weight', 'encoder.3.weight', " \
+           "'encoder.4.weight'])" in str(error.value)
+
+
+def test_head_size_read_from_the_weight_when_the_bias_is_gone(write_ckpt) -> None:
+    sd = seeded_model("ps_resnet_digits", seed=1, num_classes=7).state_dict()
+    del sd["fc.bias"]
+    with pytest.raises(PsdeployError) as error:
+        load_model(write_ckpt(sd))
+    assert "1 missing: fc.bias" in str(error.value) and "mis-shaped" not in str(error.value)
+
+
+def test_one_channel_stem_with_arch_given(write_ckpt) -> None:
+    import dataclasses
+
+    from psdeploy.arch.registry import build, get_config
+
+    model = build(dataclasses.replace(get_config("ps_resnet_digits"), in_chans=1))
+    loaded = load_model(write_ckpt(model.state_dict()), arch="ps_resnet_digits")
+    assert loaded.config.in_chans == 1
+
+
+def test_a_boolean_step_counter_is_refused(write_ckpt, digits_state_dict) -> None:
+    sd = dict(digits_state_dict)
+    sd["bn1.num_batches_tracked"] = torch.tensor(True)
+    with pytest.raises(PsdeployError, match=r"bn1\.num_batches_tracked bool \(expected an integer or float dtype\)"):
+        load_model(write_ckpt(sd))
 
 
 def test_no_state_dict_inside(write_ckpt) -> None:

@@ -222,6 +222,7 @@ def test_what_each_lowering_says_it_emitted(stride) -> None:
     stats = {name: get_lowering(name).lower(layer, torch.zeros(64)).stats
              for name in ("reference", "grouped", "polyphase", "fused")}
     assert stats["reference"].convs == ["3x3 d1 g1", "3x3 d2 g4", "3x3 d4 g4"]
+    assert stats["grouped"].convs == ["3x3 d1 g2", "3x3 d2 g4", "3x3 d4 g4"]
     assert (stats["reference"].shuffles, stats["reference"].moved_per_pixel) == (1, 64)
     assert stats["grouped"].shuffles == 2 and stats["grouped"].moved_per_pixel == 2 * 64  # two whole gathers
     assert stats["fused"].convs == ["3x3 fused d1/2/4 g1"] and stats["fused"].shuffles == 0
@@ -241,3 +242,7 @@ def test_reference_rewrite_copies_and_reports(float64) -> None:
     assert [(r.name, r.stride, r.channels, r.groups, r.clean, r.lowering) for r in result.layers][:3] == [
         ("layer1.0", 1, 16, 1, True, "reference"), ("layer1.1", 1, 16, 1, True, "reference"),
         ("layer2.0", 2, 32, 1, True, "reference")]
+    grouped = rewrite(seeded_model("ps_resnext50_32x4d"), "grouped").layers
+    assert [(r.name, r.stride, r.channels, r.groups, r.clean, r.lowering) for r in grouped][3:5] == [
+        ("layer2.0", 2, 256, 32, False, "grouped"), ("layer2.1", 1, 256, 32, False, "grouped")]
+    assert all(sum(r.off_design.values()) > 0 and r.stats.convs for r in grouped)
