@@ -167,11 +167,28 @@ def test_one_channel_stem_with_arch_given(write_ckpt) -> None:
     assert loaded.config.in_chans == 1
 
 
-def test_a_boolean_step_counter_is_refused(write_ckpt, digits_state_dict) -> None:
+@pytest.mark.parametrize("value, dtype", [(True, "bool"), (1 + 1j, "complex64")])
+def test_a_step_counter_that_is_no_number_is_refused(write_ckpt, digits_state_dict, value, dtype) -> None:
     sd = dict(digits_state_dict)
-    sd["bn1.num_batches_tracked"] = torch.tensor(True)
-    with pytest.raises(PsdeployError, match=r"bn1\.num_batches_tracked bool \(expected an integer or float dtype\)"):
+    sd["bn1.num_batches_tracked"] = torch.tensor(value)
+    with pytest.raises(PsdeployError, match=rf"bn1\.num_batches_tracked {dtype} \(expected an integer or float dtype\)"):
         load_model(write_ckpt(sd))
+
+
+def test_legacy_pickle_format_loads(write_ckpt, digits_state_dict, tmp_path) -> None:
+    path = tmp_path / "legacy.pth"
+    torch.save(digits_state_dict, path, _use_new_zipfile_serialization=False)
+    assert path.read_bytes()[:1] == b"\x80"
+    assert torch.equal(load_model(path).model.conv1.weight, digits_state_dict["conv1.weight"])
+
+
+def test_weights_beyond_float32_or_summing_past_it(write_ckpt, digits_state_dict) -> None:
+    sd = dict(digits_state_dict)
+    sd["conv1.weight"] = digits_state_dict["conv1.weight"].double() * 0 + 1e39  # Inf once loaded as float32
+    with pytest.raises(PsdeployError, match=r"conv1\.weight \(0 NaN, 432 Inf\)"):
+        load_model(write_ckpt(sd))
+    sd["conv1.weight"] = digits_state_dict["conv1.weight"] * 0 + 3e38  # finite, though their float32 sum is not
+    assert load_model(write_ckpt(sd)).model.conv1.weight.max() == torch.tensor(3e38)
 
 
 def test_no_state_dict_inside(write_ckpt) -> None:

@@ -246,3 +246,14 @@ def test_reference_rewrite_copies_and_reports(float64) -> None:
     assert [(r.name, r.stride, r.channels, r.groups, r.clean, r.lowering) for r in grouped][3:5] == [
         ("layer2.0", 2, 256, 32, False, "grouped"), ("layer2.1", 1, 256, 32, False, "grouped")]
     assert all(sum(r.off_design.values()) > 0 and r.stats.convs for r in grouped)
+
+
+def test_planner_prefers_the_identity_and_partitions_blocks() -> None:
+    design = np.array(released_design(4, 2))
+    plan = plan_layer({d: design == d for d in (1, 2, 4)})
+    # among equally cheap plans, one with the same input and output order (the d1 pairs need (0, 2, 1, 3))
+    assert plan.in_order == plan.out_order == (0, 2, 1, 3) and plan.shuffle_count == 2
+    sparse = np.zeros((4, 4), bool)
+    sparse[0, 1] = True  # one live block: every chunk but one is unconstrained
+    branch = plan_branch(sparse, 2, (0, 1, 2, 3))
+    assert branch.groups_per_card == 4 and sorted(b for s in branch.out_sets for b in s) == [0, 1, 2, 3]

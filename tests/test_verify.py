@@ -28,7 +28,8 @@ def test_output_parity_edge_cases() -> None:
     off = output_parity("y", zeros, zeros + 1)
     assert off.rel_err == float("inf") and off.cosine == 0.0
     mismatch = output_parity("y", np.ones((2, 3), np.float32), np.ones((3, 2, 1), np.float32))
-    assert mismatch.rel_err == float("inf") and mismatch.max_abs_ref == 1.0 and not mismatch.passed(1.0)
+    assert mismatch.rel_err == mismatch.max_abs_err == float("inf") and mismatch.max_abs_ref == 1.0
+    assert mismatch.cosine == 0.0 and not mismatch.passed(1.0)
 
 
 @pytest.mark.parametrize("rel, tolerance, ok", [(1e-4, 1e-4, True), (1.0001e-4, 1e-4, False), (0.0, 0.0, True),

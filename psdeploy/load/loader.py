@@ -30,9 +30,6 @@ class LoadedModel:
         return self.config.name
 
 
-_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-
-
 def _listed(label: str, items: list[str]) -> str:
     more = f" ... (+{len(items) - _LISTED} more)" if len(items) > _LISTED else ""
     return f"{len(items)} {label}: {', '.join(items[:_LISTED])}{more}"
@@ -67,13 +64,11 @@ def _dtype_problem(key: str, value: torch.Tensor) -> str | None:
 def _non_finite(key: str, value: torch.Tensor) -> str | None:
     if value.layout != torch.strided or not value.dtype.is_floating_point:
         return None
-    values = value if value.dtype in _FLOATS else value.float()
-    # One pass, no mask: a NaN or Inf anywhere makes the sum non-finite (overflow only sends us to the exact count).
-    total = values.sum() if values.dtype in (torch.float32, torch.float64) else values.sum(dtype=torch.float32)
-    if bool(torch.isfinite(total)):
+    loaded = value.to(torch.float32)  # what the model will hold: float64 beyond float32's range becomes Inf
+    # One pass, no mask: a NaN or Inf anywhere makes the float64 sum non-finite (float32 values cannot overflow it).
+    if bool(torch.isfinite(loaded.sum(dtype=torch.float64))):
         return None
-    nan = int(torch.isnan(values).sum())
-    inf = int(torch.isinf(values).sum())
+    nan, inf = int(torch.isnan(loaded).sum()), int(torch.isinf(loaded).sum())
     return f"{key} ({nan} NaN, {inf} Inf)"
 
 
