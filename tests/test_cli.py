@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from click.testing import CliRunner
 
@@ -81,19 +82,38 @@ def test_profile_splits_kernel_time_by_operator(tmp_path) -> None:
 
     out = tmp_path / "d.onnx"
     assert _run("export", str(DEMO_CHECKPOINT), "-o", str(out), "--dynamic-batch").exit_code == 0
-    opened, by_node = api.profile(out, 2, runs=3, threads=1)
-    assert opened.description == "onnxruntime" and abs(sum(r.share for r in by_node) - 1) < 1e-6
-    calls: dict[str, float] = {}
-    for r in by_node:
-        calls[r.op_type] = calls.get(r.op_type, 0) + r.calls_per_run
+    result = api.profile(out, 2, runs=3, threads=1)
+    by_node = result.nodes
+    assert result.runs_on == "onnxruntime" and result.batch == 2 and abs(sum(r.share for r in by_node) - 1) < 1e-6
+    calls = {r.op_type: r.calls_per_run for r in result.by_op_type(split_kernels=False)}
     assert calls["Gather"] == 12  # two per PSConv layer, six layers
-    assert max(by_node, key=lambda r: r.ms_per_run).op_type == "Conv"
+    assert result.by_op_type()[0].op_type == "Conv" and result.by_op_type()[0].kernel == "CPUExecutionProvider"
+    assert result.layout_reorders[0] == calls.get("ReorderInput", 0) + calls.get("ReorderOutput", 0)
     result = _run("profile", str(out), "--batch", "2", "--runs", "3", "--threads", "1")
     assert result.exit_code == 0 and "Conv" in result.output and "total" in result.output
     static = tmp_path / "s.onnx"
     assert _run("export", str(DEMO_CHECKPOINT), "-o", str(static)).exit_code == 0
     bad = CliRunner().invoke(main, ["profile", str(static), "--batch", "4"])
     assert bad.exit_code == 2 and "--dynamic-batch" in bad.output
+
+
+def test_profile_on_openvino_against_the_plain_network(tmp_path) -> None:
+    """The PS network vs its plain counterpart on OpenVINO's own counters: per type, side by side."""
+    pytest.importorskip("openvino")
+    from psdeploy import api
+
+    ps, plain = tmp_path / "ps.onnx", tmp_path / "plain.onnx"
+    api.export("seeded:ps_resnet_digits", ps)
+    api.export("seeded:resnet_digits", plain)
+    result = api.profile(ps, runs=2, threads=1, on="openvino-cpu")
+    assert result.runs_on == "openvino-cpu (f32)"
+    kinds = {r.op_type for r in result.nodes}
+    assert {"GroupConvolution", "Gather"} <= kinds and all(r.kernel for r in result.nodes)
+    assert result.layout_reorders[0] == sum(r.calls_per_run for r in result.nodes if r.op_type == "Reorder")
+    shown = _run("profile", str(ps), "--on", "openvino-cpu", "--against", str(plain), "--runs", "2", "--threads", "1")
+    assert shown.exit_code == 0, shown.output
+    assert "ps.onnx vs plain.onnx on openvino-cpu (f32)" in shown.output and "GroupConvolution" in shown.output
+    assert "layout reorders" in shown.output
 
 
 def test_verbose_lets_third_party_warnings_through() -> None:

@@ -116,8 +116,9 @@ def test_manifest_is_json(ov_artifact) -> None:
 def test_profile_reads_openvino_per_node_counters(ov_artifact) -> None:
     from psdeploy import api
 
-    opened, rows = api.profile(ov_artifact, runs=2, threads=1)
-    assert opened.description == "openvino-cpu (f32)"
+    result = api.profile(ov_artifact, runs=2, threads=1)
+    rows = result.nodes
+    assert result.runs_on == "openvino-cpu (f32)"
     convs = [r for r in rows if r.op_type in ("Convolution", "GroupConvolution")]
     assert convs and all(r.kernel and r.calls_per_run == 1 for r in convs)  # e.g. brgconv_avx2_f32
     assert abs(sum(r.share for r in rows) - 1) < 1e-6 and sum(r.ms_per_run for r in rows) > 0

@@ -9,7 +9,7 @@ from psdeploy.export import export_onnx
 from psdeploy.export.counts import count_torch
 from psdeploy.load import load_model
 
-LOWERINGS = ["reference", "grouped", "polyphase", "fused"]
+LOWERINGS = ["reference", "grouped", "sliced", "polyphase", "fused"]
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +35,15 @@ def test_counts_of_each_form(exports) -> None:
     plain, ref = exports["plain"].graph, exports["reference"].graph
     released_params, released_macs = exports["grouped"].released_params, exports["grouped"].released_macs
     assert ref.macs == released_macs and released_params > plain.params  # the released form, 1.5x conv2
-    for lowering in ("grouped", "fused"):  # exactly the plain network's conv work and weights
+    for lowering in ("grouped", "sliced", "fused"):  # exactly the plain network's conv work and weights
         assert exports[lowering].graph.conv_macs == plain.conv_macs
         assert exports[lowering].graph.params == plain.params
     # polyphase: the same kernels on space-to-batch sub-images; 32x32 needs no padding, so no extra work
     poly = exports["polyphase"].graph
     assert (poly.params, poly.conv_macs) == (plain.params, plain.conv_macs)
     assert exports["fused"].graph.gathers == 0 and exports["grouped"].graph.gathers == 12
+    sliced = exports["sliced"].graph  # the same re-orders as Slices and one Concat each: no Gather at all
+    assert sliced.gathers == 0 and sliced.ops["Concat"] == 12 and sliced.ops["Slice"] >= 24
 
 
 def _graph(nodes, inputs, initializers=()):

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from psdeploy.api.recipes import Recipe, load_recipe
-from psdeploy.backends import BuildOptions, NodeTime, OpenedRunner, open_runner, parse_target
+from psdeploy.backends import BuildOptions, OpenedRunner, Profile, open_runner, parse_target
 from psdeploy.backends import profile as profile_backend
 from psdeploy.bench import BenchResult, bench_models
 from psdeploy.bench.timing import TimingPlan
@@ -184,12 +184,13 @@ def bench(models: Sequence[str | Path], batches: Sequence[int] = (1,), *, warmup
     return bench_models([str(m) for m in models], list(batches), plan, threads, progress)
 
 
-def profile(model: str | Path, batch: int | None = None, runs: int = 30,
-            threads: int | None = None) -> tuple[OpenedRunner, list[NodeTime]]:
-    """Per-node time from the runtime's own counters (onnxruntime for ONNX files, else the artifact's)."""
+def profile(model: str | Path, batch: int | None = None, runs: int = 30, threads: int | None = None,
+            on: str | None = None) -> Profile:
+    """Per-node time from the runtime's own counters: an artifact on its backend, an ONNX file on
+    ``on`` (``onnxruntime-cpu`` by default, or ``openvino-cpu``)."""
     if runs < 1:
         raise PsdeployError(f"--runs {runs}: expected at least 1")
-    return profile_backend(model, batch, runs, threads)
+    return profile_backend(model, batch, runs, threads, on)
 
 
 def report(output: str | Path, *, recipe: str | Path | None = None, quick: bool = False, threads: int | None = None,

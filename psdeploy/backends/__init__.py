@@ -12,7 +12,7 @@ from pathlib import Path
 import onnx
 
 from psdeploy.backends.artifact import MANIFEST, Manifest
-from psdeploy.backends.base import Backend, BuildOptions, NodeTime, OpenedRunner
+from psdeploy.backends.base import Backend, BuildOptions, NodeTime, OpenedRunner, Profile
 from psdeploy.backends.onnxruntime import OnnxruntimeBackend
 from psdeploy.backends.openvino import OpenvinoBackend
 from psdeploy.backends.targets import Target, parse_target
@@ -81,26 +81,40 @@ def build_and_open(onnx_path: Path, input_shape: tuple[int, ...], target: Target
     return OpenedRunner(run, description, input_shape, outputs)
 
 
-def profile(path: str | Path, batch: int | None, runs: int,
-            threads: int | None = None) -> tuple[OpenedRunner, list[NodeTime]]:
-    """Per-node time of an ONNX file (onnxruntime) or artifact (its backend's own counters)."""
+def profile(path: str | Path, batch: int | None, runs: int, threads: int | None = None,
+            on: str | None = None) -> Profile:
+    """Per-node time from the runtime's own counters: an artifact on its backend, an ONNX file on the
+    runtime named by ``on`` (``onnxruntime-cpu``, the default, or ``openvino-cpu``)."""
     from psdeploy.verify.parity import make_input
 
     path = Path(path)
-    opened = open_runner(path, threads)
     if path.is_dir():
         manifest = Manifest.read(path)
         target, module = manifest.target_object, path / manifest.module_file
+        if on is not None and on != target.name:
+            raise PsdeployError(f"--on {on}: {path} is an artifact for {target.name}; it runs there only")
+        declared = tuple(manifest.input_shape)
+    elif path.suffix == ".onnx" and path.is_file():
+        target, module = parse_target(on or "onnxruntime-cpu"), path
+        if target.backend == "tvm":
+            raise PsdeployError(f"--on {on}: profile a TVM artifact (psdeploy compile) rather than an ONNX file")
+        declared, _ = onnx_signature(path)
     else:
-        target, module = parse_target("onnxruntime-cpu"), path
-    batch = batch or opened.batch
-    if opened.input_shape[0] and batch != opened.input_shape[0]:
-        raise PsdeployError(f"{path}: built for batch {opened.input_shape[0]}, cannot profile --batch {batch}; "
+        raise PsdeployError(f"{path}: expected an .onnx file or a compiled artifact directory")
+    batch = batch or declared[0] or 1
+    if declared[0] and batch != declared[0]:
+        raise PsdeployError(f"{path}: built for batch {declared[0]}, cannot profile --batch {batch}; "
                             f"export with --dynamic-batch or compile for that batch")
-    shape = (batch, *opened.input_shape[1:])
-    rows = backend_for(target).profile(module, target, make_input(shape, seed=0), runs, threads)
-    return opened, rows
+    backend = backend_for(target)
+    x = make_input((batch, *declared[1:]), seed=0)
+    with tempfile.TemporaryDirectory(prefix="psdeploy-profile-") as work:
+        if not path.is_dir() and target.backend != "onnxruntime":
+            backend.build(path, x.shape, target, BuildOptions(), Path(work))
+            module = Path(work) / backend.module_file
+        _, runs_on = backend.open(module, target, threads)
+        rows = backend.profile(module, target, x, runs, threads)
+    return Profile(str(path), runs_on, batch, runs, rows)
 
 
-__all__ = ["BACKENDS", "Backend", "BuildOptions", "Manifest", "NodeTime", "OpenedRunner", "Target", "backend_for",
+__all__ = ["BACKENDS", "Backend", "BuildOptions", "Manifest", "NodeTime", "OpenedRunner", "Profile", "Target", "backend_for",
            "build_and_open", "get_backend", "open_artifact", "open_runner", "parse_target", "profile"]

@@ -68,6 +68,43 @@ class NodeTime:
     share: float = 0.0  # of the summed time
 
 
+# the nodes that only convert between plain and blocked layouts, in each runtime's executed graph
+LAYOUT_REORDERS = frozenset({"Reorder", "ReorderInput", "ReorderOutput"})
+
+
+@dataclass
+class Profile:
+    """Where one model's time goes on one runtime, node by node (slowest first)."""
+
+    model: str
+    runs_on: str
+    batch: int
+    runs: int
+    nodes: list[NodeTime]
+
+    def by_op_type(self, split_kernels: bool = True) -> list[NodeTime]:
+        """Summed per operator type and kernel (e.g. GroupConvolution on brgconv_avx2_f32), or per type only
+        (two models may run one type on different kernels)."""
+        groups: dict[tuple[str, str], NodeTime] = {}
+        for r in self.nodes:
+            kernel = r.kernel if split_kernels else ""
+            t = groups.setdefault((r.op_type, kernel), NodeTime(r.op_type, r.op_type, kernel, 0.0, 0.0))
+            t.ms_per_run += r.ms_per_run
+            t.calls_per_run += r.calls_per_run
+            t.share += r.share
+        return sorted(groups.values(), key=lambda r: -r.ms_per_run)
+
+    @property
+    def total_ms(self) -> float:
+        return sum(r.ms_per_run for r in self.nodes)
+
+    @property
+    def layout_reorders(self) -> tuple[float, float]:
+        """(reorder nodes run per inference, their ms per inference)."""
+        reorders = [r for r in self.nodes if r.op_type in LAYOUT_REORDERS]
+        return sum(r.calls_per_run for r in reorders), sum(r.ms_per_run for r in reorders)
+
+
 def summed(rows: list[NodeTime]) -> list[NodeTime]:
     """Shares filled in, slowest first."""
     total = sum(r.ms_per_run for r in rows) or 1.0

@@ -81,8 +81,9 @@ def inspect(checkpoint: str, arch: str | None) -> None:
 @click.option("--dynamic-batch", is_flag=True, help="Make the batch dimension dynamic.")
 @click.option("--opset", default=18, show_default=True, type=int, help="ONNX opset.")
 @click.option("--lowering", default="grouped", show_default=True,
-              help="reference (released form, unfolded), grouped, polyphase, fused (one PSConv node per "
-                   "layer, for TVM), or auto (fastest per layer geometry, timed in onnxruntime).")
+              help="reference (released form, unfolded), grouped, sliced (grouped without Gathers), polyphase, "
+                   "fused (one PSConv node per layer, for TVM), or auto (fastest per layer geometry, timed in "
+                   "onnxruntime).")
 @click.option("--tolerance", default=1e-4, show_default=True, type=float, help="max|err|/max|ref| allowed.")
 def export(checkpoint: str, output: str, arch: str | None, input_shape: str | None, dynamic_batch: bool,
            opset: int, lowering: str, tolerance: float) -> None:
@@ -124,7 +125,7 @@ def accuracy(model: str, checkpoint: str, arch: str | None) -> None:
 @ARCH_OPTION
 @click.option("--input-shape", default=None, help="N,C,H,W (static for TVM).")
 @click.option("--lowering", default=None,
-              help="PSConv lowering: grouped (default), polyphase, fused (TVM), auto (timed on the target).")
+              help="PSConv lowering: grouped (default), sliced, polyphase, fused (TVM), auto (timed on the target).")
 @click.option("--tune-trials", type=int, default=None, help="MetaSchedule trials in total (TVM); 0 = untuned.")
 @click.option("--tuning-db", default=None, type=click.Path(file_okay=False), help="Tuning database root.")
 @click.option("--mcpu", default=None, help="LLVM CPU (e.g. skylake-avx512, haswell); default: this CPU.")
@@ -221,18 +222,25 @@ def bench(models: tuple[str, ...], batch: str, warmup: int, iters: int, threads:
 
 @main.command()
 @click.argument("model", type=click.Path(exists=True))
+@click.option("--on", "on", default=None, type=click.Choice(["onnxruntime-cpu", "openvino-cpu"]),
+              help="Runtime for an ONNX file (default onnxruntime-cpu); an artifact runs on its own backend.")
+@click.option("--against", default=None, type=click.Path(exists=True),
+              help="A second model (e.g. the plain ResNet) profiled the same way, shown side by side.")
 @click.option("--batch", default=None, type=int, help="Batch size (dynamic-batch exports only; default: the model's).")
 @click.option("--runs", default=30, show_default=True, type=int, help="Profiled runs after the warm-up.")
 @THREADS_OPTION
 @click.option("--top", default=12, show_default=True, type=int, help="Nodes listed.")
-def profile(model: str, batch: int | None, runs: int, threads: int | None, top: int) -> None:
-    """Where a model's time goes, per operator type, kernel and node: onnxruntime's profiler for ONNX
-    files, the artifact's own runtime counters for compiled artifacts (OpenVINO PERF_COUNT, TVM's VM)."""
+def profile(model: str, on: str | None, against: str | None, batch: int | None, runs: int, threads: int | None,
+            top: int) -> None:
+    """Where a model's time goes, per operator type, kernel and node, from the runtime's own counters
+    (onnxruntime's profiler, OpenVINO's PERF_COUNT, TVM's VM), with the layout reorders it ran."""
     from psdeploy import api
-    from psdeploy.cli.render import show_profile
+    from psdeploy.cli.render import show_profile, show_profile_against
 
-    opened, rows = api.profile(model, batch, runs, threads)
-    show_profile(model, opened.description, rows, runs, top)
+    result = api.profile(model, batch, runs, threads, on)
+    show_profile(result, top)
+    if against:
+        show_profile_against(result, api.profile(against, batch, runs, threads, on))
 
 
 @main.command()

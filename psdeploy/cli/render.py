@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from psdeploy.api import RunResult
-from psdeploy.backends import NodeTime
+from psdeploy.backends import Profile
 from psdeploy.bench import BenchResult
 from psdeploy.compile import CompileResult
 from psdeploy.export import ExportResult
@@ -168,23 +168,39 @@ def show_bench(result: BenchResult, threads: int | None) -> None:
                   f"gpu {env['gpu']}")
 
 
-def show_profile(model: str, description: str, rows: list[NodeTime], runs: int, top: int) -> None:
-    by_type: dict[tuple[str, str], NodeTime] = {}
-    for r in rows:
-        key = (r.op_type, r.kernel)
-        t = by_type.setdefault(key, NodeTime(r.op_type, r.op_type, r.kernel, 0.0, 0.0))
-        t.ms_per_run += r.ms_per_run
-        t.calls_per_run += r.calls_per_run
-        t.share += r.share
-    summary = sorted(by_type.values(), key=lambda r: -r.ms_per_run)
-    for title, shown in ((f"{Path(model).name} on {description}: time per operator type and kernel, ms per run "
-                          f"({runs} runs)", summary), (f"slowest {top} nodes", rows[:top])):
+def _reorders(profile: Profile) -> str:
+    count, ms = profile.layout_reorders
+    return f"{count:g} layout reorders, {ms:.3f} ms"
+
+
+def show_profile(profile: Profile, top: int) -> None:
+    for title, shown in ((f"{Path(profile.model).name} on {profile.runs_on}, batch {profile.batch}: time per "
+                          f"operator type and kernel, ms per run ({profile.runs} runs)", profile.by_op_type()),
+                         (f"slowest {top} nodes", profile.nodes[:top])):
         table = _table(title, ("name", "op", "kernel", "ms/run", "calls/run", "share"), left=("name", "op", "kernel"))
         for r in shown:
             table.add_row(r.name, r.op_type, r.kernel, f"{r.ms_per_run:.3f}", f"{r.calls_per_run:g}",
                           f"{100 * r.share:.1f}%")
         console.print(table)
-    console.print(f"total {sum(r.ms_per_run for r in rows):.3f} ms per run")
+    console.print(f"total {profile.total_ms:.3f} ms per run; {_reorders(profile)}")
+
+
+def show_profile_against(profile: Profile, other: Profile) -> None:
+    """Two models profiled the same way, per operator type: where the first one's extra time goes."""
+    a, b = Path(profile.model).name, Path(other.model).name
+    mine = {r.op_type: r for r in profile.by_op_type(split_kernels=False)}
+    theirs = {r.op_type: r for r in other.by_op_type(split_kernels=False)}
+    table = _table(f"{a} vs {b} on {profile.runs_on}, ms per run (nodes per run)",
+                   ("op", a, b, f"{a} - {b}"), left=("op",))
+    for op in sorted(set(mine) | set(theirs), key=lambda o: -(mine[o].ms_per_run if o in mine else 0)):
+        x, y = mine.get(op), theirs.get(op)
+        ms_x, ms_y = (x.ms_per_run if x else 0.0), (y.ms_per_run if y else 0.0)
+        table.add_row(op, f"{ms_x:.3f} ({x.calls_per_run:g})" if x else "-",
+                      f"{ms_y:.3f} ({y.calls_per_run:g})" if y else "-", f"{ms_x - ms_y:+.3f}")
+    table.add_row("total", f"{profile.total_ms:.3f}", f"{other.total_ms:.3f}",
+                  f"{profile.total_ms - other.total_ms:+.3f}")
+    console.print(table)
+    console.print(f"{a}: {_reorders(profile)}; {b}: {_reorders(other)}")
 
 
 def show_report(paths: list[Path], changes: list[RatioChange]) -> None:

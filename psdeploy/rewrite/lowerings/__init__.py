@@ -5,13 +5,13 @@ from __future__ import annotations
 from psdeploy.errors import PsdeployError
 from psdeploy.rewrite.lowerings.base import LoweredLayer, LoweredReference, Lowering, LoweringStats
 from psdeploy.rewrite.lowerings.fused import FusedLowering
-from psdeploy.rewrite.lowerings.grouped import GroupedLowering
+from psdeploy.rewrite.lowerings.grouped import GroupedLowering, SlicedLowering
 from psdeploy.rewrite.lowerings.polyphase import PolyphaseLowering
 from psdeploy.rewrite.lowerings.reference import ReferenceLowering
 
 LOWERINGS: dict[str, type[Lowering]] = {
     lowering.name: lowering
-    for lowering in (ReferenceLowering, GroupedLowering, PolyphaseLowering, FusedLowering)
+    for lowering in (ReferenceLowering, GroupedLowering, SlicedLowering, PolyphaseLowering, FusedLowering)
 }
 
 

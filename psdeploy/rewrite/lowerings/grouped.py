@@ -44,14 +44,28 @@ def branch_conv(layer: PSConvLayer, branch: BranchPlan, rows: tuple[int, ...]) -
     return conv
 
 
-class GroupedPSConv(nn.Module):
-    """sum of grouped dilated convs; branches writing another block order are gathered once."""
+def channel_runs(index: torch.Tensor) -> list[tuple[int, int]]:
+    """A channel index as its maximal runs of consecutive channels, (start, stop) each."""
+    runs: list[tuple[int, int]] = []
+    for c in index.tolist():
+        if runs and runs[-1][1] == c:
+            runs[-1] = (runs[-1][0], c + 1)
+        else:
+            runs.append((c, c + 1))
+    return runs
 
-    def __init__(self, paths: list[tuple[list[nn.Conv2d], torch.Tensor | None]], bias: torch.Tensor) -> None:
+
+class GroupedPSConv(nn.Module):
+    """sum of grouped dilated convs; branches writing another block order are re-ordered once:
+    by one Gather, or (``slices``) by channel slices concatenated, which runtimes keep in blocked layouts."""
+
+    def __init__(self, paths: list[tuple[list[nn.Conv2d], torch.Tensor | None]], bias: torch.Tensor,
+                 slices: bool = False) -> None:
         super().__init__()
         self.paths = nn.ModuleList(nn.ModuleList(convs) for convs, _ in paths)
         for n, (_, index) in enumerate(paths):
             self.register_buffer(f"index{n}", index if index is not None else torch.empty(0, dtype=torch.long))
+        self.runs = [channel_runs(index) if slices and index is not None else [] for _, index in paths]
         self.bias = nn.Parameter(bias.view(1, -1, 1, 1).clone(), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -61,7 +75,9 @@ class GroupedPSConv(nn.Module):
             for conv in convs[1:]:
                 z = z + conv(x)
             index = getattr(self, f"index{n}")
-            if index.numel():
+            if self.runs[n]:
+                z = torch.cat([z[:, start:stop] for start, stop in self.runs[n]], 1)  # Slices + one Concat
+            elif index.numel():
                 z = z.index_select(1, index)  # one Gather on the channel axis
             y = z if y is None else y + z
         return y + self.bias  # type: ignore[operator]
@@ -76,6 +92,7 @@ def gather_index(branch_rows: tuple[int, ...], sigma: tuple[int, ...], groups: i
 
 class GroupedLowering(Lowering):
     name = "grouped"
+    slices = False  # re-order branch outputs by Gather
 
     def plan(self, layer: PSConvLayer) -> LayerPlan:
         return plan_layer(live_union(layer))
@@ -104,4 +121,13 @@ class GroupedLowering(Lowering):
                 "off-design kernels kept: " + ", ".join(f"d{d}: {n} blocks" for d, n in off.items() if n)
             )
         bias_sigma = bias.view(s.groups, s.parts, s.out_block)[:, list(sigma)].reshape(-1)
-        return LoweredLayer(GroupedPSConv(paths, bias_sigma).eval(), plan.in_order, sigma, stats)
+        return LoweredLayer(GroupedPSConv(paths, bias_sigma, self.slices).eval(), plan.in_order, sigma, stats)
+
+
+class SlicedLowering(GroupedLowering):
+    """``sliced``: ``grouped``, with each block re-order done as channel slices and one Concat instead of a
+    Gather: both runtimes run Gather only in the plain layout (a layout reorder on each side), while
+    Slice/Concat on whole channel blocks can stay blocked. Same convs, same multiply-adds, no Gather."""
+
+    name = "sliced"
+    slices = True
