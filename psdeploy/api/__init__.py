@@ -12,6 +12,7 @@ fault) on bad input, and writes nothing half-done.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -102,13 +103,11 @@ def compile(source: str | None = None, *, recipe: str | Path | None = None, targ
     for flag, value in (("SOURCE", source), ("--target", target_text), ("-o/--output", output)):
         if not value:
             raise PsdeployError(f"{flag} is required (given directly or in --recipe)")
-    if isinstance(target_text, dict):
-        import json
-
+    if isinstance(target_text, dict):  # a recipe may give the TVM target dict itself
         target_text = json.dumps(target_text)
     parsed = parse_target(target_text, pick(mcpu, backend and backend.mcpu),
                           pick(num_cores, backend and backend.num_cores), pick(cuda_arch, backend and backend.cuda_arch))
-    shape = shape_from_text(input_shape) if isinstance(input_shape, str) else input_shape
+    shape = shape_from_text(input_shape) if isinstance(input_shape, str) else pick(input_shape, model and model.input_shape)
     options = BuildOptions(
         precision=pick(precision, backend and backend.precision, "f32"),
         winograd=pick(winograd, backend and backend.winograd, "off"),
@@ -117,7 +116,7 @@ def compile(source: str | None = None, *, recipe: str | Path | None = None, targ
     request = CompileRequest(
         source=str(source), target=parsed, output=Path(output), options=options,
         lowering=pick(lowering, r and r.lowering, "grouped"),
-        input_shape=tuple(shape) if shape else (model.input_shape if model else None),
+        input_shape=tuple(shape) if shape else None,
         tolerance=pick(tolerance, r and r.tolerance, DEFAULT_TOLERANCE), force=force,
         arch=pick(arch, model and model.arch))
     if parsed.backend == "tvm" and options.tune_trials == 0 and on_untuned:
