@@ -70,3 +70,19 @@ def test_auto_on_cuda_without_a_gpu_says_so(tmp_path) -> None:
     result = CliRunner().invoke(main, ["compile", "seeded:ps_resnet_digits", "--lowering", "auto", "--target", "cuda",
                                        "-o", str(tmp_path / "out")])
     assert result.exit_code == 2 and "none is visible here" in result.output
+
+
+def test_export_auto_times_candidates_on_the_runtime_the_file_is_for(tmp_path, monkeypatch) -> None:
+    """onnxruntime and OpenVINO want different forms (sliced keeps OpenVINO's layouts blocked)."""
+    pytest.importorskip("openvino")
+    seen: list[str] = []
+
+    def fake_prepare(module, reference, shape, target, options, threads, name, **kw) -> Prepared:
+        seen.append(target.name)
+        return Prepared(lambda: None, None)
+
+    monkeypatch.setattr(sys.modules["psdeploy.search"], "prepare_on_target", fake_prepare)
+    result = CliRunner().invoke(main, ["export", "seeded:ps_resnet_digits", "--lowering", "auto", "--on",
+                                       "openvino-cpu", "-o", str(tmp_path / "net.onnx")])
+    assert result.exit_code == 0, result.output
+    assert seen and set(seen) == {"openvino-cpu"} and (tmp_path / "net.onnx").is_file()

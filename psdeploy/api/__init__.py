@@ -69,14 +69,17 @@ def inspect(source: Source, arch: str | None = None) -> Inspection:
 
 def export(source: Source, output: str | Path, *, arch: str | None = None, lowering: str = "grouped",
            input_shape: Shape = None, opset: int = 18, dynamic_batch: bool = False,
-           tolerance: float = DEFAULT_TOLERANCE, threads: int | None = None) -> ExportResult:
-    """Rewrite, export and verify in onnxruntime; ``lowering='auto'`` times the candidates in onnxruntime."""
+           tolerance: float = DEFAULT_TOLERANCE, threads: int | None = None, on: str = "onnxruntime-cpu") -> ExportResult:
+    """Rewrite, export and verify in onnxruntime; ``lowering='auto'`` times the candidates on the runtime the
+    file is for (``on``: ``onnxruntime-cpu`` or ``openvino-cpu``), as the best forms differ between them."""
     loaded = _loaded(source, arch)
     shape = _shape(input_shape, loaded)
     choices = search = None
     if lowering == AUTO:
-        choices, rows = search_lowerings(loaded.model, shape, parse_target("onnxruntime-cpu"), BuildOptions(),
-                                         threads or os.cpu_count() or 1)
+        target = parse_target(on)
+        if target.backend == "tvm":
+            raise PsdeployError(f"--on {on}: for a TVM target, 'psdeploy compile --lowering auto' searches and builds")
+        choices, rows = search_lowerings(loaded.model, shape, target, BuildOptions(), threads or os.cpu_count() or 1)
         search = rows_as_dicts(rows)
     return export_onnx(loaded, output, lowering, shape, opset, dynamic_batch, tolerance, choices, search)
 

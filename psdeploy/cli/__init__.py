@@ -82,11 +82,14 @@ def inspect(checkpoint: str, arch: str | None) -> None:
 @click.option("--opset", default=18, show_default=True, type=int, help="ONNX opset.")
 @click.option("--lowering", default="grouped", show_default=True,
               help="reference (released form, unfolded), grouped, sliced (grouped without Gathers), polyphase, "
-                   "fused (one PSConv node per layer, for TVM), or auto (fastest per layer geometry, timed in "
-                   "onnxruntime).")
+                   "fused (one PSConv node per layer, for TVM), or auto (fastest per layer geometry, timed on "
+                   "--on).")
 @click.option("--tolerance", default=1e-4, show_default=True, type=float, help="max|err|/max|ref| allowed.")
+@click.option("--on", "on", default="onnxruntime-cpu", show_default=True,
+              type=click.Choice(["onnxruntime-cpu", "openvino-cpu"]),
+              help="The runtime the file is for: where --lowering auto times the candidates.")
 def export(checkpoint: str, output: str, arch: str | None, input_shape: str | None, dynamic_batch: bool,
-           opset: int, lowering: str, tolerance: float) -> None:
+           opset: int, lowering: str, tolerance: float, on: str) -> None:
     """Rewrite, export ONNX and verify it in onnxruntime against the checkpoint."""
     from psdeploy import api
     from psdeploy.cli.render import console, show_export
@@ -94,7 +97,7 @@ def export(checkpoint: str, output: str, arch: str | None, input_shape: str | No
     loaded = api.load(checkpoint, arch)
     with console.status(f"rewriting ({lowering}), exporting and verifying {loaded.arch}…"):
         result = api.export(loaded, output, lowering=lowering, input_shape=input_shape, opset=opset,
-                            dynamic_batch=dynamic_batch, tolerance=tolerance)
+                            dynamic_batch=dynamic_batch, tolerance=tolerance, on=on)
     show_export(result, loaded.arch, opset)
 
 
