@@ -122,3 +122,15 @@ def test_profile_reads_openvino_per_node_counters(ov_artifact) -> None:
     convs = [r for r in rows if r.op_type in ("Convolution", "GroupConvolution")]
     assert convs and all(r.kernel and r.calls_per_run == 1 for r in convs)  # e.g. brgconv_avx2_f32
     assert abs(sum(r.share for r in rows) - 1) < 1e-6 and sum(r.ms_per_run for r in rows) > 0
+
+
+def test_a_fused_file_opens_in_openvino_too(tmp_path) -> None:
+    """One file for every runtime: OpenVINO converts the PSConv node as its ONNX function body says."""
+    from psdeploy import api
+
+    fused = tmp_path / "fused.onnx"
+    api.export("seeded:ps_resnet_digits@3", fused, lowering="fused")
+    result = api.compile(str(fused), target="openvino-cpu", output=tmp_path / "ov")
+    assert result.parity.passed and result.manifest.lowering == "fused"
+    model = load_model("seeded:ps_resnet_digits@3").model
+    assert_runs_like_torch(open_runner(tmp_path / "ov").run, model, (1, 3, 32, 32), OPENVINO_TOL)

@@ -48,9 +48,11 @@ class OpenvinoBackend(Backend):
               out_dir: Path) -> dict[str, object] | None:
         import openvino as ov
 
+        from psdeploy.backends.openvino_psconv import psconv_extension
+
         self.require()
         try:
-            model = ov.convert_model(str(onnx_path))
+            model = ov.convert_model(str(onnx_path), extension=[psconv_extension()])
         except Exception as exc:  # OpenVINO's frontends raise their own types
             raise PsdeployError(f"{onnx_path}: OpenVINO cannot convert it: {str(exc).strip().splitlines()[0]}") from None
         ov.save_model(model, str(out_dir / self.module_file), compress_to_fp16=False)
