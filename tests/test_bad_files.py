@@ -96,6 +96,7 @@ def test_onnx_that_onnxruntime_cannot_load(tmp_path) -> None:
     save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("ai.nowhere", 1)]),
          str(path))
     _fails("run", str(path), expect="onnxruntime cannot load it")
+    _fails("profile", str(path), expect="onnxruntime cannot load it")
 
 
 def test_a_file_that_is_neither_onnx_nor_artifact(tmp_path) -> None:

@@ -111,8 +111,7 @@ def profile(path: str | Path, batch: int | None, runs: int, threads: int | None 
         if not path.is_dir() and target.backend != "onnxruntime":
             backend.build(path, x.shape, target, BuildOptions(), Path(work))
             module = Path(work) / backend.module_file
-        _, runs_on = backend.open(module, target, threads)
-        rows = backend.profile(module, target, x, runs, threads)
+        rows, runs_on = backend.profile(module, target, x, runs, threads)
     return Profile(str(path), runs_on, batch, runs, rows)
 
 

@@ -143,8 +143,9 @@ class Backend(ABC):
 
     @abstractmethod
     def profile(self, module: Path, target: Target, x: np.ndarray, runs: int,
-                threads: int | None = None) -> list[NodeTime]:
-        """Per-node time of ``runs`` runs on ``x`` after a warm-up, from the runtime's own counters."""
+                threads: int | None = None) -> tuple[list[NodeTime], str]:
+        """Per-node time of ``runs`` runs on ``x`` after a warm-up, from the runtime's own counters, and what
+        the module ran as."""
 
     def native_lowerings(self) -> list[str]:
         """Lowerings whose graphs run here as intended: every custom op they emit is compiled as such

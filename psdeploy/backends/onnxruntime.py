@@ -22,6 +22,14 @@ from psdeploy.verify.parity import Runner
 from psdeploy.verify.runners import onnxruntime_session
 
 WARMUP_RUNS = 5
+RUNS_ON = "onnxruntime"
+
+
+def _session(module: Path, threads: int | None, profile_prefix: str | None = None):
+    try:
+        return onnxruntime_session(module, threads, profile_prefix=profile_prefix)
+    except Exception as exc:  # onnxruntime raises its own types for files it cannot load
+        raise PsdeployError(f"{module}: onnxruntime cannot load it ({str(exc).strip().splitlines()[0]})") from None
 
 
 class OnnxruntimeBackend(Backend):
@@ -38,21 +46,18 @@ class OnnxruntimeBackend(Backend):
 
     def open(self, module: Path, target: Target, threads: int | None = None,
              precision: str = "f32") -> tuple[Runner, str]:
-        try:
-            session = onnxruntime_session(module, threads)
-        except Exception as exc:  # onnxruntime raises its own types for files it cannot load
-            raise PsdeployError(f"{module}: onnxruntime cannot load it ({str(exc).strip().splitlines()[0]})") from None
+        session = _session(module, threads)
         name = session.get_inputs()[0].name
 
         def run(x: np.ndarray) -> list[np.ndarray]:
             return list(session.run(None, {name: x}))
 
-        return run, "onnxruntime"
+        return run, RUNS_ON
 
     def profile(self, module: Path, target: Target, x: np.ndarray, runs: int,
-                threads: int | None = None) -> list[NodeTime]:
+                threads: int | None = None) -> tuple[list[NodeTime], str]:
         with tempfile.TemporaryDirectory(prefix="psdeploy-profile-") as work:
-            session = onnxruntime_session(module, threads, profile_prefix=str(Path(work) / "ort"))
+            session = _session(module, threads, profile_prefix=str(Path(work) / "ort"))
             name = session.get_inputs()[0].name
             for _ in range(WARMUP_RUNS + runs):
                 session.run(None, {name: x})
@@ -65,4 +70,4 @@ class OnnxruntimeBackend(Backend):
             key = (e["name"].removesuffix("_kernel_time"), args.get("op_name", "?"), args.get("provider", ""))
             by_node[key].append(float(e["dur"]))
         return summed([NodeTime(node, op, kernel, sum(v) / runs / 1e3, len(v) / runs)
-                       for (node, op, kernel), v in by_node.items()])
+                       for (node, op, kernel), v in by_node.items()]), RUNS_ON

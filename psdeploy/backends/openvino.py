@@ -59,21 +59,23 @@ class OpenvinoBackend(Backend):
         return None
 
     def _compile(self, xml: Path, precision: str, threads: int | None, perf_count: bool = False):
+        """(compiled model, what it runs as): the precision is read back, and must be the one asked for."""
         import openvino as ov
 
         self.require()
         try:
-            return ov.Core().compile_model(str(xml), "CPU", compile_config(precision, threads, perf_count))
+            compiled = ov.Core().compile_model(str(xml), "CPU", compile_config(precision, threads, perf_count))
         except Exception as exc:
             raise PsdeployError(f"{xml}: OpenVINO cannot compile it: {str(exc).strip().splitlines()[0]}") from None
-
-    def open(self, module: Path, target: Target, threads: int | None = None,
-             precision: str = "f32") -> tuple[Runner, str]:
-        compiled = self._compile(module, precision, threads)
         hint = compiled.get_property("INFERENCE_PRECISION_HINT")
         actual = hint.to_string() if hasattr(hint, "to_string") else str(hint)
         if actual != precision:
-            raise PsdeployError(f"{module}: OpenVINO compiled it at {actual}, not the {precision} asked for")
+            raise PsdeployError(f"{xml}: OpenVINO compiled it at {actual}, not the {precision} asked for")
+        return compiled, f"openvino-cpu ({actual})"
+
+    def open(self, module: Path, target: Target, threads: int | None = None,
+             precision: str = "f32") -> tuple[Runner, str]:
+        compiled, runs_on = self._compile(module, precision, threads)
         request = compiled.create_infer_request()
         outputs = compiled.outputs
 
@@ -81,12 +83,13 @@ class OpenvinoBackend(Backend):
             result = request.infer({0: x})
             return [np.asarray(result[o]) for o in outputs]
 
-        return run, f"openvino-cpu ({actual})"
+        return run, runs_on
 
     def profile(self, module: Path, target: Target, x: np.ndarray, runs: int,
-                threads: int | None = None) -> list[NodeTime]:
+                threads: int | None = None) -> tuple[list[NodeTime], str]:
         """OpenVINO's per-node counters: node, its type, the kernel it ran (e.g. ``brgconv_avx2_f32``)."""
-        request = self._compile(module, "f32", threads, perf_count=True).create_infer_request()
+        compiled, runs_on = self._compile(module, "f32", threads, perf_count=True)
+        request = compiled.create_infer_request()
         for _ in range(WARMUP_RUNS):
             request.infer({0: x})
         totals: dict[tuple[str, str, str], list[float]] = {}
@@ -98,4 +101,4 @@ class OpenvinoBackend(Backend):
                 key = (info.node_name, info.node_type, info.exec_type)
                 totals.setdefault(key, []).append(info.real_time.total_seconds() * 1e3)
         return summed([NodeTime(node, op, kernel, sum(v) / runs, len(v) / runs)
-                       for (node, op, kernel), v in totals.items()])
+                       for (node, op, kernel), v in totals.items()]), runs_on

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import onnx
 
+from psdeploy.arch.registry import default_input_shape
 from psdeploy.backends import BuildOptions, Manifest, Target, backend_for, open_artifact
 from psdeploy.backends.tvm import cuda_available
 from psdeploy.errors import PsdeployError
@@ -60,21 +61,27 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _reference_for_onnx(path: Path) -> tuple[LoadedModel | None, dict[str, str]]:
-    """The checkpoint an exported ONNX came from, when it can still be found unchanged."""
+def _exported_onnx(path: Path) -> tuple[dict[str, str], list[str]]:
+    """psdeploy's metadata and the output names of an ONNX file ``psdeploy export`` wrote (one read)."""
     try:
-        meta = read_metadata(onnx.load(str(path), load_external_data=False))
+        model = onnx.load(str(path), load_external_data=False)
     except Exception:
         raise PsdeployError(f"{path}: not a readable ONNX model; expected an ONNX file from 'psdeploy export'") from None
+    meta = read_metadata(model)
     if not {"arch", "lowering", "input_shape"} <= set(meta):
         raise PsdeployError(f"{path}: not a PS-ResNet/ResNet exported by psdeploy (no psdeploy metadata); "
                             f"export the checkpoint with 'psdeploy export' first, or compile the checkpoint")
+    return meta, [o.name for o in model.graph.output]
+
+
+def _reference_for_onnx(meta: dict[str, str]) -> LoadedModel | None:
+    """The checkpoint an exported ONNX came from, when it can still be found unchanged."""
     source = meta.get("source", "")
     if source.startswith("seeded:") or Path(source).is_file():
         loaded = load_model(source, meta["arch"])
         if loaded.sha256 == meta.get("source_sha256"):
-            return loaded, meta
-    return None, meta
+            return loaded
+    return None
 
 
 def _onnx_input_shape(meta: dict[str, str], path: Path) -> tuple[int, ...]:
@@ -106,25 +113,23 @@ def compile_model(request: CompileRequest) -> CompileResult:
         search = None
         if request.source.endswith(".onnx"):
             onnx_path = Path(request.source)
-            loaded, meta = _reference_for_onnx(onnx_path)
+            meta, names = _exported_onnx(onnx_path)
+            loaded = _reference_for_onnx(meta)
             shape = _onnx_input_shape(meta, onnx_path)
             arch, lowering, sha = meta["arch"], meta["lowering"], meta.get("source_sha256", "")
             if meta.get("dynamic_batch") == "true" and request.input_shape:
                 shape = request.input_shape
         else:
             loaded = load_model(request.source, request.arch)
-            shape = request.input_shape or None
+            shape = request.input_shape or default_input_shape(loaded.config)
             onnx_path = stage / "model.source.onnx"
             choices = None
             if request.lowering == AUTO:
-                from psdeploy.arch.registry import default_input_shape
-
-                choices, rows = _search(request, loaded, shape or default_input_shape(loaded.config))
+                choices, rows = _search(request, loaded, shape)
                 search = rows_as_dicts(rows)
             exported = export_onnx(loaded, onnx_path, request.lowering, shape, tolerance=request.tolerance,
                                    choices=choices, search=search)
-            shape, arch, lowering, sha = exported.input_shape, loaded.arch, request.lowering, loaded.sha256
-        names = [o.name for o in onnx.load(str(onnx_path), load_external_data=False).graph.output]
+            arch, lowering, sha, names = loaded.arch, request.lowering, loaded.sha256, exported.output_names
         build_info = backend.build(onnx_path, shape, target, options, stage)
         manifest = Manifest(
             backend=target.backend, target=target.name, target_spec=target.tvm_target, arch=arch, lowering=lowering,

@@ -108,11 +108,11 @@ def platform(name: str, config: ReportConfig) -> Platform:
     if name not in ONNX_BACKENDS:
         raise PsdeployError(f"report backend {name!r}: expected one of {', '.join(BACKEND_NAMES)}")
     target_name, winograd = ONNX_BACKENDS[name]
-    cores = config.threads if target_name == "llvm" else None
-    options = BuildOptions(winograd=winograd)
-    if target_name in ("llvm", "cuda"):
-        options = BuildOptions(winograd=winograd, tune_trials=config.tvm_trials, tuning_db=Path(config.tvm_database))
-    return Platform(name, parse_target(target_name, cores=cores), options)
+    target = parse_target(target_name, cores=config.threads if target_name == "llvm" else None)
+    if target.backend != "tvm":  # the runtimes choose their own kernels: no build options
+        return Platform(name, target)
+    return Platform(name, target, BuildOptions(winograd=winograd, tune_trials=config.tvm_trials,
+                                               tuning_db=Path(config.tvm_database)))
 
 
 def quick_config(threads: int) -> ReportConfig:

@@ -87,7 +87,7 @@ class TvmBackend(Backend):
         return run, target.label
 
     def profile(self, module: Path, target: Target, x: np.ndarray, runs: int,
-                threads: int | None = None) -> list[NodeTime]:
+                threads: int | None = None) -> tuple[list[NodeTime], str]:
         """Each call the Relax VM makes (one fused TIR kernel, or a VM builtin), timed by the VM's own
         instrumentation hook, the device synchronised after each call."""
         import tvm
@@ -111,4 +111,4 @@ class TvmBackend(Backend):
         for _ in range(runs):
             vm["main"](data)
         return summed([NodeTime(symbol, "builtin" if symbol.startswith("vm.builtin") else "kernel", symbol,
-                                sum(v) / runs, len(v) / runs) for symbol, v in totals.items()])
+                                sum(v) / runs, len(v) / runs) for symbol, v in totals.items()]), target.label
