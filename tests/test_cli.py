@@ -116,6 +116,29 @@ def test_profile_on_openvino_against_the_plain_network(tmp_path) -> None:
     assert "layout reorders" in shown.output
 
 
+@pytest.mark.parametrize("on", ["onnxruntime-cpu", "openvino-cpu"])
+def test_profile_sums_each_psconv_layer(tmp_path, on) -> None:
+    """Every node the runtime ran, its own layout reorders included, lands in a network layer: the six
+    PSConv layers (``conv2``) beside the plain 3x3s they replace."""
+    if on == "openvino-cpu":
+        pytest.importorskip("openvino")
+    from psdeploy import api
+
+    ps, plain = tmp_path / "ps.onnx", tmp_path / "plain.onnx"
+    api.export("seeded:ps_resnet_digits", ps)
+    api.export("seeded:resnet_digits", plain)
+    result = api.profile(ps, runs=2, threads=1, on=on)
+    layers = {r.name: r for r in result.by_layer()}
+    psconv = sorted(n for n in layers if n.endswith(".conv2"))
+    assert len(psconv) == 6 and all("Conv" in layers[n].op_type for n in psconv)  # GroupConvolution on OpenVINO
+    assert any("Gather" in layers[n].op_type for n in psconv)  # a runtime may fuse some into a neighbour
+    assert "(runtime)" not in layers and abs(sum(r.ms_per_run for r in layers.values()) - result.total_ms) < 1e-9
+    assert sum(layers[n].calls_per_run for n in psconv) >= 6 * 5  # three convs and two gathers each, at least
+    shown = _run("profile", str(ps), "--on", on, "--against", str(plain), "--layers", "--runs", "2", "--threads", "1")
+    assert shown.exit_code == 0, shown.output
+    assert "ms per run per layer" in shown.output and "3x3 layers (conv2):" in shown.output
+
+
 def test_verbose_lets_third_party_warnings_through() -> None:
     import warnings
 

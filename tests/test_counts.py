@@ -9,7 +9,7 @@ from psdeploy.export import export_onnx
 from psdeploy.export.counts import count_torch
 from psdeploy.load import load_model
 
-LOWERINGS = ["reference", "grouped", "sliced", "polyphase", "fused"]
+LOWERINGS = ["reference", "grouped", "sliced", "aligned", "polyphase", "fused"]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def test_counts_of_each_form(exports) -> None:
     plain, ref = exports["plain"].graph, exports["reference"].graph
     released_params, released_macs = exports["grouped"].released_params, exports["grouped"].released_macs
     assert ref.macs == released_macs and released_params > plain.params  # the released form, 1.5x conv2
-    for lowering in ("grouped", "sliced", "fused"):  # exactly the plain network's conv work and weights
+    for lowering in ("grouped", "sliced", "aligned", "fused"):  # exactly the plain network's conv work and weights
         assert exports[lowering].graph.conv_macs == plain.conv_macs
         assert exports[lowering].graph.params == plain.params
     # polyphase: the same kernels on space-to-batch sub-images; 32x32 needs no padding, so no extra work
@@ -44,6 +44,25 @@ def test_counts_of_each_form(exports) -> None:
     assert exports["fused"].graph.gathers == 0 and exports["grouped"].graph.gathers == 12
     sliced = exports["sliced"].graph  # the same re-orders as Slices and one Concat each: no Gather at all
     assert sliced.gathers == 0 and sliced.ops["Concat"] == 12 and sliced.ops["Slice"] >= 24
+    aligned = exports["aligned"].graph  # the re-orders moved to the branch inputs: as many, and no Gather
+    assert aligned.gathers == 0 and aligned.ops["Concat"] == 12
+
+
+def test_aligned_branches_sum_straight_from_their_convs(exports) -> None:
+    """``aligned`` re-orders only what a branch conv reads, so every operand of a branch sum is a conv's
+    output (the Conv + Add chain runtimes fuse), and every Concat feeds a conv."""
+    import onnx
+
+    graph = onnx.load(str(exports["aligned"].path)).graph
+    writer = {out: n for n in graph.node for out in n.output}
+    readers = {}
+    for n in graph.node:
+        for value in n.input:
+            readers.setdefault(value, []).append(n)
+    sums = [n for n in graph.node if n.op_type == "Add" and ".conv2" in n.name]
+    assert len(sums) == 12  # two per PSConv layer, six layers
+    assert all(writer[v].op_type in ("Conv", "Add") for n in sums for v in n.input)
+    assert all(r.op_type == "Conv" for n in graph.node if n.op_type == "Concat" for r in readers[n.output[0]])
 
 
 def _graph(nodes, inputs, initializers=()):

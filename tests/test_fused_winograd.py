@@ -54,7 +54,7 @@ def test_fused_refuses_the_old_exporter(digits, tmp_path) -> None:
 def test_fused_runs_natively_only_where_tvm_compiles_it() -> None:
     assert "fused" not in BACKENDS["onnxruntime"].native_lowerings()
     assert "fused" not in BACKENDS["openvino"].native_lowerings()
-    assert set(BACKENDS["tvm"].native_lowerings()) == {"reference", "grouped", "sliced", "polyphase", "fused"}
+    assert set(BACKENDS["tvm"].native_lowerings()) == {"reference", "grouped", "sliced", "aligned", "polyphase", "fused"}
 
 
 tvm = pytest.importorskip("tvm")

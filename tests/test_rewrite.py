@@ -21,7 +21,7 @@ from tests.conftest import EXACT_TOL, REWRITE_TOL, relative_error
 SIZES = [(32, 32), (33, 31), (17, 25), (9, 9)]
 
 
-@pytest.mark.parametrize("lowering", ["reference", "grouped", "sliced", "polyphase", "fused"])
+@pytest.mark.parametrize("lowering", ["reference", "grouped", "sliced", "aligned", "polyphase", "fused"])
 @pytest.mark.parametrize("size", SIZES)
 def test_network_rewrite_exact(lowering, size, float64) -> None:
     model = seeded_model("ps_resnet_digits", seed=5)
@@ -41,7 +41,7 @@ def ps_resnext50() -> torch.nn.Module:
         torch.set_default_dtype(previous)
 
 
-@pytest.mark.parametrize("lowering", ["reference", "grouped", "sliced", "polyphase", "fused"])
+@pytest.mark.parametrize("lowering", ["reference", "grouped", "sliced", "aligned", "polyphase", "fused"])
 def test_ps_resnext_network_exact_at_an_odd_size(lowering, ps_resnext50, float64) -> None:
     """Full-depth PS-ResNeXt-50 as released (non-zero "masked" kernels), every stride-2 block on odd sizes."""
     x = torch.randn(1, 3, 67, 45)
@@ -63,7 +63,7 @@ def test_grouped_form_has_only_standard_ops() -> None:
     assert "BatchNorm2d" not in kinds and "PSGConv2d" not in kinds
 
 
-@pytest.mark.parametrize("lowering", ["reference", "grouped", "sliced", "polyphase", "fused"])
+@pytest.mark.parametrize("lowering", ["reference", "grouped", "sliced", "aligned", "polyphase", "fused"])
 @pytest.mark.parametrize("groups, stride", [(1, 1), (1, 2), (4, 1), (4, 2), (8, 2)])
 @pytest.mark.parametrize("masked_nonzero", [False, True])
 def test_layer_lowering_exact(lowering, groups, stride, masked_nonzero, float64) -> None:

@@ -40,8 +40,8 @@ def test_export_auto_records_search(tmp_path) -> None:
     result = api.export("seeded:ps_resnet_digits", tmp_path / "auto.onnx", lowering="auto")
     assert result.onnx_parity.passed
     rows = result.search
-    assert len(rows) == 5 and all(set(r["timings_ms"]) == {"plain", "grouped", "sliced", "polyphase"} for r in rows)
+    assert len(rows) == 5 and all(set(r["timings_ms"]) == {"plain", "grouped", "sliced", "aligned", "polyphase"} for r in rows)
     chosen = {layer: row["lowering"] for row in rows for layer in row["layers"]}
     assert chosen == {r.name: r.lowering for r in result.deploy.layers}
-    assert all(row["timings_ms"][row["lowering"]] == min(row["timings_ms"][n] for n in ("grouped", "sliced", "polyphase"))
+    assert all(row["timings_ms"][row["lowering"]] == min(row["timings_ms"][n] for n in ("grouped", "sliced", "aligned", "polyphase"))
                for row in rows)

@@ -18,6 +18,7 @@ from psdeploy.backends.openvino import OpenvinoBackend
 from psdeploy.backends.targets import Target, parse_target
 from psdeploy.backends.tvm import TvmBackend
 from psdeploy.errors import PsdeployError
+from psdeploy.export.node_names import value_layers, with_layer
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (OnnxruntimeBackend(), OpenvinoBackend(), TvmBackend())}
 
@@ -112,6 +113,10 @@ def profile(path: str | Path, batch: int | None, runs: int, threads: int | None 
             backend.build(path, x.shape, target, BuildOptions(), Path(work))
             module = Path(work) / backend.module_file
         rows, runs_on = backend.profile(module, target, x, runs, threads)
+    if not path.is_dir():  # nodes a runtime names after the value they write go with that value's layer
+        layers = value_layers(path)
+        for row in rows:
+            row.name = with_layer(row.name, layers.get(row.name.split("/")[0], ""))
     return Profile(str(path), runs_on, batch, runs, rows)
 
 

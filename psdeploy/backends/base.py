@@ -16,6 +16,7 @@ import numpy as np
 
 from psdeploy.backends.targets import Target
 from psdeploy.errors import PsdeployError
+from psdeploy.export.node_names import layer_of
 from psdeploy.rewrite.lowerings import LOWERINGS
 from psdeploy.verify.parity import Runner
 
@@ -89,6 +90,20 @@ class Profile:
         for r in self.nodes:
             kernel = r.kernel if split_kernels else ""
             t = groups.setdefault((r.op_type, kernel), NodeTime(r.op_type, r.op_type, kernel, 0.0, 0.0))
+            t.ms_per_run += r.ms_per_run
+            t.calls_per_run += r.calls_per_run
+            t.share += r.share
+        return sorted(groups.values(), key=lambda r: -r.ms_per_run)
+
+    def by_layer(self) -> list[NodeTime]:
+        """Summed per network layer (``stages.0.1.conv2``: a PSConv layer in PS-ResNets), from the module
+        paths psdeploy's exports put in node names; nodes the runtime added sit under '(runtime)'. ``op_type``
+        lists the operator types run for the layer."""
+        groups: dict[str, NodeTime] = {}
+        for r in self.nodes:
+            layer = layer_of(r.name) or "(runtime)"
+            t = groups.setdefault(layer, NodeTime(layer, "", "", 0.0, 0.0))
+            t.op_type = "+".join(sorted({*filter(None, t.op_type.split("+")), r.op_type}))
             t.ms_per_run += r.ms_per_run
             t.calls_per_run += r.calls_per_run
             t.share += r.share

@@ -8,26 +8,37 @@ is in its grouped convs or in the channel gathers and the layout reorders around
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import onnx
 
-from psdeploy.backends.base import Backend, BuildOptions, NodeTime, summed
+from psdeploy.backends.base import (
+    LAYOUT_REORDERS,
+    Backend,
+    BuildOptions,
+    NodeTime,
+    summed,
+)
 from psdeploy.backends.targets import Target
 from psdeploy.errors import PsdeployError
+from psdeploy.export.node_names import layer_of, value_layers, with_layer
 from psdeploy.verify.parity import Runner
 from psdeploy.verify.runners import onnxruntime_session
 
 WARMUP_RUNS = 5
 RUNS_ON = "onnxruntime"
+TRANSFORMER_SUFFIX = re.compile(r"_nchwc(_token_\d+)?$")  # onnxruntime's names for the nodes it rewrites
 
 
-def _session(module: Path, threads: int | None, profile_prefix: str | None = None):
+def _session(module: Path, threads: int | None, profile_prefix: str | None = None,
+             optimized_model: str | None = None):
     try:
-        return onnxruntime_session(module, threads, profile_prefix=profile_prefix)
+        return onnxruntime_session(module, threads, profile_prefix=profile_prefix, optimized_model=optimized_model)
     except Exception as exc:  # onnxruntime raises its own types for files it cannot load
         raise PsdeployError(f"{module}: onnxruntime cannot load it ({str(exc).strip().splitlines()[0]})") from None
 
@@ -57,11 +68,13 @@ class OnnxruntimeBackend(Backend):
     def profile(self, module: Path, target: Target, x: np.ndarray, runs: int,
                 threads: int | None = None) -> tuple[list[NodeTime], str]:
         with tempfile.TemporaryDirectory(prefix="psdeploy-profile-") as work:
-            session = _session(module, threads, profile_prefix=str(Path(work) / "ort"))
+            optimized = Path(work) / "optimized.onnx"
+            session = _session(module, threads, profile_prefix=str(Path(work) / "ort"), optimized_model=str(optimized))
             name = session.get_inputs()[0].name
             for _ in range(WARMUP_RUNS + runs):
                 session.run(None, {name: x})
             trace = json.loads(Path(session.end_profiling()).read_text())
+            layers = optimized_node_layers(module, optimized)
         events = [e for e in trace if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
         events = events[len(events) // (WARMUP_RUNS + runs) * WARMUP_RUNS:]  # warm-up kernels not counted
         by_node: dict[tuple[str, str, str], list[float]] = defaultdict(list)
@@ -69,5 +82,27 @@ class OnnxruntimeBackend(Backend):
             args = e["args"]
             key = (e["name"].removesuffix("_kernel_time"), args.get("op_name", "?"), args.get("provider", ""))
             by_node[key].append(float(e["dur"]))
-        return summed([NodeTime(node, op, kernel, sum(v) / runs / 1e3, len(v) / runs)
+        return summed([NodeTime(with_layer(node, layers.get(node, "")), op, kernel, sum(v) / runs / 1e3, len(v) / runs)
                        for (node, op, kernel), v in by_node.items()]), RUNS_ON
+
+
+def optimized_node_layers(original: Path, optimized: Path) -> dict[str, str]:
+    """Node of the graph onnxruntime runs -> the network layer it computes. Its layout transformer names
+    a node after the value it writes (``conv2d_3_nchwc``), so: by the node's own name, else by that
+    original value; a layout reorder it inserted goes with the node that reads its output (the layer that
+    needs that layout), else with the one that writes its input."""
+    value_layer = value_layers(original)
+    graph = onnx.load(str(optimized), load_external_data=False).graph
+    layers = {n.name: layer_of(n.name) or value_layer.get(TRANSFORMER_SUFFIX.sub("", n.name), "")
+              for n in graph.node}
+    readers, writer = defaultdict(list), {}
+    for n in graph.node:
+        for value in n.input:
+            readers[value].append(n.name)
+        for value in n.output:
+            writer[value] = n.name
+    for n in graph.node:
+        if not layers[n.name] and n.op_type in LAYOUT_REORDERS:
+            near = [r for o in n.output for r in readers[o]] + [writer[i] for i in n.input if i in writer]
+            layers[n.name] = next((layers[m] for m in near if layers[m]), "")
+    return layers

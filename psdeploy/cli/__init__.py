@@ -233,17 +233,21 @@ def bench(models: tuple[str, ...], batch: str, warmup: int, iters: int, threads:
 @click.option("--runs", default=30, show_default=True, type=int, help="Profiled runs after the warm-up.")
 @THREADS_OPTION
 @click.option("--top", default=12, show_default=True, type=int, help="Nodes listed.")
+@click.option("--layers", is_flag=True, help="Also time per network layer (with --against: layer by layer, ratios).")
 def profile(model: str, on: str | None, against: str | None, batch: int | None, runs: int, threads: int | None,
-            top: int) -> None:
+            top: int, layers: bool) -> None:
     """Where a model's time goes, per operator type, kernel and node, from the runtime's own counters
     (onnxruntime's profiler, OpenVINO's PERF_COUNT, TVM's VM), with the layout reorders it ran."""
     from psdeploy import api
-    from psdeploy.cli.render import show_profile, show_profile_against
+    from psdeploy.cli.render import show_layers, show_profile, show_profile_against
 
     result = api.profile(model, batch, runs, threads, on)
     show_profile(result, top)
-    if against:
-        show_profile_against(result, api.profile(against, batch, runs, threads, on))
+    other = api.profile(against, batch, runs, threads, on) if against else None
+    if other:
+        show_profile_against(result, other)
+    if layers:
+        show_layers(result, other)
 
 
 @main.command()

@@ -203,6 +203,36 @@ def show_profile_against(profile: Profile, other: Profile) -> None:
     console.print(f"{a}: {_reorders(profile)}; {b}: {_reorders(other)}")
 
 
+def _layer_order(layer: str) -> tuple:
+    """Network order: stem first, then stages by number, '(runtime)' last."""
+    return (layer == "(runtime)", [int(p) if p.isdigit() else p for p in layer.split(".")])
+
+
+def show_layers(profile: Profile, other: Profile | None = None) -> None:
+    """Time per network layer; with a second model (the plain ResNet), layer by layer with the ratio, so a
+    PSConv layer (``conv2``) stands beside the plain 3x3 it replaces."""
+    a = Path(profile.model).name
+    mine = {r.name: r for r in profile.by_layer()}
+    theirs = {r.name: r for r in other.by_layer()} if other else {}
+    columns = ("layer", "ops", a) + ((Path(other.model).name, "ratio") if other else ())
+    table = _table(f"{a} on {profile.runs_on}, ms per run per layer", columns, left=("layer", "ops"))
+    for layer in sorted(set(mine) | set(theirs), key=_layer_order):
+        x, y = mine.get(layer), theirs.get(layer)
+        row = [layer, x.op_type if x else "-", f"{x.ms_per_run:.3f}" if x else "-"]
+        if other:
+            ratio = f"{x.ms_per_run / y.ms_per_run:.2f}x" if x and y and y.ms_per_run > 0 else "-"
+            row += [f"{y.ms_per_run:.3f}" if y else "-", ratio]
+        table.add_row(*row)
+    console.print(table)
+    psconv = [(n, r.ms_per_run, theirs[n].ms_per_run) for n, r in mine.items()
+              if n.endswith(".conv2") and n in theirs and theirs[n].ms_per_run > 0]
+    if psconv:
+        worst = max(psconv, key=lambda t: t[1] / t[2])
+        console.print(f"3x3 layers (conv2): {sum(t[1] for t in psconv):.3f} vs {sum(t[2] for t in psconv):.3f} ms "
+                      f"({sum(t[1] for t in psconv) / sum(t[2] for t in psconv):.3f}x); worst {worst[0]} "
+                      f"{worst[1] / worst[2]:.2f}x")
+
+
 def show_report(paths: list[Path], changes: list[RatioChange]) -> None:
     console.print(f"[green]wrote[/] {', '.join(str(p) for p in paths)}")
     for c in changes:

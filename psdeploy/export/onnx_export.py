@@ -32,6 +32,7 @@ def export_to_file(
     """Export ``model`` for inputs of ``input_shape`` (batch dim dynamic if asked) to ``path``."""
     if opset < 13:
         raise PsdeployError(f"--opset {opset}: too old; expected 13 or newer")
+    from psdeploy.export.node_names import name_nodes_by_module
     from psdeploy.export.psconv_onnx import define_psconv_functions, translation_table
     from psdeploy.rewrite.lowerings.fused import FusedPSConv
 
@@ -48,10 +49,9 @@ def export_to_file(
                 custom_translation_table=translation_table(),
             )
             onnx_model = program.model_proto
-            if define_psconv_functions(onnx_model):
-                onnx.save(onnx_model, str(path))
-            else:
-                program.save(str(path), external_data=False)
+            define_psconv_functions(onnx_model)
+            name_nodes_by_module(onnx_model)
+            onnx.save(onnx_model, str(path))
         else:
             axes = {n: {0: "batch"} for n in [INPUT_NAME, *output_names]} if dynamic_batch else None
             torch.onnx.export(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from psdeploy.errors import PsdeployError
+from psdeploy.rewrite.lowerings.aligned import AlignedLowering
 from psdeploy.rewrite.lowerings.base import LoweredLayer, LoweredReference, Lowering, LoweringStats
 from psdeploy.rewrite.lowerings.fused import FusedLowering
 from psdeploy.rewrite.lowerings.grouped import GroupedLowering, SlicedLowering
@@ -11,7 +12,7 @@ from psdeploy.rewrite.lowerings.reference import ReferenceLowering
 
 LOWERINGS: dict[str, type[Lowering]] = {
     lowering.name: lowering
-    for lowering in (ReferenceLowering, GroupedLowering, SlicedLowering, PolyphaseLowering, FusedLowering)
+    for lowering in (ReferenceLowering, GroupedLowering, SlicedLowering, AlignedLowering, PolyphaseLowering, FusedLowering)
 }
 
 
