@@ -24,7 +24,8 @@ from tests.conftest import ONNXRUNTIME_TOL, REPO, REWRITE_TOL, relative_error
 def tiny_report(tmp_path_factory):
     config = ReportConfig(name="tiny", threads=1, backends=["torch", "onnxruntime"], warmup=2, max_warmup=4,
                           iters=30, layer_shapes=[(16, 9)], layer_strides=[1, 2], layer_batches=[1],
-                          network_pairs=[("ps_resnet_digits", "resnet_digits")], network_batches=[2])
+                          network_pairs=[("ps_resnet_digits", "resnet_digits")], network_batches=[2],
+                          network_lowerings=["grouped", "auto"])
     data = run_report(config)
     out = tmp_path_factory.mktemp("report")
     write_report(data, out)
@@ -46,6 +47,25 @@ def test_report_files_well_formed(tiny_report) -> None:
     md = (out / "report.md").read_text()
     assert "## Layer table" in md and "## Network table" in md and "1.42x" in md and "interleaved" in md
     assert (out / "ratios.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_times_auto_as_searched_on_each_runtime(tiny_report) -> None:
+    """``auto`` at network level is the network ``--lowering auto`` builds for that runtime, verified like
+    every case, and the report says what its search kept; eager PyTorch has no runtime to search on."""
+    data, _ = tiny_report
+    network = [m for m in data.measurements if m.table == "network"]
+    auto = [m for m in network if m.lowering == "auto"]
+    assert [m.backend for m in auto] == ["onnxruntime"] and auto[0].parity_rel_err <= ONNXRUNTIME_TOL
+    kept = dict(part.rsplit(" ", 1) for part in auto[0].chosen.split(", "))
+    assert set(kept) <= {"grouped", "sliced", "aligned", "polyphase"} and sum(map(int, kept.values())) == 6
+    assert all(m.chosen is None for m in network if m.lowering != "auto")
+
+
+def test_report_recipe_unknown_network_lowering(tmp_path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text("networks: {pairs: [[ps_resnet_digits, resnet_digits]], lowerings: [grouped, fastest]}\n")
+    with pytest.raises(PsdeployError, match="'networks.lowerings': value error, unknown lowering 'fastest'"):
+        load_report_config(path, None)
 
 
 def test_report_check(tiny_report, tmp_path) -> None:

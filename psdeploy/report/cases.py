@@ -11,6 +11,7 @@ from torch import nn
 
 from psdeploy.arch.psconv import PSGConv2d, released_init_mask
 from psdeploy.arch.seeded import seeded_model
+from psdeploy.export import AUTO
 from psdeploy.rewrite.deploy import rewrite
 from psdeploy.rewrite.lattice import PSConvLayer
 from psdeploy.rewrite.lowerings import LoweredReference, get_lowering
@@ -85,11 +86,14 @@ def layer_cases(spec: LayerSpec, lowerings: list[str], seed: int = 0,
     return out
 
 
-def network_cases(arch: str, plain: str, lowering: str) -> list[TimedCase]:
-    """Plain ResNet deployed (the baseline), PS-ResNet as released, PS-ResNet deployed."""
+def network_cases(arch: str, plain: str, lowerings: list[str]) -> list[TimedCase]:
+    """Plain ResNet deployed (the baseline), PS-ResNet as released, PS-ResNet deployed per lowering.
+    ``auto``'s module depends on where it runs: the released model stands in until the report's search
+    on that backend replaces it (``deployed_auto``)."""
     ps, base = seeded_model(arch), seeded_model(plain)
     return [
         TimedCase(Case(Role.PLAIN, f"{plain} deployed", "grouped"), rewrite(base, "grouped").model, base),
         TimedCase(Case(Role.RELEASED, f"{arch} released"), ps, ps),
-        TimedCase(Case(Role.DEPLOYED, f"{arch} deployed[{lowering}]", lowering), rewrite(ps, lowering).model, ps),
+        *(TimedCase(Case(Role.DEPLOYED, f"{arch} deployed[{lowering}]", lowering),
+                    ps if lowering == AUTO else rewrite(ps, lowering).model, ps) for lowering in lowerings),
     ]

@@ -14,7 +14,9 @@ from pydantic import Field, PositiveInt, field_validator
 
 from psdeploy.backends import BuildOptions, Target, parse_target
 from psdeploy.errors import PsdeployError
+from psdeploy.export import AUTO
 from psdeploy.report.cases import LAYER_REFERENCE_CASES
+from psdeploy.rewrite.lowerings import LOWERINGS
 from psdeploy.schema import Strict, read_yaml, validated
 
 TORCH = "torch"
@@ -52,7 +54,15 @@ class _Layers(Strict):
 class _Networks(Strict):
     pairs: list[Annotated[list[str], Field(min_length=2, max_length=2)]] = []  # [ps arch, plain arch]
     batches: list[PositiveInt] = [1]
-    lowering: str = "grouped"
+    lowerings: list[str] = Field(["grouped"], min_length=1)  # "auto": searched on each backend
+
+    @field_validator("lowerings")
+    @classmethod
+    def _known(cls, lowerings: list[str]) -> list[str]:
+        unknown = [name for name in lowerings if name not in {*LOWERINGS, AUTO}]
+        if unknown:
+            raise ValueError(f"unknown lowering {unknown[0]!r}; expected auto or one of {', '.join(LOWERINGS)}")
+        return lowerings
 
 
 class _Tvm(Strict):
@@ -87,7 +97,7 @@ class ReportConfig:
     layer_cases: tuple[str, ...] = tuple(LAYER_REFERENCE_CASES)
     network_pairs: list[tuple[str, str]] = field(default_factory=list)  # (ps arch, plain arch)
     network_batches: list[int] = field(default_factory=lambda: [1])
-    network_lowering: str = "grouped"
+    network_lowerings: list[str] = field(default_factory=lambda: ["grouped"])  # "auto": searched per backend
     tvm_trials: int = 0
     tvm_database: str = "tuning-db"
     source: str = ""
@@ -139,6 +149,6 @@ def load_report_config(path: str | Path, threads: int | None) -> ReportConfig:
         warmup=timing.warmup, max_warmup=timing.max_warmup, iters=timing.iters, min_seconds=timing.min_seconds,
         layer_shapes=[tuple(s) for s in layers.shapes], layer_strides=list(layers.strides), layer_batches=list(layers.batches),
         lowerings=list(layers.lowerings), layer_cases=tuple(layers.cases), network_pairs=[tuple(p) for p in nets.pairs],
-        network_batches=list(nets.batches), network_lowering=nets.lowering, tvm_trials=recipe.tvm.trials,
+        network_batches=list(nets.batches), network_lowerings=list(nets.lowerings), tvm_trials=recipe.tvm.trials,
         tvm_database=recipe.tvm.database, source=str(path),
     )

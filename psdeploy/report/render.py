@@ -59,7 +59,8 @@ def _paper_for(m: Measurement) -> str:
 def _fmt(m: Measurement) -> list[str]:
     s = m.stats
     cv = f"{s['cv_pct']:.1f}" + (" **noisy**" if s["noisy"] else "")
-    return [m.case, f"{s['median_ms']:.3f}", f"{s['p90_ms']:.3f}", f"{s['p99_ms']:.3f}", f"{s['min_ms']:.3f}", cv,
+    case = f"{m.case}: {m.chosen}" if m.chosen else m.case
+    return [case, f"{s['median_ms']:.3f}", f"{s['p90_ms']:.3f}", f"{s['p99_ms']:.3f}", f"{s['min_ms']:.3f}", cv,
             f"**{m.ratio:.3f}x** ({m.ratio_p10:.2f}-{m.ratio_p90:.2f})", f"{m.images_per_s:.1f}",
             f"{m.parity_rel_err:.1e}", _paper_for(m)]
 
@@ -105,7 +106,7 @@ def to_markdown(data: ReportData) -> str:
     for (backend, group), rows in {**by_table.get("layer", {}), **by_table.get("network", {})}.items():
         dep = [m for m in rows if m.role == Role.DEPLOYED.value]
         rel = [m for m in rows if m.role == Role.RELEASED.value]
-        lines.append(f"| {backend} | {group} | " + ", ".join(f"{m.lowering} {m.ratio:.3f}x" for m in dep) + " | "
+        lines.append(f"| {backend} | {group} | " + ", ".join(f"{m.lowering}{f' ({m.chosen})' if m.chosen else ''} {m.ratio:.3f}x" for m in dep) + " | "
                      + ", ".join(f"{m.ratio:.3f}x" for m in rel) + " |")
     lines.append("")
     return "\n".join(lines)

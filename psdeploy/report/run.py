@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,8 +15,11 @@ from psdeploy.bench.environment import fingerprint
 from psdeploy.bench.prepare import Prepared, export_case, prepare_eager, prepare_on_target, set_threads
 from psdeploy.bench.stats import ratio_spread
 from psdeploy.bench.timing import TimingPlan, run_interleaved
+from psdeploy.export import AUTO
 from psdeploy.report.cases import LayerSpec, Role, TimedCase, layer_cases, network_cases
 from psdeploy.report.config import Platform, ReportConfig, platform
+from psdeploy.rewrite.deploy import rewrite
+from psdeploy.search import search_lowerings
 
 SCHEMA = "psdeploy.report/1"
 
@@ -35,6 +39,7 @@ class Measurement:
     role: str = Role.DEPLOYED.value
     lowering: str | None = None
     skipped: str | None = None
+    chosen: str | None = None  # ``auto``: the lowerings its search kept on this backend, with layer counts
 
     @property
     def images_per_s(self) -> float:
@@ -69,7 +74,7 @@ def _groups(config: ReportConfig) -> list[Group]:
                 cases = layer_cases(spec, config.lowerings, reference_cases=config.layer_cases)
                 groups.append(Group("layer", spec.label, batch, spec.shape, cases))
     for ps_arch, plain in config.network_pairs:
-        cases = network_cases(ps_arch, plain, config.network_lowering)
+        cases = network_cases(ps_arch, plain, config.network_lowerings)
         for batch in config.network_batches:
             groups.append(Group("network", f"{ps_arch} b{batch}", batch,
                                 default_input_shape(get_config(ps_arch), batch), cases))
@@ -77,11 +82,23 @@ def _groups(config: ReportConfig) -> list[Group]:
 
 
 def _timed_here(where: Platform, cases: list[TimedCase]) -> list[TimedCase]:
-    """A lowering whose custom ops this backend does not compile runs its slow definition: not timed."""
+    """A lowering whose custom ops this backend does not compile runs its slow definition: not timed;
+    ``auto`` is searched on a runtime, so eager PyTorch has none."""
     if where.target is None:
-        return cases
-    native = backend_for(where.target).native_lowerings()
+        return [c for c in cases if c.case.lowering != AUTO]
+    native = {*backend_for(where.target).native_lowerings(), AUTO}
     return [c for c in cases if c.case.role is not Role.DEPLOYED or c.case.lowering in native]
+
+
+def searched_case(timed_case: TimedCase, shape: tuple[int, ...], where: Platform, threads: int) -> tuple[TimedCase, str]:
+    """An ``auto`` case as ``--lowering auto`` builds it for ``where``: each layer geometry's lowering timed
+    there. Returns the case and what the search kept ("sliced 13, aligned 3": lowering, layers)."""
+    assert where.target is not None
+    model = timed_case.reference
+    choices, _ = search_lowerings(model, shape, where.target, where.options, threads)
+    kept = Counter(choices.values())
+    summary = ", ".join(f"{name} {n}" for name, n in kept.most_common())
+    return TimedCase(timed_case.case, rewrite(model, "grouped", choices).model, model), summary
 
 
 def run_report(config: ReportConfig) -> ReportData:
@@ -90,7 +107,7 @@ def run_report(config: ReportConfig) -> ReportData:
     plan = TimingPlan(config.warmup, config.max_warmup, config.iters, config.min_seconds)
     platforms = [platform(name, config) for name in config.backends]
     groups = _groups(config)
-    exported: dict[tuple[str, str], Path] = {}  # (group, case) -> ONNX, shared by the ONNX backends
+    exported: dict[tuple[str, str, str], Path] = {}  # (group, case, backend if searched) -> ONNX
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns) as progress:
         overall = progress.add_task("report", total=len(groups) * len(platforms))
@@ -98,13 +115,16 @@ def run_report(config: ReportConfig) -> ReportData:
             for group in groups:
                 progress.update(overall, description=f"{where.name}: {group.label}")
                 prepared: dict[str, tuple[TimedCase, Prepared]] = {}
+                chosen: dict[str, str] = {}
                 for timed_case in _timed_here(where, group.cases):
                     label = timed_case.case.label
+                    if timed_case.case.lowering == AUTO:
+                        timed_case, chosen[label] = searched_case(timed_case, group.shape, where, config.threads)
                     if where.target is None:
                         ready = prepare_eager(timed_case.module, timed_case.reference, group.shape, config.threads,
                                               label)
                     else:
-                        key = (group.label, label)
+                        key = (group.label, label, where.name if label in chosen else "")
                         if key not in exported:
                             exported[key] = export_case(timed_case.module, group.shape)
                         ready = prepare_on_target(timed_case.module, timed_case.reference, group.shape,
@@ -118,6 +138,7 @@ def run_report(config: ReportConfig) -> ReportData:
                     r, lo, hi = ratio_spread(result.samples_ms, baseline)
                     data.measurements.append(Measurement(
                         group.table, where.name, group.label, label, group.batch, result.stats.to_dict(), r, lo, hi,
-                        ready.parity.worst.rel_err, case.case.role.value, case.case.lowering))
+                        ready.parity.worst.rel_err, case.case.role.value, case.case.lowering,
+                        chosen=chosen.get(label)))
                 progress.advance(overall)
     return data
