@@ -86,3 +86,24 @@ def test_export_auto_times_candidates_on_the_runtime_the_file_is_for(tmp_path, m
                                        "openvino-cpu", "-o", str(tmp_path / "net.onnx")])
     assert result.exit_code == 0, result.output
     assert seen and set(seen) == {"openvino-cpu"} and (tmp_path / "net.onnx").is_file()
+
+
+def test_no_lowering_named_gives_the_runtime_its_fastest_form(tmp_path) -> None:
+    """Without --lowering, export --on and compile --target give each runtime its own default form."""
+    pytest.importorskip("openvino")
+    import onnx
+
+    from psdeploy import api
+    from psdeploy.backends import Manifest
+    from psdeploy.export import read_metadata
+
+    def stamped(path) -> str:
+        return read_metadata(onnx.load(str(path), load_external_data=False))["lowering"]
+
+    api.export("seeded:ps_resnet_digits", tmp_path / "ort.onnx")
+    api.export("seeded:ps_resnet_digits", tmp_path / "ov.onnx", on="openvino-cpu")
+    assert stamped(tmp_path / "ort.onnx") == "grouped" and stamped(tmp_path / "ov.onnx") == "sliced"
+    api.compile("seeded:ps_resnet_digits", target="openvino-cpu", output=tmp_path / "ov")
+    assert Manifest.read(tmp_path / "ov").lowering == "sliced"
+    with pytest.raises(PsdeployError, match="--on llvm: for a TVM target"):
+        api.export("seeded:ps_resnet_digits", tmp_path / "x.onnx", on="llvm")

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from psdeploy.api.recipes import Recipe, load_recipe
-from psdeploy.backends import BuildOptions, OpenedRunner, Profile, open_runner, parse_target
+from psdeploy.backends import BuildOptions, OpenedRunner, Profile, backend_for, open_runner, parse_target
 from psdeploy.backends import profile as profile_backend
 from psdeploy.bench import BenchResult, bench_models
 from psdeploy.bench.timing import TimingPlan
@@ -67,18 +67,20 @@ def inspect(source: Source, arch: str | None = None) -> Inspection:
     return inspect_model(_loaded(source, arch))
 
 
-def export(source: Source, output: str | Path, *, arch: str | None = None, lowering: str = "grouped",
+def export(source: Source, output: str | Path, *, arch: str | None = None, lowering: str | None = None,
            input_shape: Shape = None, opset: int = 18, dynamic_batch: bool = False,
            tolerance: float = DEFAULT_TOLERANCE, threads: int | None = None, on: str = "onnxruntime-cpu") -> ExportResult:
-    """Rewrite, export and verify in onnxruntime; ``lowering='auto'`` times the candidates on the runtime the
-    file is for (``on``: ``onnxruntime-cpu`` or ``openvino-cpu``), as the best forms differ between them."""
+    """Rewrite, export and verify in onnxruntime. The file is for the runtime ``on`` (``onnxruntime-cpu`` or
+    ``openvino-cpu``), as the best forms differ between them: no ``lowering`` gives that runtime's default
+    form, ``'auto'`` times the candidates there per layer."""
+    target = parse_target(on)
+    if target.backend == "tvm":
+        raise PsdeployError(f"--on {on}: for a TVM target, 'psdeploy compile' chooses the lowering and builds")
+    lowering = lowering or backend_for(target).default_lowering
     loaded = _loaded(source, arch)
     shape = _shape(input_shape, loaded)
     choices = search = None
     if lowering == AUTO:
-        target = parse_target(on)
-        if target.backend == "tvm":
-            raise PsdeployError(f"--on {on}: for a TVM target, 'psdeploy compile --lowering auto' searches and builds")
         choices, rows = search_lowerings(loaded.model, shape, target, BuildOptions(), threads or os.cpu_count() or 1)
         search = rows_as_dicts(rows)
     return export_onnx(loaded, output, lowering, shape, opset, dynamic_batch, tolerance, choices, search)
@@ -118,7 +120,7 @@ def compile(source: str | None = None, *, recipe: str | Path | None = None, targ
         tuning_db=Path(pick(tuning_db, tuning and tuning.database, "tuning-db")), on_batch=on_batch)
     request = CompileRequest(
         source=str(source), target=parsed, output=Path(output), options=options,
-        lowering=pick(lowering, r and r.lowering, "grouped"),
+        lowering=pick(lowering, r and r.lowering, backend_for(parsed).default_lowering),
         input_shape=tuple(shape) if shape else None,
         tolerance=pick(tolerance, r and r.tolerance, DEFAULT_TOLERANCE), force=force,
         arch=pick(arch, model and model.arch))

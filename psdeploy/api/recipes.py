@@ -39,7 +39,7 @@ class Recipe(Strict):
     name: str = ""
     description: str = ""
     model: ModelSection
-    lowering: str = "grouped"
+    lowering: str | None = None  # None: the target's default form
     backend: BackendSection
     tuning: TuningSection = TuningSection()
     tolerance: PositiveFloat = 1e-4

@@ -132,6 +132,9 @@ class Backend(ABC):
     name: str = ""
     module_file: str = ""  # the artifact's module inside its directory
     native_ops: frozenset[str] = frozenset()  # custom ONNX ops ("domain::type") it compiles as such
+    # What export/compile give this runtime when no --lowering is named: its fastest whole-network form as
+    # measured (``psdeploy bench`` of every lowering, interleaved); ``auto`` searches per layer instead.
+    default_lowering: str = "grouped"
 
     @abstractmethod
     def require(self) -> None:

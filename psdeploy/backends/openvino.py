@@ -31,6 +31,7 @@ def compile_config(precision: str, threads: int | None, perf_count: bool = False
 
 class OpenvinoBackend(Backend):
     name = "openvino"
+    default_lowering = "sliced"  # Slices + Concat keep oneDNN's blocked layouts; each Gather costs two reorders
     module_file = "model.xml"
 
     def require(self) -> None:

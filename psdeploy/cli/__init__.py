@@ -80,14 +80,15 @@ def inspect(checkpoint: str, arch: str | None) -> None:
 @click.option("--input-shape", default=None, help="N,C,H,W (default: 1,3,224,224; 1,3,32,32 for the digits models).")
 @click.option("--dynamic-batch", is_flag=True, help="Make the batch dimension dynamic.")
 @click.option("--opset", default=18, show_default=True, type=int, help="ONNX opset.")
-@click.option("--lowering", default="grouped", show_default=True,
-              help="reference (released form, unfolded), grouped, sliced (grouped without Gathers), polyphase, "
-                   "fused (one PSConv node per layer, for TVM), or auto (fastest per layer geometry, timed on "
-                   "--on).")
+@click.option("--lowering", default=None,
+              help="reference (released form, unfolded), grouped, sliced (grouped without Gathers), aligned "
+                   "(branch sums fused into the convs), polyphase, fused (one PSConv node per layer, for TVM), or "
+                   "auto (fastest per layer geometry, timed on --on); default: --on's fastest form (grouped on "
+                   "onnxruntime-cpu, sliced on openvino-cpu).")
 @click.option("--tolerance", default=1e-4, show_default=True, type=float, help="max|err|/max|ref| allowed.")
 @click.option("--on", "on", default="onnxruntime-cpu", show_default=True,
               type=click.Choice(["onnxruntime-cpu", "openvino-cpu"]),
-              help="The runtime the file is for: where --lowering auto times the candidates.")
+              help="The runtime the file is for: its default lowering, and where --lowering auto times the candidates.")
 def export(checkpoint: str, output: str, arch: str | None, input_shape: str | None, dynamic_batch: bool,
            opset: int, lowering: str, tolerance: float, on: str) -> None:
     """Rewrite, export ONNX and verify it in onnxruntime against the checkpoint."""
@@ -95,7 +96,7 @@ def export(checkpoint: str, output: str, arch: str | None, input_shape: str | No
     from psdeploy.cli.render import console, show_export
 
     loaded = api.load(checkpoint, arch)
-    with console.status(f"rewriting ({lowering}), exporting and verifying {loaded.arch}…"):
+    with console.status(f"rewriting ({lowering or 'default for ' + on}), exporting and verifying {loaded.arch}…"):
         result = api.export(loaded, output, lowering=lowering, input_shape=input_shape, opset=opset,
                             dynamic_batch=dynamic_batch, tolerance=tolerance, on=on)
     show_export(result, loaded.arch, opset)
@@ -128,7 +129,8 @@ def accuracy(model: str, checkpoint: str, arch: str | None) -> None:
 @ARCH_OPTION
 @click.option("--input-shape", default=None, help="N,C,H,W (static for TVM).")
 @click.option("--lowering", default=None,
-              help="PSConv lowering: grouped (default), sliced, polyphase, fused (TVM), auto (timed on the target).")
+              help="PSConv lowering: grouped, sliced, aligned, polyphase, fused (TVM), auto (timed on the target); "
+                   "default: the target's fastest form (sliced on openvino-cpu, grouped elsewhere).")
 @click.option("--tune-trials", type=int, default=None, help="MetaSchedule trials in total (TVM); 0 = untuned.")
 @click.option("--tuning-db", default=None, type=click.Path(file_okay=False), help="Tuning database root.")
 @click.option("--mcpu", default=None, help="LLVM CPU (e.g. skylake-avx512, haswell); default: this CPU.")
