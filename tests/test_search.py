@@ -45,3 +45,22 @@ def test_export_auto_records_search(tmp_path) -> None:
     assert chosen == {r.name: r.lowering for r in result.deploy.layers}
     assert all(row["timings_ms"][row["lowering"]] == min(row["timings_ms"][n] for n in ("grouped", "sliced", "aligned", "polyphase"))
                for row in rows)
+
+
+@pytest.mark.parametrize("target_name", ["onnxruntime-cpu", "openvino-cpu", "llvm"])
+def test_timed_candidates_leave_no_files_behind(target_name, tmp_path, monkeypatch) -> None:
+    """Searches and reports build hundreds of candidates: each export and artifact goes once the runtime
+    has loaded it, and the runner still runs."""
+    import tempfile
+
+    import numpy as np
+
+    from psdeploy.backends import BuildOptions, parse_target
+    from psdeploy.bench.prepare import prepare_on_target
+
+    pytest.importorskip({"openvino-cpu": "openvino", "llvm": "tvm"}.get(target_name, "onnxruntime"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    conv = torch.nn.Conv2d(8, 8, 3, 1, 2, 2, groups=2).eval()
+    prepared = prepare_on_target(conv, conv, (1, 8, 9, 9), parse_target(target_name), BuildOptions(), 1, "conv")
+    assert list(tmp_path.iterdir()) == []
+    assert prepared.parity.passed and np.isfinite(prepared.run()[0]).all()

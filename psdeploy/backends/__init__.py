@@ -72,12 +72,13 @@ def open_runner(path: str | Path, threads: int | None = None) -> OpenedRunner:
 
 def build_and_open(onnx_path: Path, input_shape: tuple[int, ...], target: Target, options: BuildOptions,
                    threads: int | None = None) -> OpenedRunner:
-    """Build ``onnx_path`` for ``target`` into a temporary directory and open it (searches, reports)."""
+    """Build ``onnx_path`` for ``target`` into a temporary directory and open it (searches, reports).
+    The directory goes once the runtime has loaded the module (what it still maps stays valid until closed)."""
     backend = backend_for(target)
     backend.check_options(target, options)
-    work = Path(tempfile.mkdtemp(prefix=f"psdeploy-{backend.name}-"))
-    backend.build(onnx_path, input_shape, target, options, work)
-    run, description = backend.open(work / backend.module_file, target, threads, options.precision)
+    with tempfile.TemporaryDirectory(prefix=f"psdeploy-{backend.name}-") as work:
+        backend.build(onnx_path, input_shape, target, options, Path(work))
+        run, description = backend.open(Path(work) / backend.module_file, target, threads, options.precision)
     _, outputs = onnx_signature(onnx_path)
     return OpenedRunner(run, description, input_shape, outputs)
 

@@ -31,9 +31,9 @@ class Prepared:
     parity: ParityReport
 
 
-def export_case(module: nn.Module, shape: tuple[int, ...]) -> Path:
-    """``module`` as ONNX in a fresh temporary directory (one export serves every ONNX backend)."""
-    path = Path(tempfile.mkdtemp(prefix="psdeploy-case-")) / "case.onnx"
+def export_case(module: nn.Module, shape: tuple[int, ...], directory: Path) -> Path:
+    """``module`` as ONNX in a fresh file under ``directory`` (one export serves every ONNX backend)."""
+    path = Path(tempfile.mkdtemp(prefix="case-", dir=directory)) / "case.onnx"
     export_to_file(module.eval(), path, shape, ["y"])
     return path
 
@@ -51,8 +51,11 @@ def prepare_on_target(module: nn.Module, reference: nn.Module, shape: tuple[int,
                       options: BuildOptions, threads: int, name: str, tolerance: float = 1e-4,
                       onnx_path: Path | None = None) -> Prepared:
     """Export ``module`` (unless ``onnx_path`` is given), build it for ``target``, check it against ``reference``."""
-    onnx_path = onnx_path or export_case(module, shape)
-    opened = build_and_open(onnx_path, shape, target, options, threads)
+    if onnx_path is None:
+        with tempfile.TemporaryDirectory(prefix="psdeploy-case-") as scratch:
+            opened = build_and_open(export_case(module, shape, Path(scratch)), shape, target, options, threads)
+    else:
+        opened = build_and_open(onnx_path, shape, target, options, threads)
     return _verified(opened.run, reference, shape, f"{name} on {opened.description}", tolerance)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -109,7 +110,7 @@ def run_report(config: ReportConfig) -> ReportData:
     groups = _groups(config)
     exported: dict[tuple[str, str, str], Path] = {}  # (group, case, backend if searched) -> ONNX
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns) as progress:
+    with Progress(*columns) as progress, tempfile.TemporaryDirectory(prefix="psdeploy-report-") as scratch:
         overall = progress.add_task("report", total=len(groups) * len(platforms))
         for where in platforms:
             for group in groups:
@@ -126,7 +127,7 @@ def run_report(config: ReportConfig) -> ReportData:
                     else:
                         key = (group.label, label, where.name if label in chosen else "")
                         if key not in exported:
-                            exported[key] = export_case(timed_case.module, group.shape)
+                            exported[key] = export_case(timed_case.module, group.shape, Path(scratch))
                         ready = prepare_on_target(timed_case.module, timed_case.reference, group.shape,
                                                   where.target, where.options, config.threads, label,
                                                   onnx_path=exported[key])
