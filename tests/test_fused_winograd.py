@@ -109,6 +109,44 @@ def test_winograd_artifact_verifies_and_is_recorded(digits, tmp_path) -> None:
     assert result.manifest.accuracy["prediction_agreement"] == 1.0
 
 
+@pytest.mark.parametrize("channels, height, width, dilation, groups, tile",
+                         [(8, 9, 11, 2, 4, 2), (8, 13, 7, 4, 2, 4), (4, 6, 6, 2, 1, 4), (16, 14, 14, 4, 4, 2)])
+def test_dilated_winograd_reads_its_tiles_in_place(channels, height, width, dilation, groups, tile) -> None:
+    """A dilated PSConv branch as Winograd with no space-to-batch copy: exact on odd sizes, grouped,
+    both tiles, dilation 2 and 4, sizes that are no multiple of the tile or the dilation."""
+    import numpy as np
+    import torch
+    import tvm
+    from tvm import relax
+
+    from psdeploy.backends.tvm.winograd import winograd_legalize
+
+    rng = np.random.default_rng(channels + height + dilation)
+    x = rng.standard_normal((2, channels, height, width)).astype("float32")
+    w = rng.standard_normal((channels, channels // groups, 3, 3)).astype("float32")
+    bb = relax.BlockBuilder()
+    data = relax.Var("x", relax.TensorType(x.shape, "float32"))
+    with bb.function("main", [data]):
+        bb.emit_func_output(bb.emit(relax.op.nn.conv2d(data, relax.const(w), strides=1, padding=dilation,
+                                                       dilation=dilation, groups=groups)))
+    mod = relax.transform.LegalizeOps(customize_legalize_map={"relax.nn.conv2d": winograd_legalize(tile)})(bb.get())
+    names = [gv.name_hint for gv in mod.get_global_vars()]
+    assert f"conv2d_winograd_f{tile}_d{dilation}" in names and "space_to_batch" not in " ".join(names)
+    vm = relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())
+    got = vm["main"](tvm.runtime.tensor(x)).numpy()
+    expected = torch.nn.functional.conv2d(torch.from_numpy(x).double(), torch.from_numpy(w).double(), None, 1,
+                                          dilation, dilation, groups).numpy()
+    assert np.abs(got - expected).max() / np.abs(expected).max() < WINOGRAD_TOL
+
+
+def test_grouped_winograd_artifact_has_no_direct_dilated_conv(digits, tmp_path) -> None:
+    """``grouped`` + Winograd: the dilated branches run the in-place dilated Winograd, verified end to end."""
+    result = api.compile("seeded:ps_resnet_digits@4", target="llvm", output=tmp_path / "g", lowering="grouped",
+                         winograd="f2", tuning_db=tmp_path / "db")
+    assert result.ran and result.parity.passed and result.manifest.winograd == "f2"
+    assert_runs_like_torch(open_runner(tmp_path / "g").run, digits.model, (1, 3, 32, 32), WINOGRAD_TOL)
+
+
 def test_winograd_is_refused_for_openvino(tmp_path) -> None:
     pytest.importorskip("openvino")
     with pytest.raises(PsdeployError, match="--winograd f2"):
