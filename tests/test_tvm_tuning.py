@@ -78,6 +78,34 @@ def test_deadline_stops_after_the_batch_in_flight_and_a_rerun_resumes(tmp_path, 
     assert resumed.stopped_by in ("trials", "search space") and _record_lines(tmp_path / "db", target) > 2
 
 
+def test_builder_workers_live_across_batches_and_import_only_tvm(layer) -> None:
+    """The per-batch cost removed: one worker process serves every batch, and it never imports
+    psdeploy (nor torch with it), only TVM."""
+    import os
+
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    from psdeploy.backends.tvm.measure import PhaseClock, pooled_builder
+
+    mod, target = layer
+    tvm_target = tvm.target.Target(target.tvm_target)
+    task = ms.relax_integration.extract_tasks(mod, tvm_target)[0]
+    clock = PhaseClock()
+    builder = pooled_builder(clock, workers=1)
+    try:
+        candidate = ms.builder.BuilderInput(task.dispatched[0], tvm_target)
+        first = builder.build([candidate])
+        worker = builder.pool.submit(os.getpid).result()
+        second = builder.build([candidate, candidate])
+        assert builder.pool.submit(os.getpid).result() == worker
+        assert all(r.error_msg is None and Path(r.artifact_path).is_file() for r in [*first, *second])
+        imported = builder.pool.submit(lambda: [m for m in sys.modules if m.split(".")[0] in ("psdeploy", "torch")])
+        assert imported.result() == [] and clock.seconds["build"] > 0
+    finally:
+        builder.shutdown()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

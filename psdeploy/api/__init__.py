@@ -22,8 +22,8 @@ import numpy as np
 
 from psdeploy.api.recipes import Recipe, load_recipe
 from psdeploy.backends import BuildOptions, OpenedRunner, Profile, open_runner, parse_target
-from psdeploy.backends.tune_options import parse_duration, rpc_tracker
 from psdeploy.backends import profile as profile_backend
+from psdeploy.backends.tune_options import parse_duration, rpc_tracker
 from psdeploy.bench import BenchResult, bench_models
 from psdeploy.bench.timing import TimingPlan
 from psdeploy.compile import CompileRequest, CompileResult, compile_model, verify_artifact
@@ -88,7 +88,8 @@ def export(source: Source, output: str | Path, *, arch: str | None = None, lower
 def compile(source: str | None = None, *, recipe: str | Path | None = None, target: str | None = None,
             output: str | Path | None = None, arch: str | None = None, input_shape: Shape = None,
             lowering: str | None = None, tune_trials: int | None = None, tune_time: str | float | None = None,
-            rpc: str | None = None, rpc_key: str | None = None, tuning_db: str | Path | None = None, mcpu: str | None = None, num_cores: int | None = None, cuda_arch: str | None = None,
+            rpc: str | None = None, rpc_key: str | None = None, tuning_db: str | Path | None = None,
+            mcpu: str | None = None, num_cores: int | None = None, cuda_arch: str | None = None,
             precision: str | None = None, winograd: str | None = None, tolerance: float | None = None,
             force: bool = False, on_batch: Callable[[int], None] | None = None,
             on_untuned: Callable[[], None] | None = None) -> CompileResult:
