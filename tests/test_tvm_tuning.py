@@ -3,6 +3,7 @@ run resumes; the phases add up; candidates are measured through TVM's RPC tracke
 
 from __future__ import annotations
 
+import logging
 import socket
 import subprocess
 import sys
@@ -35,6 +36,13 @@ def layer(tmp_path_factory):
     return lower(import_onnx(path, spec.shape), target), target
 
 
+def _only_named_log_handlers(monkeypatch) -> None:
+    """MetaSchedule's create_loggers formats the name of every handler on its logger, and pytest's
+    capture handlers, found there once an earlier test has tuned, have none (None.format)."""
+    logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    monkeypatch.setattr(logger, "handlers", [h for h in logger.handlers if h.get_name()])
+
+
 def _record_lines(db_root: Path, target) -> int:
     from psdeploy.backends.tvm.tuning_db import RECORDS
 
@@ -61,6 +69,7 @@ def test_deadline_stops_after_the_batch_in_flight_and_a_rerun_resumes(tmp_path, 
         jump[0] = 1e9
 
     monkeypatch.setattr(tuning, "time", Clock)
+    _only_named_log_handlers(monkeypatch)
     _, summary = tuning.tune(mod, target, TuningDatabase(tmp_path / "db", target), trials=2 * tasks,
                              time_s=3600.0, on_batch=expire)
     assert summary.stopped_by == "deadline" and summary.batch == 2
@@ -78,9 +87,9 @@ def test_deadline_stops_after_the_batch_in_flight_and_a_rerun_resumes(tmp_path, 
     assert resumed.stopped_by in ("trials", "search space") and _record_lines(tmp_path / "db", target) > 2
 
 
-def test_builder_workers_live_across_batches_and_import_only_tvm(layer) -> None:
-    """The per-batch cost removed: one worker process serves every batch, and it never imports
-    psdeploy (nor torch with it), only TVM."""
+def test_builder_workers_live_across_batches_and_never_import_psdeploy(layer) -> None:
+    """The per-batch cost removed: one worker process serves every batch, and the build function
+    reaches it by value, so it never imports psdeploy (the API, ONNX tooling, ...)."""
     import os
 
     import tvm
@@ -100,7 +109,7 @@ def test_builder_workers_live_across_batches_and_import_only_tvm(layer) -> None:
         second = builder.build([candidate, candidate])
         assert builder.pool.submit(os.getpid).result() == worker
         assert all(r.error_msg is None and Path(r.artifact_path).is_file() for r in [*first, *second])
-        imported = builder.pool.submit(lambda: [m for m in sys.modules if m.split(".")[0] in ("psdeploy", "torch")])
+        imported = builder.pool.submit(lambda: [m for m in sys.modules if m.split(".")[0] == "psdeploy"])
         assert imported.result() == [] and clock.seconds["build"] > 0
     finally:
         builder.shutdown()
@@ -156,6 +165,7 @@ def test_candidates_are_measured_through_the_rpc_tracker(tmp_path, layer, rpc_fl
         raise AssertionError("measured locally, not through the tracker")
 
     monkeypatch.setattr(ms.runner, "LocalRunner", no_local_runner)
+    _only_named_log_handlers(monkeypatch)
     mod, target = layer
     db = TuningDatabase(tmp_path / "db", target)
     tasks = len(tuning.plan_tuning(mod, target, db, 1).tasks)

@@ -4,8 +4,8 @@ MetaSchedule's default build function imports ``tvm.s_tir.tensor_intrin``, which
 vendor's tensor intrinsics (ROCm, CUDA MMA, ...) through TVMScript: ~30 s of CPU per builder
 process on these machines, before any real work. fp32 schedules of our graphs use no tensor
 intrinsics, so this builds exactly as the default does, minus that import. The functions
-travel to the workers by value (``cloudpickle``), so a worker never imports psdeploy (and
-with it torch): a worker starts in the time it takes to import TVM.
+travel to the workers by value (``cloudpickle``), so a worker never imports psdeploy (its
+API, ONNX tooling, ...): a worker starts in the time it takes to import TVM.
 """
 
 from __future__ import annotations
