@@ -4,6 +4,8 @@ run resumes; the phases add up; candidates are measured through TVM's RPC tracke
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -90,7 +92,6 @@ def test_deadline_stops_after_the_batch_in_flight_and_a_rerun_resumes(tmp_path, 
 def test_builder_workers_live_across_batches_and_never_import_psdeploy(layer) -> None:
     """The per-batch cost removed: one worker process serves every batch, and the build function
     reaches it by value, so it never imports psdeploy (the API, ONNX tooling, ...)."""
-    import os
 
     import tvm
     from tvm.s_tir import meta_schedule as ms
@@ -123,21 +124,21 @@ def _free_port() -> int:
 
 @pytest.fixture()
 def rpc_fleet():
-    """A TVM RPC tracker and two servers under key 'xeon' on 127.0.0.1, torn down even on failure."""
+    """A TVM RPC tracker and two servers under key 'xeon' on 127.0.0.1, torn down (with the processes
+    the servers start per session) even on failure."""
     pytest.importorskip("tornado")  # the tracker's event loop; the 'tvm' extra brings it
     from tvm import rpc
 
     port = _free_port()
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "start_new_session": True}
     procs = [subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1",
-                               "--port", str(port), "--port-end", str(port + 1)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+                               "--port", str(port), "--port-end", str(port + 1)], **quiet)]
     try:
         for _ in range(2):
             server_port = _free_port()
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "tvm.exec.rpc_server", "--tracker", f"127.0.0.1:{port}", "--key", "xeon",
-                 "--host", "127.0.0.1", "--port", str(server_port), "--port-end", str(server_port + 1)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                 "--host", "127.0.0.1", "--port", str(server_port), "--port-end", str(server_port + 1)], **quiet))
         deadline = time.monotonic() + SERVERS_UP_S
         while True:
             try:
@@ -149,9 +150,9 @@ def rpc_fleet():
             assert time.monotonic() < deadline, "the RPC tracker and servers did not come up"
             time.sleep(1)
         yield port
-    finally:
+    finally:  # each in a session of its own: the servers' session workers go with them
         for proc in procs:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
 
 
