@@ -23,6 +23,7 @@ import numpy as np
 from psdeploy.api.recipes import Recipe, load_recipe
 from psdeploy.backends import BuildOptions, OpenedRunner, Profile, backend_for, open_runner, parse_target
 from psdeploy.backends import profile as profile_backend
+from psdeploy.backends.tune_options import parse_duration, rpc_tracker
 from psdeploy.bench import BenchResult, bench_models
 from psdeploy.bench.timing import TimingPlan
 from psdeploy.compile import CompileRequest, CompileResult, compile_model, verify_artifact
@@ -88,14 +89,18 @@ def export(source: Source, output: str | Path, *, arch: str | None = None, lower
 
 def compile(source: str | None = None, *, recipe: str | Path | None = None, target: str | None = None,
             output: str | Path | None = None, arch: str | None = None, input_shape: Shape = None,
-            lowering: str | None = None, tune_trials: int | None = None, tuning_db: str | Path | None = None,
+            lowering: str | None = None, tune_trials: int | None = None, tune_time: str | float | None = None,
+            rpc: str | None = None, rpc_key: str | None = None, tuning_db: str | Path | None = None,
             mcpu: str | None = None, num_cores: int | None = None, cuda_arch: str | None = None,
             precision: str | None = None, winograd: str | None = None, tolerance: float | None = None,
             force: bool = False, on_batch: Callable[[int], None] | None = None,
             on_untuned: Callable[[], None] | None = None) -> CompileResult:
     """Build a verified artifact directory; options given here override the ``recipe``'s.
 
-    ``on_batch(trials)`` follows tuning; ``on_untuned()`` is called before an untuned TVM build."""
+    TVM tuning: ``tune_trials`` in total and/or ``tune_time`` (seconds, or ``"20m"``), stopping at
+    whichever comes first; ``rpc="host:9190"`` with ``rpc_key`` measures candidates on the servers
+    registered with that TVM RPC tracker. ``on_batch(trials)`` follows tuning; ``on_untuned()`` is
+    called before an untuned TVM build."""
     r = load_recipe(recipe) if recipe else None
     model, backend, tuning = (r.model, r.backend, r.tuning) if r else (None, None, None)
 
@@ -113,10 +118,13 @@ def compile(source: str | None = None, *, recipe: str | Path | None = None, targ
     parsed = parse_target(target_text, pick(mcpu, backend and backend.mcpu),
                           pick(num_cores, backend and backend.num_cores), pick(cuda_arch, backend and backend.cuda_arch))
     shape = shape_from_text(input_shape) if isinstance(input_shape, str) else pick(input_shape, model and model.input_shape)
+    time_budget = pick(tune_time, tuning and tuning.time)
     options = BuildOptions(
         precision=pick(precision, backend and backend.precision, "f32"),
         winograd=pick(winograd, backend and backend.winograd, "off"),
         tune_trials=pick(tune_trials, tuning and tuning.trials, 0),
+        tune_time_s=None if time_budget is None else parse_duration(time_budget),
+        rpc=rpc_tracker(pick(rpc, tuning and tuning.rpc), pick(rpc_key, tuning and tuning.rpc_key)),
         tuning_db=Path(pick(tuning_db, tuning and tuning.database, "tuning-db")), on_batch=on_batch)
     request = CompileRequest(
         source=str(source), target=parsed, output=Path(output), options=options,
@@ -124,7 +132,7 @@ def compile(source: str | None = None, *, recipe: str | Path | None = None, targ
         input_shape=tuple(shape) if shape else None,
         tolerance=pick(tolerance, r and r.tolerance, DEFAULT_TOLERANCE), force=force,
         arch=pick(arch, model and model.arch))
-    if parsed.backend == "tvm" and options.tune_trials == 0 and on_untuned:
+    if parsed.backend == "tvm" and not options.tunes and on_untuned:
         on_untuned()
     return compile_model(request)
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic import Field, PositiveFloat, PositiveInt, field_validator
 
+from psdeploy.backends.tune_options import parse_duration, parse_tracker
+from psdeploy.errors import PsdeployError
 from psdeploy.schema import Strict, read_yaml, validated
 
 
@@ -31,8 +33,27 @@ class BackendSection(Strict):
 
 
 class TuningSection(Strict):
-    trials: int = Field(0, ge=0)
+    trials: int = Field(0, ge=0)  # in total; with ``time``, a cap
+    time: str | PositiveFloat | PositiveInt | None = None  # a deadline: "90s", "20m", "1h", or seconds
+    rpc: str | None = None  # HOST:PORT of a TVM RPC tracker that measures the candidates
+    rpc_key: str | None = None  # the key its servers registered under
     database: str = "tuning-db"
+
+    @field_validator("time")
+    @classmethod
+    def _duration(cls, value: str | float | None) -> str | float | None:
+        try:
+            return None if value is None else parse_duration(value, "")
+        except PsdeployError:
+            raise ValueError("expected a positive duration such as 90s, 20m or 1h") from None
+
+    @field_validator("rpc")
+    @classmethod
+    def _tracker(cls, value: str | None) -> str | None:
+        try:
+            return None if value is None else ":".join(map(str, parse_tracker(value, "")))
+        except PsdeployError:
+            raise ValueError("expected HOST:PORT of a TVM RPC tracker") from None
 
 
 class Recipe(Strict):

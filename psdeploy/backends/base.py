@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from psdeploy.backends.targets import Target
+from psdeploy.backends.tune_options import RpcTracker
 from psdeploy.errors import PsdeployError
 from psdeploy.export.node_names import layer_of
 from psdeploy.rewrite.lowerings import LOWERINGS
@@ -30,7 +31,9 @@ class BuildOptions:
 
     precision: str = "f32"
     winograd: str = "off"  # TVM: Winograd F(2x2,3x3) / F(4x4,3x3) for every eligible conv
-    tune_trials: int = 0  # TVM: MetaSchedule trials in total
+    tune_trials: int = 0  # TVM: MetaSchedule trials in total (with tune_time_s: a cap)
+    tune_time_s: float | None = None  # TVM: a deadline for tuning, in seconds of wall time
+    rpc: RpcTracker | None = None  # TVM: measure candidates on the tracker's servers instead of here
     tuning_db: Path = Path("tuning-db")
     on_batch: Callable[[int], None] | None = field(default=None, compare=False)  # tuning progress hook
 
@@ -41,6 +44,16 @@ class BuildOptions:
             raise PsdeployError(f"--winograd {self.winograd!r}: expected one of {', '.join(WINOGRAD)}")
         if self.tune_trials < 0:
             raise PsdeployError(f"--tune-trials {self.tune_trials}: expected 0 or more")
+        if self.tune_time_s is not None and self.tune_time_s <= 0:
+            raise PsdeployError(f"--tune-time {self.tune_time_s:g}s: expected a positive duration")
+        if self.rpc is not None and not self.tunes:
+            raise PsdeployError(f"--rpc {self.rpc.address}: measures tuning candidates; give --tune-trials or "
+                                f"--tune-time too")
+
+    @property
+    def tunes(self) -> bool:
+        """Whether MetaSchedule tunes at all (a trial budget, a time budget, or both)."""
+        return self.tune_trials > 0 or self.tune_time_s is not None
 
 
 @dataclass
@@ -145,7 +158,9 @@ class Backend(ABC):
         defaults = BuildOptions()
         for flag, value, default in (("--precision", options.precision, defaults.precision),
                                      ("--winograd", options.winograd, defaults.winograd),
-                                     ("--tune-trials", options.tune_trials, defaults.tune_trials)):
+                                     ("--tune-trials", options.tune_trials, defaults.tune_trials),
+                                     ("--tune-time", options.tune_time_s, defaults.tune_time_s),
+                                     ("--rpc", options.rpc and options.rpc.address, None)):
             if value != default:
                 raise PsdeployError(f"{flag} {value}: not an option of {target.name}")
 

@@ -41,7 +41,9 @@ class OpenvinoBackend(Backend):
             raise PsdeployError("the openvino-cpu target needs OpenVINO: pip install 'psdeploy[openvino]'") from None
 
     def check_options(self, target: Target, options: BuildOptions) -> None:
-        for flag, value, default in (("--winograd", options.winograd, "off"), ("--tune-trials", options.tune_trials, 0)):
+        for flag, value, default in (("--winograd", options.winograd, "off"), ("--tune-trials", options.tune_trials, 0),
+                                     ("--tune-time", options.tune_time_s, None),
+                                     ("--rpc", options.rpc and options.rpc.address, None)):
             if value != default:
                 raise PsdeployError(f"{flag} {value}: a TVM option; OpenVINO chooses its own kernels")
 

@@ -52,6 +52,32 @@ ARCH_OPTION = click.option("--arch", default=None, help="Architecture name (defa
 THREADS_OPTION = click.option("--threads", default=None, type=int, help="Intra-op threads (default: all cores).")
 
 
+class _Parsed(click.ParamType):
+    """A value checked by the API's own parser before any work starts: a bad one is a usage error."""
+
+    def __init__(self, name: str, parse) -> None:
+        self.name, self._parse = name, parse
+
+    def convert(self, value, param, ctx):
+        try:
+            self._parse(value, "")
+        except PsdeployError as exc:
+            self.fail(str(exc).strip(), param, ctx)
+        return value
+
+
+def _duration(value: str, option: str) -> float:
+    from psdeploy.backends.tune_options import parse_duration
+
+    return parse_duration(value, option)
+
+
+def _tracker(value: str, option: str) -> tuple[str, int]:
+    from psdeploy.backends.tune_options import parse_tracker
+
+    return parse_tracker(value, option)
+
+
 def _int_list(text: str, option: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
@@ -131,24 +157,31 @@ def accuracy(model: str, checkpoint: str, arch: str | None) -> None:
 @click.option("--lowering", default=None,
               help="PSConv lowering: grouped, sliced, aligned, polyphase, fused (TVM), auto (timed on the target); "
                    "default: the target's fastest form (sliced on openvino-cpu, grouped elsewhere).")
-@click.option("--tune-trials", type=int, default=None, help="MetaSchedule trials in total (TVM); 0 = untuned.")
+@click.option("--tune-trials", type=int, default=None,
+              help="MetaSchedule trials in total (TVM); 0 = untuned; with --tune-time, a cap.")
+@click.option("--tune-time", type=_Parsed("DURATION", _duration), default=None,
+              help="Tune for this long (TVM), e.g. 90s, 20m, 1h; stops at this or --tune-trials, whichever first.")
+@click.option("--rpc", type=_Parsed("HOST:PORT", _tracker), default=None,
+              help="Measure tuning candidates on the servers of this TVM RPC tracker (needs --rpc-key).")
+@click.option("--rpc-key", default=None, help="The key the RPC servers registered under (e.g. xeon).")
 @click.option("--tuning-db", default=None, type=click.Path(file_okay=False), help="Tuning database root.")
 @click.option("--mcpu", default=None, help="LLVM CPU (e.g. skylake-avx512, haswell); default: this CPU.")
 @click.option("--num-cores", type=int, default=None, help="Cores the TVM llvm target assumes.")
 @click.option("--cuda-arch", default=None, help="CUDA arch for --target cuda (default sm_90).")
 @click.option("--precision", default=None, type=click.Choice(["f32", "f16", "bf16"]), help="OpenVINO precision.")
 @click.option("--winograd", default=None, type=click.Choice(["off", "f2", "f4"]),
-              help="TVM: Winograd F(2x2,3x3)/F(4x4,3x3) for every stride-1 dense 3x3 conv (default off).")
+              help="TVM: Winograd F(2x2,3x3)/F(4x4,3x3) for every stride-1 3x3 conv, dilated ones included (default off).")
 @click.option("--tolerance", type=float, default=None, help="Parity tolerance (default 1e-4).")
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
-def compile_cmd(source, recipe, target, output, arch, input_shape, lowering, tune_trials, tuning_db, mcpu,
-                num_cores, cuda_arch, precision, winograd, tolerance, force) -> None:
+def compile_cmd(source, recipe, target, output, arch, input_shape, lowering, tune_trials, tune_time, rpc, rpc_key,
+                tuning_db, mcpu, num_cores, cuda_arch, precision, winograd, tolerance, force) -> None:
     """Compile a checkpoint (or psdeploy-exported ONNX) for TVM llvm/cuda, OpenVINO or onnxruntime, verified."""
     from psdeploy import api
     from psdeploy.cli.render import show_compile, untuned_warning
 
     result = api.compile(source, recipe=recipe, target=target, output=output, arch=arch, input_shape=input_shape,
-                         lowering=lowering, tune_trials=tune_trials, tuning_db=tuning_db, mcpu=mcpu,
+                         lowering=lowering, tune_trials=tune_trials, tune_time=tune_time, rpc=rpc, rpc_key=rpc_key,
+                         tuning_db=tuning_db, mcpu=mcpu,
                          num_cores=num_cores, cuda_arch=cuda_arch, precision=precision, winograd=winograd,
                          tolerance=tolerance, force=force, on_untuned=untuned_warning)
     show_compile(result)

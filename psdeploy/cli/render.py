@@ -116,6 +116,11 @@ def show_compile(result: CompileResult) -> None:
         t = m.tuning
         console.print(f"tuning: {t['tasks']} tasks, {t['tasks_tuned']} tuned now, {t['tasks_already_tuned']} "
                       f"already in the database, {t['trials_measured']} trials measured; db {t['database']}")
+        if t["trials_measured"]:
+            phases = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in t["phase_s"].items())
+            console.print(f"tuning throughput: {t['trials_per_min']:.1f} trials/min ({t['trials_measured']} in "
+                          f"{t['tuning_s']:.0f} s, batches of {t['batch']}, measured {t['measured_on']}, stopped by "
+                          f"{t['stopped_by']}); {phases}")
         for note in t["notes"]:
             console.print(f"tuning-db: {note}")
     if m.lowering_search:

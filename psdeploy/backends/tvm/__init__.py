@@ -51,8 +51,8 @@ class TvmBackend(Backend):
         from psdeploy.backends.tvm.build import build
 
         self.require()
-        summary = build(onnx_path, input_shape, target, options.tuning_db, options.tune_trials,
-                        out_dir / self.module_file, options.on_batch, WINOGRAD_TILES[options.winograd])
+        summary = build(onnx_path, input_shape, target, options, out_dir / self.module_file,
+                        WINOGRAD_TILES[options.winograd])
         return summary.to_dict()
 
     def _vm(self, module: Path, target: Target, threads: int | None):

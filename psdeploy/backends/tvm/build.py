@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from psdeploy.backends.base import BuildOptions
 from psdeploy.backends.targets import Target
 from psdeploy.backends.tvm.tuning import TuningSummary, tune
 from psdeploy.backends.tvm.tuning_db import TuningDatabase
@@ -70,13 +71,14 @@ def lower(mod, spec: Target, winograd_tile: int = 0):
         return tvm.transform.Sequential(pre_tuning_passes(winograd_tile))(mod)
 
 
-def build(onnx_path: Path, input_shape: tuple[int, ...], spec: Target, db_root: Path, trials: int,
-          out_file: Path, on_batch=None, winograd_tile: int = 0) -> TuningSummary:
+def build(onnx_path: Path, input_shape: tuple[int, ...], spec: Target, options: BuildOptions, out_file: Path,
+          winograd_tile: int = 0) -> TuningSummary:
     """Import, lower, tune, apply, compile and export the library to ``out_file``."""
     import tvm
 
     mod = lower(import_onnx(onnx_path, input_shape), spec, winograd_tile)
-    database, summary = tune(mod, spec, TuningDatabase(db_root, spec), trials, on_batch)
+    database, summary = tune(mod, spec, TuningDatabase(options.tuning_db, spec), options.tune_trials,
+                             options.tune_time_s, options.rpc, options.on_batch)
     target = tvm.target.Target(spec.tvm_target)
     with target, database:
         mod = tvm.transform.Sequential(post_tuning_passes(spec))(mod)

@@ -1,22 +1,38 @@
-"""A MetaSchedule measure callback that drives a rich progress bar and honours Ctrl-C.
+"""MetaSchedule measure callbacks: a rich progress bar, each task's best latency, and Ctrl-C.
 
-MetaSchedule's loop runs in C++ and swallows exceptions raised in callbacks; so a
-SIGINT handler only sets a flag, and the callback (run after the database has stored
-the batch) terminates every task, so the loop returns and the caller raises
-KeyboardInterrupt. The database keeps every record measured so far.
+They bracket MetaSchedule's own callbacks (store the records, update the cost model), so the
+time between them is the run's "update" phase. MetaSchedule's loop runs in C++ and swallows
+exceptions raised in callbacks; so a SIGINT handler only sets a flag, and the scheduler
+(``scheduler.py``) sends no further batch once it is set: the loop joins what is still
+measuring and returns, and the caller raises KeyboardInterrupt with every record stored.
 """
 
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from psdeploy.backends.tvm.measure import PhaseClock
+from psdeploy.backends.tvm.scheduler import FAILED_MS
 
-def make_callback(total_trials: int, task_names: list[str], on_batch: Callable[[int], None] | None = None):
-    """A (callback, progress) pair; ``on_batch(trials_so_far)`` is a hook for tests."""
+
+@dataclass
+class TuningState:
+    trials: int = 0
+    interrupted: bool = False
+    best_ms: dict[int, float] = field(default_factory=dict)  # task id -> best measured latency
+    history: dict[int, list[float]] = field(default_factory=dict)  # task id -> best after each batch
+
+
+def make_callbacks(total_trials: int | None, task_names: list[str], clock: PhaseClock,
+                   on_batch: Callable[[int], None] | None = None):
+    """(before, after, progress, state): ``before`` and ``after`` go first and last in the callback list;
+    ``on_batch(trials_so_far)`` is a hook for tests."""
     from tvm.ir.utils import derived_object
     from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
 
@@ -25,36 +41,40 @@ def make_callback(total_trials: int, task_names: list[str], on_batch: Callable[[
         TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), transient=False,
     )
     bar = progress.add_task("tune", total=total_trials, detail="")
-    best: dict[int, float] = {}
-    state = {"trials": 0, "interrupted": False}
+    state = TuningState()
+    started = [0.0]
+
+    @derived_object
+    class StartUpdate(PyMeasureCallback):
+        def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results) -> None:
+            started[0] = time.perf_counter()
 
     @derived_object
     class ProgressCallback(PyMeasureCallback):
         def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results) -> None:
+            clock.seconds["update"] += time.perf_counter() - started[0]
             for result in runner_results:
                 if result.error_msg is None and result.run_secs:
                     ms = 1e3 * sum(float(s) for s in result.run_secs) / len(result.run_secs)
-                    best[task_id] = min(best.get(task_id, float("inf")), ms)
-            state["trials"] += len(runner_results)
-            detail = (f"tasks {len(best)}/{len(task_names)} measured; best sum "
-                      f"{sum(best.values()):.2f} ms; last {task_names[task_id][:32]}")
-            progress.update(bar, completed=min(state["trials"], total_trials), detail=detail)
+                    state.best_ms[task_id] = min(state.best_ms.get(task_id, float("inf")), ms)
+            state.history.setdefault(task_id, []).append(state.best_ms.get(task_id, FAILED_MS))
+            state.trials += len(runner_results)
+            detail = (f"tasks {len(state.best_ms)}/{len(task_names)} measured; best sum "
+                      f"{sum(state.best_ms.values()):.2f} ms; last {task_names[task_id][:32]}")
+            progress.update(bar, completed=state.trials, detail=detail)
             if on_batch:
-                on_batch(state["trials"])
-            if state["interrupted"]:  # end every task: the scheduler's loop then returns normally
-                for task in range(len(task_names)):
-                    task_scheduler.terminate_task(task)
+                on_batch(state.trials)
 
-    return ProgressCallback(), progress, state, best
+    return StartUpdate(), ProgressCallback(), progress, state
 
 
 @contextmanager
-def sigint_sets(state: dict):
-    """While tuning, Ctrl-C sets ``state['interrupted']`` instead of unwinding through C++."""
+def sigint_sets(state: TuningState):
+    """While tuning, Ctrl-C sets ``state.interrupted`` instead of unwinding through C++."""
     previous = signal.getsignal(signal.SIGINT)
 
     def handler(signum, frame) -> None:
-        state["interrupted"] = True
+        state.interrupted = True
 
     signal.signal(signal.SIGINT, handler)
     try:

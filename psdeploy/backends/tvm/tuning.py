@@ -1,27 +1,41 @@
-"""MetaSchedule tuning into the persistent database, resumable, with progress and Ctrl-C.
+"""MetaSchedule tuning into the persistent database: a trial budget, a time budget, or both.
 
-A budget is a number of trials in total, spread evenly over the tasks; tasks the
-database already covers to that per-task budget are skipped, which is what makes an
-interrupted tune resume where it stopped.
+``--tune-trials N`` is a number of trials in total; ``--tune-time D`` a deadline for the whole
+tuning step; given both, tuning stops at whichever comes first (the trials are then a cap).
+Trials come in batches (several candidates built and measured per search round, so the
+per-batch costs are shared): every task gets one batch first, about half its even share of
+the trials (all of it for small budgets), and the rest goes where the time is, by
+MetaSchedule's gradient rule (``scheduler.py``).
+
+Resuming: with a trial budget, a task the database already holds a first batch of is covered
+and skipped, so an interrupted or timed-out tune resumes with the tasks it had not reached
+(the tasks the database holds least of go first). With a time budget alone nothing counts as
+covered: each run spends its time, continuing from the records the database holds.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 
 from psdeploy.backends.targets import Target
-from psdeploy.backends.tvm.ms_build import build_candidate
-from psdeploy.backends.tvm.progress import make_callback, sigint_sets
+from psdeploy.backends.tune_options import RpcTracker
+from psdeploy.backends.tvm.intrinsics import register_tensor_intrinsics
+from psdeploy.backends.tvm.measure import PhaseClock, local_or_rpc_runner, pooled_builder, timed_runner
+from psdeploy.backends.tvm.progress import make_callbacks, sigint_sets
+from psdeploy.backends.tvm.scheduler import make_scheduler
 from psdeploy.backends.tvm.tuning_db import TuningDatabase
 from psdeploy.quiet import is_verbose
 
-# MetaSchedule's 30 s default build timeout kills every candidate on a 2-core machine
-# (each popen builder imports TVM, then LLVM compiles heavily unrolled schedules).
-BUILD_TIMEOUT_S = 180
-RUN_TIMEOUT_S = 60
+MIN_BATCH = 8  # candidates per batch below which MetaSchedule's per-batch costs dominate
+MAX_BATCH = 64
+TIME_BATCH = 16  # candidates per batch when only a deadline bounds the run
+UNCAPPED = 1 << 30  # MetaSchedule wants a trial cap (a C++ int); with a deadline alone, none binds
+XGB_WARMUP = 100  # XGBModel's num_warmup_samples: below it, it predicts at random (and still trains)
 
 
 class _DropLevelNag(logging.Filter):
@@ -42,11 +56,18 @@ def quiet_metaschedule_console() -> None:
 @dataclass
 class TuningSummary:
     requested_trials: int
-    per_task_budget: int
+    per_task_budget: int  # records that make a task covered (its first batch); 0: nothing counts as covered
     tasks: int
+    time_budget_s: float | None = None
+    batch: int = 0  # candidates built and measured per search round
+    measured_on: str = "local"  # or the RPC tracker and key
     tasks_tuned: int = 0
     tasks_already_tuned: int = 0
     trials_measured: int = 0
+    stopped_by: str = ""  # "trials", "deadline" or "search space" (every task exhausted or capped)
+    tuning_s: float = 0.0  # wall time of the tuning step, task extraction included
+    trials_per_min: float = 0.0
+    phase_s: dict[str, float] = field(default_factory=dict)  # setup, search, build, run, update
     estimated_ms: float | None = None  # sum over tasks of the best measured kernel (weighted)
     database: str = ""
     untuned: bool = False
@@ -56,75 +77,117 @@ class TuningSummary:
         return asdict(self)
 
 
-def search_strategy(per_task: int):
-    """Evolutionary search sized to the budget: the default population (512, 4 generations)
+def cost_model(trials: int) -> str:
+    """MetaSchedule's XGBoost model, unless the run ends before it would be consulted: it scores
+    candidates at random until it holds ``XGB_WARMUP`` results, yet retrains on every 20 % more
+    data meanwhile (17 trainings, most of the tuning time of a 64-trial run on 2 cores)."""
+    return "random" if trials < XGB_WARMUP else "xgb"
+
+
+def search_strategy(batch: int):
+    """Evolutionary search sized to the batch: the default population (512, 4 generations)
     spends minutes per task before measuring anything on 2 cores."""
     from tvm.s_tir import meta_schedule as ms
 
-    population = min(512, max(32, 16 * per_task))
+    population = min(512, max(32, 8 * batch))
     return ms.search_strategy.EvolutionarySearch(
         population_size=population, init_min_unmeasured=min(50, population // 2),
-        genetic_num_iters=2 if per_task < 32 else 4,
+        genetic_num_iters=2 if batch < 16 else 4,
     )
+
+
+def batch_size(trials: int, tasks: int) -> int:
+    """Candidates per batch for a trial budget: each task's first batch is half its even share
+    (at least ``MIN_BATCH``), or all of it when the share is smaller; the rest goes by gradient."""
+    fair = math.ceil(trials / tasks)
+    return min(fair, MAX_BATCH, max(MIN_BATCH, math.ceil(fair / 2)))
 
 
 @dataclass
 class TuningPlan:
     database: object
     tasks: list
-    todo: list  # tasks the database does not yet cover to the per-task budget
-    per_task: int
+    todo: list  # tasks to tune now, those the database holds fewest records of first
+    per_task: int  # records that make a task covered (0: none is, with a time budget alone)
+    batch: int  # candidates per batch
+    trials: int  # the cap on this run's trials
 
 
-def plan_tuning(mod, spec: Target, db: TuningDatabase, trials: int) -> TuningPlan:
-    """Which tasks still need trials: what makes an interrupted tune resume where it stopped."""
+def plan_tuning(mod, spec: Target, db: TuningDatabase, trials: int, time_s: float | None = None) -> TuningPlan:
+    """Which tasks get trials, in which order, in batches of how many."""
     import tvm
     from tvm.s_tir import meta_schedule as ms
 
     database = db.open()
     tasks = ms.relax_integration.extract_tasks(mod, tvm.target.Target(spec.tvm_target))
-    if trials <= 0:
-        return TuningPlan(database, tasks, [], 0)
-    per_task = max(1, math.ceil(trials / len(tasks)))
+    if trials <= 0 and time_s is None:
+        return TuningPlan(database, tasks, [], 0, 0, 0)
     done = db.record_counts(database, [t.dispatched[0] for t in tasks])
-    return TuningPlan(database, tasks, [t for t, n in zip(tasks, done) if n < per_task], per_task)
+    if trials > 0:
+        fair = math.ceil(trials / len(tasks))
+        batch = batch_size(trials, len(tasks))
+        todo = [i for i, n in enumerate(done) if n < batch]
+        per_task, cap = batch, fair * len(todo)
+    else:
+        batch, todo, per_task, cap = TIME_BATCH, list(range(len(tasks))), 0, UNCAPPED
+    todo.sort(key=lambda i: done[i])
+    return TuningPlan(database, tasks, [tasks[i] for i in todo], per_task, batch, cap)
 
 
-def tune(mod, spec: Target, db: TuningDatabase, trials: int, on_batch=None) -> tuple[object, TuningSummary]:
-    """Tune ``mod``'s tasks within ``trials`` total; tasks the database already covers are skipped."""
+def tune(mod, spec: Target, db: TuningDatabase, trials: int, time_s: float | None = None,
+         rpc: RpcTracker | None = None, on_batch=None) -> tuple[object, TuningSummary]:
+    """Tune ``mod``'s tasks within the budget; a KeyboardInterrupt after Ctrl-C, every record kept."""
     from tvm.s_tir import meta_schedule as ms
 
-    plan = plan_tuning(mod, spec, db, trials)
-    database, per_task, todo = plan.database, plan.per_task, plan.todo
-    summary = TuningSummary(trials, per_task, len(plan.tasks), database=str(db.directory), notes=list(db.notes))
-    summary.untuned = trials <= 0
-    summary.tasks_already_tuned = 0 if summary.untuned else len(plan.tasks) - len(todo)
-    summary.tasks_tuned = len(todo)
-    if not todo:
-        return database, summary
+    clock = PhaseClock()
+    deadline = None if time_s is None else clock.origin + time_s
+    plan = plan_tuning(mod, spec, db, trials, time_s)
+    summary = TuningSummary(trials, plan.per_task, len(plan.tasks), time_s, plan.batch,
+                            f"rpc {rpc.address} key {rpc.key}" if rpc else "local",
+                            database=str(db.directory), notes=list(db.notes))
+    summary.untuned = trials <= 0 and time_s is None
+    summary.tasks_already_tuned = 0 if summary.untuned else len(plan.tasks) - len(plan.todo)
+    summary.tasks_tuned = len(plan.todo)
+    if not plan.todo:
+        return plan.database, summary
+    runner = timed_runner(local_or_rpc_runner(rpc), clock)
     quiet_metaschedule_console()
+    register_tensor_intrinsics(spec)
     with tempfile.TemporaryDirectory(prefix="psdeploy-ms-") as work_dir:
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-            todo, work_dir, strategy=search_strategy(per_task), seed=0)
-        budget = per_task * len(contexts)
-        callback, progress, state, best = make_callback(budget, [c.task_name for c in contexts], on_batch)
+            plan.todo, work_dir, strategy=search_strategy(plan.batch), seed=0)
+        before, after, progress, state = make_callbacks(
+            plan.trials if plan.trials < UNCAPPED else None, [c.task_name for c in contexts], clock, on_batch)
+
+        def stop() -> bool:
+            return state.interrupted or (deadline is not None and time.perf_counter() >= deadline)
+
+        builder = pooled_builder(clock, os.cpu_count() or 1)
         try:
             with progress, sigint_sets(state):
                 ms.tune.tune_tasks(
-                    tasks=contexts, task_weights=weights, work_dir=work_dir, max_trials_global=budget,
-                    max_trials_per_task=per_task, num_trials_per_iter=min(64, max(1, per_task // 2)), database=database,
-                    builder=ms.builder.LocalBuilder(timeout_sec=BUILD_TIMEOUT_S, f_build=build_candidate),
-                    runner=ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT_S),
-                    measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), callback],
+                    tasks=contexts, task_weights=weights, work_dir=work_dir, max_trials_global=plan.trials,
+                    max_trials_per_task=plan.trials, num_trials_per_iter=plan.batch, database=plan.database,
+                    builder=builder, runner=runner, cost_model=cost_model(plan.trials),
+                    task_scheduler=make_scheduler(list(range(len(contexts))), state.history, stop, clock),
+                    measure_callbacks=[before, *ms.measure_callback.MeasureCallback.create("default"), after],
                 )
         except Exception:
-            if state["interrupted"]:
+            if state.interrupted:
                 raise KeyboardInterrupt from None
             raise
-        if state["interrupted"]:
+        finally:
+            builder.shutdown()
+        if state.interrupted:
             raise KeyboardInterrupt
-        summary.trials_measured = state["trials"]
-        summary.estimated_ms = sum(best.get(i, 0.0) * w for i, w in enumerate(weights)) or None
-    return database, summary
-
-
+    summary.trials_measured = state.trials
+    summary.stopped_by = ("deadline" if deadline is not None and time.perf_counter() >= deadline
+                          else "trials" if state.trials >= plan.trials else "search space")
+    summary.tuning_s = clock.elapsed()
+    summary.trials_per_min = 60.0 * state.trials / summary.tuning_s
+    measured = {phase: clock.seconds[phase] for phase in ("build", "run", "update")}
+    setup = clock.seconds.get("setup", summary.tuning_s)  # no batch was sent: all of it was setup
+    search = max(0.0, summary.tuning_s - setup - sum(measured.values()))  # MetaSchedule's own loop
+    summary.phase_s = {"setup": setup, "search": search, **measured}
+    summary.estimated_ms = sum(state.best_ms.get(i, 0.0) * w for i, w in enumerate(weights)) or None
+    return plan.database, summary

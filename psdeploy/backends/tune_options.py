@@ -1,0 +1,64 @@
+"""What a tuning run may spend and where it measures: ``--tune-time`` and ``--rpc``, parsed once.
+
+Users think in wall time ("tune for an hour") and in machines ("measure on the Xeons"); these
+are the typed forms every layer passes on, so a value is checked where it is typed (the CLI,
+a recipe, ``psdeploy.compile``) with the same words, never deep inside MetaSchedule.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from psdeploy.errors import PsdeployError
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smh])")
+
+
+def parse_duration(text: str | float, option: str = "--tune-time") -> float:
+    """Seconds in ``90s``, ``20m``, ``1h`` or ``1h30m``; a bare number is seconds."""
+    spoken = str(text).strip().lower()
+    seconds = None
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        seconds = float(text)
+    elif re.fullmatch(r"\d+(?:\.\d+)?", spoken):
+        seconds = float(spoken)
+    elif spoken and _DURATION.sub("", spoken) == "":
+        seconds = sum(float(n) * _UNITS[u] for n, u in _DURATION.findall(spoken))
+    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
+        raise PsdeployError(f"{option} {text!r}: expected a positive duration such as 90s, 20m or 1h")
+    return seconds
+
+
+@dataclass(frozen=True)
+class RpcTracker:
+    """A TVM RPC tracker and the key its measuring servers registered under."""
+
+    host: str
+    port: int
+    key: str
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def parse_tracker(text: str, option: str = "--rpc") -> tuple[str, int]:
+    """``HOST:PORT`` of a tracker (``python -m tvm.exec.rpc_tracker``)."""
+    host, sep, port = str(text).strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise PsdeployError(f"{option} {text!r}: expected HOST:PORT of a TVM RPC tracker, e.g. 10.0.0.5:9190")
+    return host, int(port)
+
+
+def rpc_tracker(address: str | None, key: str | None) -> RpcTracker | None:
+    """Both of ``--rpc`` and ``--rpc-key``, or neither."""
+    if address is None and key is None:
+        return None
+    if address is None:
+        raise PsdeployError(f"--rpc-key {key}: needs --rpc HOST:PORT (the tracker the servers registered with)")
+    if not key or not str(key).strip():
+        raise PsdeployError(f"--rpc {address}: needs --rpc-key KEY (the key the servers registered under)")
+    return RpcTracker(*parse_tracker(address), str(key).strip())

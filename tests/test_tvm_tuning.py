@@ -1,0 +1,190 @@
+"""Tuning runs on one small PSConv layer: a deadline stops cleanly with its records kept and the next
+run resumes; the phases add up; candidates are measured through TVM's RPC tracker and two servers."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from psdeploy.backends import parse_target
+from psdeploy.backends.tune_options import RpcTracker
+from psdeploy.errors import PsdeployError
+
+pytest.importorskip("tvm")
+
+SERVERS_UP_S = 120
+
+
+@pytest.fixture(scope="module")
+def layer(tmp_path_factory):
+    """One 16-channel PSConv layer lowered for llvm (a handful of small tasks)."""
+    from psdeploy.backends.tvm.build import import_onnx, lower
+    from psdeploy.export.onnx_export import export_to_file
+    from psdeploy.report.cases import LayerSpec, layer_cases
+
+    spec = LayerSpec(channels=16, size=9, stride=1, batch=1)
+    case = layer_cases(spec, ["grouped"], reference_cases=("plain",))[-1]
+    path = tmp_path_factory.mktemp("layer") / "layer.onnx"
+    export_to_file(case.module, path, spec.shape, ["y"])
+    target = parse_target("llvm")
+    return lower(import_onnx(path, spec.shape), target), target
+
+
+def _only_named_log_handlers(monkeypatch) -> None:
+    """MetaSchedule's create_loggers formats the name of every handler on its logger, and pytest's
+    capture handlers, found there once an earlier test has tuned, have none (None.format)."""
+    logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    monkeypatch.setattr(logger, "handlers", [h for h in logger.handlers if h.get_name()])
+
+
+def _record_lines(db_root: Path, target) -> int:
+    from psdeploy.backends.tvm.tuning_db import RECORDS
+
+    path = db_root / target.key / RECORDS
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def test_deadline_stops_after_the_batch_in_flight_and_a_rerun_resumes(tmp_path, layer, monkeypatch) -> None:
+    """The clock jumps past the deadline during the first batch: tuning returns normally (no error, no
+    interrupt) with that batch's records stored, and the next run tunes only the tasks it had not reached."""
+    from psdeploy.backends.tvm import tuning
+    from psdeploy.backends.tvm.tuning_db import TuningDatabase
+
+    mod, target = layer
+    tasks = len(tuning.plan_tuning(mod, target, TuningDatabase(tmp_path / "db", target), 1).tasks)
+    jump = [0.0]
+
+    class Clock:
+        @staticmethod
+        def perf_counter() -> float:
+            return time.perf_counter() + jump[0]
+
+    def expire(trials: int) -> None:
+        jump[0] = 1e9
+
+    monkeypatch.setattr(tuning, "time", Clock)
+    _only_named_log_handlers(monkeypatch)
+    _, summary = tuning.tune(mod, target, TuningDatabase(tmp_path / "db", target), trials=2 * tasks,
+                             time_s=3600.0, on_batch=expire)
+    assert summary.stopped_by == "deadline" and summary.batch == 2
+    assert summary.trials_measured == 2 == _record_lines(tmp_path / "db", target)
+    assert set(summary.phase_s) == {"setup", "search", "build", "run", "update"}
+    assert min(summary.phase_s.values()) >= 0 and summary.phase_s["build"] > 0 and summary.phase_s["run"] > 0
+    assert sum(summary.phase_s.values()) == pytest.approx(summary.tuning_s)
+    assert summary.trials_per_min == pytest.approx(60 * 2 / summary.tuning_s)
+
+    monkeypatch.setattr(tuning, "time", time)
+    covered = tasks - len(tuning.plan_tuning(mod, target, TuningDatabase(tmp_path / "db", target), 2 * tasks).todo)
+    assert covered <= 1  # only the task of the batch that ran (if both of its candidates measured)
+    _, resumed = tuning.tune(mod, target, TuningDatabase(tmp_path / "db", target), trials=2 * tasks)
+    assert resumed.tasks_already_tuned == covered and resumed.tasks_tuned == tasks - covered
+    assert resumed.stopped_by in ("trials", "search space") and _record_lines(tmp_path / "db", target) > 2
+
+
+def test_builder_workers_live_across_batches_and_never_import_psdeploy(layer) -> None:
+    """The per-batch cost removed: one worker process serves every batch, and the build function
+    reaches it by value, so it never imports psdeploy (the API, ONNX tooling, ...)."""
+
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    from psdeploy.backends.tvm.measure import PhaseClock, pooled_builder
+
+    mod, target = layer
+    tvm_target = tvm.target.Target(target.tvm_target)
+    task = ms.relax_integration.extract_tasks(mod, tvm_target)[0]
+    clock = PhaseClock()
+    builder = pooled_builder(clock, workers=1)
+    try:
+        candidate = ms.builder.BuilderInput(task.dispatched[0], tvm_target)
+        first = builder.build([candidate])
+        worker = builder.pool.submit(os.getpid).result()
+        second = builder.build([candidate, candidate])
+        assert builder.pool.submit(os.getpid).result() == worker
+        assert all(r.error_msg is None and Path(r.artifact_path).is_file() for r in [*first, *second])
+        imported = builder.pool.submit(lambda: [m for m in sys.modules if m.split(".")[0] == "psdeploy"])
+        assert imported.result() == [] and clock.seconds["build"] > 0
+    finally:
+        builder.shutdown()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def rpc_fleet():
+    """A TVM RPC tracker and two servers under key 'xeon' on 127.0.0.1, torn down (with the processes
+    the servers start per session) even on failure."""
+    pytest.importorskip("tornado")  # the tracker's event loop; the 'tvm' extra brings it
+    from tvm import rpc
+
+    port = _free_port()
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "start_new_session": True}
+    procs = [subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1",
+                               "--port", str(port), "--port-end", str(port + 1)], **quiet)]
+    try:
+        for _ in range(2):
+            server_port = _free_port()
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "tvm.exec.rpc_server", "--tracker", f"127.0.0.1:{port}", "--key", "xeon",
+                 "--host", "127.0.0.1", "--port", str(server_port), "--port-end", str(server_port + 1)], **quiet))
+        deadline = time.monotonic() + SERVERS_UP_S
+        while True:
+            try:
+                servers = rpc.connect_tracker("127.0.0.1", port).summary()["server_info"]
+                if sum(s["key"] == "server:xeon" for s in servers) == 2:
+                    break
+            except (OSError, RuntimeError):
+                pass  # the tracker is still starting
+            assert time.monotonic() < deadline, "the RPC tracker and servers did not come up"
+            time.sleep(1)
+        yield port
+    finally:  # each in a session of its own: the servers' session workers go with them
+        for proc in procs:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+
+def test_candidates_are_measured_through_the_rpc_tracker(tmp_path, layer, rpc_fleet, monkeypatch) -> None:
+    from tvm.s_tir import meta_schedule as ms
+
+    from psdeploy.backends.tvm import tuning
+    from psdeploy.backends.tvm.tuning_db import TuningDatabase
+
+    def no_local_runner(*args, **kwargs):
+        raise AssertionError("measured locally, not through the tracker")
+
+    monkeypatch.setattr(ms.runner, "LocalRunner", no_local_runner)
+    _only_named_log_handlers(monkeypatch)
+    mod, target = layer
+    db = TuningDatabase(tmp_path / "db", target)
+    tasks = len(tuning.plan_tuning(mod, target, db, 1).tasks)
+    _, summary = tuning.tune(mod, target, db, trials=tasks, rpc=RpcTracker("127.0.0.1", rpc_fleet, "xeon"))
+    assert summary.measured_on == f"rpc 127.0.0.1:{rpc_fleet} key xeon"
+    assert summary.trials_measured >= tasks and _record_lines(tmp_path / "db", target) == summary.trials_measured
+    database = db.open()
+    assert sum(db.record_counts(database, [t.dispatched[0] for t in tuning.plan_tuning(mod, target, db, 1).tasks])) >= 1
+
+    with pytest.raises(PsdeployError, match="--rpc-key epyc: no server is registered"):
+        tuning.tune(mod, target, db, trials=tasks * 4, rpc=RpcTracker("127.0.0.1", rpc_fleet, "epyc"))
+
+
+def test_an_absent_tracker_is_one_line(tmp_path, layer) -> None:
+    from psdeploy.backends.tvm import tuning
+    from psdeploy.backends.tvm.tuning_db import TuningDatabase
+
+    mod, target = layer
+    with pytest.raises(PsdeployError, match=r"--rpc 127\.0\.0\.1:\d+: no TVM RPC tracker answers there"):
+        tuning.tune(mod, target, TuningDatabase(tmp_path / "db", target), trials=4,
+                    rpc=RpcTracker("127.0.0.1", _free_port(), "xeon"))
