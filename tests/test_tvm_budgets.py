@@ -9,7 +9,12 @@ import pytest
 from click.testing import CliRunner
 
 from psdeploy.backends import BuildOptions
-from psdeploy.backends.tune_options import RpcTracker, parse_duration, parse_tracker, rpc_tracker
+from psdeploy.backends.tune_options import (
+    RpcTracker,
+    parse_duration,
+    parse_tracker,
+    rpc_tracker,
+)
 from psdeploy.cli import main
 from psdeploy.errors import PsdeployError
 

@@ -25,7 +25,12 @@ from dataclasses import asdict, dataclass, field
 from psdeploy.backends.targets import Target
 from psdeploy.backends.tune_options import RpcTracker
 from psdeploy.backends.tvm.intrinsics import register_tensor_intrinsics
-from psdeploy.backends.tvm.measure import PhaseClock, local_or_rpc_runner, pooled_builder, timed_runner
+from psdeploy.backends.tvm.measure import (
+    PhaseClock,
+    local_or_rpc_runner,
+    pooled_builder,
+    timed_runner,
+)
 from psdeploy.backends.tvm.progress import make_callbacks, sigint_sets
 from psdeploy.backends.tvm.scheduler import make_scheduler
 from psdeploy.backends.tvm.tuning_db import TuningDatabase
