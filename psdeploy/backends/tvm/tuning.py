@@ -40,6 +40,7 @@ MIN_BATCH = 8  # candidates per batch below which MetaSchedule's per-batch costs
 MAX_BATCH = 64
 TIME_BATCH = 16  # candidates per batch when only a deadline bounds the run
 UNCAPPED = 1 << 30  # MetaSchedule wants a trial cap (a C++ int); with a deadline alone, none binds
+METASCHEDULE_LOGGER = "tvm.s_tir.meta_schedule"
 XGB_WARMUP = 100  # XGBModel's num_warmup_samples: below it, it predicts at random (and still trains)
 
 
@@ -52,7 +53,7 @@ def quiet_metaschedule_console() -> None:
     """MetaSchedule prints a task table per batch; the progress bar replaces it (``--verbose`` keeps it)."""
     if is_verbose():
         return
-    logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    logger = logging.getLogger(METASCHEDULE_LOGGER)
     logger.setLevel(logging.WARNING)
     if not any(isinstance(f, _DropLevelNag) for f in logger.filters):
         logger.addFilter(_DropLevelNag())
@@ -139,6 +140,17 @@ def plan_tuning(mod, spec: Target, db: TuningDatabase, trials: int, time_s: floa
     return TuningPlan(database, tasks, [tasks[i] for i in todo], per_task, batch, cap)
 
 
+def drop_log_files(work_dir: str) -> None:
+    """MetaSchedule leaves a file handler per tuning run on its loggers, writing into that run's (temporary)
+    work directory: the next run in the same process would log into a deleted directory and fail."""
+    for name in [n for n in logging.root.manager.loggerDict if n.startswith(METASCHEDULE_LOGGER)]:
+        logger = logging.getLogger(name)
+        for handler in [h for h in logger.handlers if isinstance(h, logging.FileHandler)
+                        and h.baseFilename.startswith(work_dir)]:
+            logger.removeHandler(handler)
+            handler.close()
+
+
 def tune(mod, spec: Target, db: TuningDatabase, trials: int, time_s: float | None = None,
          rpc: RpcTracker | None = None, on_batch=None) -> tuple[object, TuningSummary]:
     """Tune ``mod``'s tasks within the budget; a KeyboardInterrupt after Ctrl-C, every record kept."""
@@ -183,6 +195,7 @@ def tune(mod, spec: Target, db: TuningDatabase, trials: int, time_s: float | Non
             raise
         finally:
             builder.shutdown()
+            drop_log_files(work_dir)
         if state.interrupted:
             raise KeyboardInterrupt
     summary.trials_measured = state.trials
