@@ -17,9 +17,17 @@ from torch import nn
 
 from psdeploy.errors import PsdeployError
 from psdeploy.rewrite.lattice import PSConvLayer
-from psdeploy.rewrite.lowerings.base import LoweredLayer, Lowering, LoweringStats, block_index_to_channels
-from psdeploy.rewrite.lowerings.grouped import branch_conv, channel_runs, live_union
-from psdeploy.rewrite.lowerings.plan import BranchPlan, LayerPlan, plan_layer
+from psdeploy.rewrite.lowerings.base import (
+    LoweredLayer,
+    LoweringStats,
+    block_index_to_channels,
+)
+from psdeploy.rewrite.lowerings.grouped import (
+    GroupedLowering,
+    branch_conv,
+    channel_runs,
+)
+from psdeploy.rewrite.lowerings.plan import BranchPlan
 
 
 def reads_for_common_order(branch: BranchPlan, sigma: tuple[int, ...]) -> BranchPlan | None:
@@ -55,11 +63,10 @@ class AlignedPSConv(nn.Module):
         return y  # type: ignore[return-value]
 
 
-class AlignedLowering(Lowering):
-    name = "aligned"
+class AlignedLowering(GroupedLowering):
+    """``grouped``'s plan; what differs is where each re-order happens."""
 
-    def plan(self, layer: PSConvLayer) -> LayerPlan:
-        return plan_layer(live_union(layer))
+    name = "aligned"
 
     def lower(self, layer: PSConvLayer, bias: torch.Tensor) -> LoweredLayer:
         s = layer.shape
