@@ -12,13 +12,19 @@ from pathlib import Path
 import onnx
 
 from psdeploy.backends.artifact import MANIFEST, Manifest
-from psdeploy.backends.base import Backend, BuildOptions, NodeTime, OpenedRunner, Profile
+from psdeploy.backends.base import (
+    Backend,
+    BuildOptions,
+    NodeTime,
+    OpenedRunner,
+    Profile,
+)
 from psdeploy.backends.onnxruntime import OnnxruntimeBackend
 from psdeploy.backends.openvino import OpenvinoBackend
 from psdeploy.backends.targets import Target, parse_target
 from psdeploy.backends.tvm import TvmBackend
 from psdeploy.errors import PsdeployError
-from psdeploy.export.node_names import value_layers, with_layer
+from psdeploy.export.node_names import layer_of, value_layers, with_layer
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (OnnxruntimeBackend(), OpenvinoBackend(), TvmBackend())}
 
@@ -114,9 +120,10 @@ def profile(path: str | Path, batch: int | None, runs: int, threads: int | None 
             backend.build(path, x.shape, target, BuildOptions(), Path(work))
             module = Path(work) / backend.module_file
         rows, runs_on = backend.profile(module, target, x, runs, threads)
-    if not path.is_dir():  # nodes a runtime names after the value they write go with that value's layer
+    unplaced = [row for row in rows if not layer_of(row.name)]
+    if unplaced and not path.is_dir():  # nodes a runtime names after the value they write: that value's layer
         layers = value_layers(path)
-        for row in rows:
+        for row in unplaced:
             row.name = with_layer(row.name, layers.get(row.name.split("/")[0], ""))
     return Profile(str(path), runs_on, batch, runs, rows)
 
