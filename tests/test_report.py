@@ -119,6 +119,16 @@ def test_shipped_report_recipes_parse() -> None:
         assert config.backends and config.iters >= 30
 
 
+def test_report_tvm_time_budget(tmp_path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text("backends: [tvm-llvm-nhwc]\ntvm: {time: 90s, trials: 500}\n")
+    config = load_report_config(path, None)
+    assert (config.tvm_time_s, config.tvm_trials) == (90.0, 500)
+    path.write_text("backends: [tvm-llvm]\ntvm: {time: soon}\n")
+    with pytest.raises(PsdeployError, match="'tvm.time': value error, expected a positive duration"):
+        load_report_config(path, None)
+
+
 def test_report_recipe_bad_backend(tmp_path) -> None:
     path = tmp_path / "r.yaml"
     path.write_text("backends: [torch, tensorrt]\n")

@@ -52,6 +52,10 @@ def _stale_log_files() -> list[str]:
             if isinstance(h, logging.FileHandler) and not Path(h.baseFilename).parent.exists()]
 
 
+def _run_seconds(record) -> float:
+    return sum(float(s) for s in record.run_secs)
+
+
 def _record_lines(db_root: Path, target) -> int:
     from psdeploy.backends.tvm.tuning_db import RECORDS
 
@@ -196,3 +200,42 @@ def test_an_absent_tracker_is_one_line(tmp_path, layer) -> None:
     with pytest.raises(PsdeployError, match=r"--rpc 127\.0\.0\.1:\d+: no TVM RPC tracker answers there"):
         tuning.tune(mod, target, TuningDatabase(tmp_path / "db", target), trials=4,
                     rpc=RpcTracker("127.0.0.1", _free_port(), "xeon"))
+
+
+def test_pruned_database_keeps_each_workloads_best_and_a_build_starts_from_it(tmp_path, layer, monkeypatch) -> None:
+    """Prune keeps one record per workload, the fastest; an untuned build from the pruned copy schedules
+    every task from it; a destination holding a database, or a source that is none, is refused."""
+    from psdeploy import api
+    from psdeploy.backends.tvm import tuning
+    from psdeploy.backends.tvm.tuning_db import TuningDatabase
+
+    mod, target = layer
+    _only_named_log_handlers(monkeypatch)
+    tasks = len(tuning.plan_tuning(mod, target, TuningDatabase(tmp_path / "db", target), 1).tasks)
+    tuning.tune(mod, target, TuningDatabase(tmp_path / "full", target), trials=4 * tasks)
+    [pruned] = api.prune_tuning_db(tmp_path / "full", tmp_path / "best")
+    full, best = (TuningDatabase(tmp_path / name, target).open() for name in ("full", "best"))
+    measured = {r.workload.mod.script(): r.workload for r in full.get_all_tuning_records()}
+    with_a_valid_record = [w for w in measured.values() if full.get_top_k(w, 1)]
+    assert 0 < len(with_a_valid_record) <= tasks
+    assert pruned.key == target.key and pruned.records_before > pruned.records_after == len(with_a_valid_record)
+    for record in best.get_all_tuning_records():
+        fastest = min(_run_seconds(r) for r in full.get_top_k(record.workload, 1 << 20))
+        assert _run_seconds(record) == pytest.approx(fastest)
+    _, summary = tuning.tune(mod, target, TuningDatabase(tmp_path / "best", target), trials=0)
+    assert summary.untuned and summary.trials_measured == 0
+    assert summary.tasks_already_tuned == len(with_a_valid_record)
+    with pytest.raises(PsdeployError, match="already holds a tuning database"):
+        api.prune_tuning_db(tmp_path / "full", tmp_path / "best")
+    with pytest.raises(PsdeployError, match="not a psdeploy tuning database"):
+        api.prune_tuning_db(tmp_path / "nothing", tmp_path / "out")
+
+
+def test_a_root_tuned_for_another_target_says_so(tmp_path, layer) -> None:
+    from psdeploy.backends.tvm.tuning_db import TuningDatabase
+
+    _, target = layer
+    TuningDatabase(tmp_path / "db", parse_target("llvm", cores=64)).validate()
+    db = TuningDatabase(tmp_path / "db", target)
+    db.open()
+    assert len(db.notes) == 1 and "holds no records for this target" in db.notes[0]

@@ -24,6 +24,7 @@ from psdeploy.api.recipes import Recipe, load_recipe
 from psdeploy.backends import BuildOptions, OpenedRunner, Profile, backend_for, open_runner, parse_target
 from psdeploy.backends import profile as profile_backend
 from psdeploy.backends.tune_options import parse_duration, rpc_tracker
+from psdeploy.backends.tvm.tuning_db import PrunedTarget, prune
 from psdeploy.bench import BenchResult, bench_models
 from psdeploy.bench.timing import TimingPlan
 from psdeploy.compile import CompileRequest, CompileResult, compile_model, verify_artifact
@@ -92,15 +93,15 @@ def compile(source: str | None = None, *, recipe: str | Path | None = None, targ
             lowering: str | None = None, tune_trials: int | None = None, tune_time: str | float | None = None,
             rpc: str | None = None, rpc_key: str | None = None, tuning_db: str | Path | None = None,
             mcpu: str | None = None, num_cores: int | None = None, cuda_arch: str | None = None,
-            precision: str | None = None, winograd: str | None = None, tolerance: float | None = None,
-            force: bool = False, on_batch: Callable[[int], None] | None = None,
+            precision: str | None = None, winograd: str | None = None, layout: str | None = None,
+            tolerance: float | None = None, force: bool = False, on_batch: Callable[[int], None] | None = None,
             on_untuned: Callable[[], None] | None = None) -> CompileResult:
     """Build a verified artifact directory; options given here override the ``recipe``'s.
 
     TVM tuning: ``tune_trials`` in total and/or ``tune_time`` (seconds, or ``"20m"``), stopping at
     whichever comes first; ``rpc="host:9190"`` with ``rpc_key`` measures candidates on the servers
-    registered with that TVM RPC tracker. ``on_batch(trials)`` follows tuning; ``on_untuned()`` is
-    called before an untuned TVM build."""
+    registered with that TVM RPC tracker; ``layout`` ("nchw"/"nhwc") overrides the TVM target's default.
+    ``on_batch(trials)`` follows tuning; ``on_untuned()`` is called before a TVM build with no budget."""
     r = load_recipe(recipe) if recipe else None
     model, backend, tuning = (r.model, r.backend, r.tuning) if r else (None, None, None)
 
@@ -122,6 +123,7 @@ def compile(source: str | None = None, *, recipe: str | Path | None = None, targ
     options = BuildOptions(
         precision=pick(precision, backend and backend.precision, "f32"),
         winograd=pick(winograd, backend and backend.winograd, "off"),
+        layout=pick(layout, backend and backend.layout),
         tune_trials=pick(tune_trials, tuning and tuning.trials, 0),
         tune_time_s=None if time_budget is None else parse_duration(time_budget),
         rpc=rpc_tracker(pick(rpc, tuning and tuning.rpc), pick(rpc_key, tuning and tuning.rpc_key)),
@@ -218,5 +220,11 @@ def report(output: str | Path, *, recipe: str | Path | None = None, quick: bool 
     return data, paths, changes
 
 
+def prune_tuning_db(source: str | Path, output: str | Path) -> list[PrunedTarget]:
+    """The best record of every workload of a tuning database, per target, into a new one at ``output``:
+    small enough to commit beside the figures it produced, and what ``compile --tuning-db`` starts from."""
+    return prune(Path(source), Path(output))
+
+
 __all__ = ["Recipe", "report", "RunResult", "accuracy", "bench", "compile", "export", "inspect", "load", "profile",
-           "read_input", "run", "verify"]
+           "prune_tuning_db", "read_input", "run", "verify"]

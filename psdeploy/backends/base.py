@@ -23,6 +23,7 @@ from psdeploy.verify.parity import Runner
 
 PRECISIONS = ("f32", "f16", "bf16")
 WINOGRAD = ("off", "f2", "f4")
+LAYOUTS = ("nchw", "nhwc")
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class BuildOptions:
 
     precision: str = "f32"
     winograd: str = "off"  # TVM: Winograd F(2x2,3x3) / F(4x4,3x3) for every eligible conv
+    layout: str | None = None  # TVM: the data layout convs compile in; None: the target's measured default
     tune_trials: int = 0  # TVM: MetaSchedule trials in total (with tune_time_s: a cap)
     tune_time_s: float | None = None  # TVM: a deadline for tuning, in seconds of wall time
     rpc: RpcTracker | None = None  # TVM: measure candidates on the tracker's servers instead of here
@@ -42,6 +44,8 @@ class BuildOptions:
             raise PsdeployError(f"--precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
         if self.winograd not in WINOGRAD:
             raise PsdeployError(f"--winograd {self.winograd!r}: expected one of {', '.join(WINOGRAD)}")
+        if self.layout is not None and self.layout not in LAYOUTS:
+            raise PsdeployError(f"--layout {self.layout!r}: expected one of {', '.join(LAYOUTS)}")
         if self.tune_trials < 0:
             raise PsdeployError(f"--tune-trials {self.tune_trials}: expected 0 or more")
         if self.tune_time_s is not None and self.tune_time_s <= 0:
@@ -158,11 +162,16 @@ class Backend(ABC):
         defaults = BuildOptions()
         for flag, value, default in (("--precision", options.precision, defaults.precision),
                                      ("--winograd", options.winograd, defaults.winograd),
+                                     ("--layout", options.layout, defaults.layout),
                                      ("--tune-trials", options.tune_trials, defaults.tune_trials),
                                      ("--tune-time", options.tune_time_s, defaults.tune_time_s),
                                      ("--rpc", options.rpc and options.rpc.address, None)):
             if value != default:
                 raise PsdeployError(f"{flag} {value}: not an option of {target.name}")
+
+    def layout(self, target: Target, options: BuildOptions) -> str | None:
+        """The data layout the artifact computes convs in, when the backend lets it be chosen."""
+        return None
 
     @abstractmethod
     def build(self, onnx_path: Path, input_shape: tuple[int, ...], target: Target, options: BuildOptions,

@@ -171,10 +171,12 @@ def accuracy(model: str, checkpoint: str, arch: str | None) -> None:
 @click.option("--precision", default=None, type=click.Choice(["f32", "f16", "bf16"]), help="OpenVINO precision.")
 @click.option("--winograd", default=None, type=click.Choice(["off", "f2", "f4"]),
               help="TVM: Winograd F(2x2,3x3)/F(4x4,3x3) for every stride-1 3x3 conv, dilated ones included (default off).")
+@click.option("--layout", default=None, type=click.Choice(["nchw", "nhwc"]),
+              help="TVM: the data layout convs compile in (default nchw: measured faster on llvm; Winograd needs it).")
 @click.option("--tolerance", type=float, default=None, help="Parity tolerance (default 1e-4).")
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
 def compile_cmd(source, recipe, target, output, arch, input_shape, lowering, tune_trials, tune_time, rpc, rpc_key,
-                tuning_db, mcpu, num_cores, cuda_arch, precision, winograd, tolerance, force) -> None:
+                tuning_db, mcpu, num_cores, cuda_arch, precision, winograd, layout, tolerance, force) -> None:
     """Compile a checkpoint (or psdeploy-exported ONNX) for TVM llvm/cuda, OpenVINO or onnxruntime, verified."""
     from psdeploy import api
     from psdeploy.cli.render import show_compile, untuned_warning
@@ -183,7 +185,7 @@ def compile_cmd(source, recipe, target, output, arch, input_shape, lowering, tun
                          lowering=lowering, tune_trials=tune_trials, tune_time=tune_time, rpc=rpc, rpc_key=rpc_key,
                          tuning_db=tuning_db, mcpu=mcpu,
                          num_cores=num_cores, cuda_arch=cuda_arch, precision=precision, winograd=winograd,
-                         tolerance=tolerance, force=force, on_untuned=untuned_warning)
+                         layout=layout, tolerance=tolerance, force=force, on_untuned=untuned_warning)
     show_compile(result)
 
 
@@ -301,3 +303,15 @@ def report(recipe: str | None, quick: bool, output: str, threads: int | None, co
     show_report(paths, changes)
     if any(c.worse for c in changes):
         sys.exit(EXIT_WORSE)
+
+
+@main.command(name="prune-db")
+@click.argument("source", type=click.Path(file_okay=False, exists=True))
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
+              help="New tuning-database root: the best record of each workload, per target.")
+def prune_db(source: str, output: str) -> None:
+    """Keep the best schedule of each workload of a TVM tuning database (to commit, or to start from)."""
+    from psdeploy import api
+    from psdeploy.cli.render import show_pruned
+
+    show_pruned(api.prune_tuning_db(source, output), output)

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from psdeploy.api import RunResult
 from psdeploy.backends import Profile
+from psdeploy.backends.tvm.tuning_db import PrunedTarget
 from psdeploy.bench import BenchResult
 from psdeploy.compile import CompileResult
 from psdeploy.export import ExportResult
@@ -131,12 +132,13 @@ def show_compile(result: CompileResult) -> None:
         err_console.print("[bold yellow]built but NOT run: this artifact targets CUDA and no GPU is visible "
                           "here; run 'psdeploy verify' on a GPU machine[/]")
     console.print(f"[green]wrote[/] {result.output} ({m.backend} {m.target}, {m.arch}, lowering {m.lowering}"
-                  f"{', winograd ' + m.winograd if m.winograd != 'off' else ''})")
+                  f"{', layout ' + m.layout if m.layout else ''}{', winograd ' + m.winograd if m.winograd != 'off' else ''})")
 
 
 def untuned_warning() -> None:
-    err_console.print("[bold yellow]WARNING: --tune-trials 0: building UNTUNED. TVM applies no schedule on "
-                      "its own; expect CPU latency many times slower than onnxruntime.[/]")
+    err_console.print("[bold yellow]WARNING: no tuning budget: schedules come only from the tuning database "
+                      "(--tuning-db); every task it holds no record of builds UNTUNED, many times slower than "
+                      "onnxruntime on CPU.[/]")
 
 
 def show_accuracy(report: AccuracyReport, description: str) -> None:
@@ -246,3 +248,12 @@ def show_report(paths: list[Path], changes: list[RatioChange]) -> None:
     worse = sum(c.worse for c in changes)
     if worse:
         err_console.print(f"[red]{worse} ratio(s) got worse beyond the recorded spread[/]")
+
+
+def show_pruned(targets: list[PrunedTarget], output: str) -> None:
+    table = _table("pruned tuning database", ("target", "records", "kept (best per workload)", "size"),
+                   left=("target",))
+    for t in targets:
+        table.add_row(t.key, str(t.records_before), str(t.records_after), f"{t.bytes_after / 1e6:.2f} MB")
+    console.print(table)
+    console.print(f"[green]wrote[/] {output}")

@@ -17,6 +17,7 @@ import onnx
 from psdeploy.arch.registry import default_input_shape
 from psdeploy.backends import BuildOptions, Manifest, Target, backend_for, open_artifact
 from psdeploy.backends.tvm import cuda_available
+from psdeploy.demo_data import IMAGE_SIZE
 from psdeploy.errors import PsdeployError
 from psdeploy.export import AUTO, export_onnx, read_metadata
 from psdeploy.fileio import atomic_output
@@ -135,12 +136,13 @@ def compile_model(request: CompileRequest) -> CompileResult:
             backend=target.backend, target=target.name, target_spec=target.tvm_target, arch=arch, lowering=lowering,
             source=request.source, source_sha256=sha, input_shape=list(shape), output_names=names,
             module_file=backend.module_file, precision=options.precision, winograd=options.winograd,
+            layout=backend.layout(target, options),
             versions=_versions(), tuning=build_info, lowering_search=search,
         )
         manifest.write(stage)
         parity, ran = verify_staged(stage, loaded, onnx_path, request.tolerance)
         manifest.parity = parity.to_dict() if parity else {"status": "not run: no CUDA GPU on this machine"}
-        if ran and loaded is not None and arch in DEMO_ARCHS:
+        if ran and loaded is not None and arch in DEMO_ARCHS and tuple(shape[2:]) == (IMAGE_SIZE, IMAGE_SIZE):
             manifest.accuracy = check_top1(stage, loaded)
         manifest.write(stage)
         if onnx_path.parent == stage:
@@ -149,7 +151,8 @@ def compile_model(request: CompileRequest) -> CompileResult:
 
 
 def check_top1(directory: Path, loaded: LoadedModel) -> dict[str, object]:
-    """Demo-family artifacts must give the checkpoint's held-out top-1, prediction for prediction."""
+    """Demo-family artifacts built for the demo images (32x32) must give the checkpoint's held-out top-1,
+    prediction for prediction."""
     runner = open_artifact(directory)
     report = held_out_top1(torch_runner(loaded.model), runner.run, runner.batch)
     if not report.agree:

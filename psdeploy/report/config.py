@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, PositiveInt, field_validator
+from pydantic import Field, PositiveFloat, PositiveInt, field_validator
 
 from psdeploy.backends import BuildOptions, Target, parse_target
+from psdeploy.backends.tune_options import parse_duration
 from psdeploy.errors import PsdeployError
 from psdeploy.export import AUTO
 from psdeploy.report.cases import LAYER_REFERENCE_CASES
@@ -20,11 +21,13 @@ from psdeploy.rewrite.lowerings import LOWERINGS
 from psdeploy.schema import Strict, read_yaml, validated
 
 TORCH = "torch"
-# name -> (target name, Winograd); "-wino2"/"-wino4": Winograd F(2x2,3x3)/F(4x4,3x3) for every eligible conv
-ONNX_BACKENDS: dict[str, tuple[str, str]] = {
-    "onnxruntime": ("onnxruntime-cpu", "off"), "openvino": ("openvino-cpu", "off"),
-    **{f"tvm-{kind}{suffix}": (kind, wino) for kind in ("llvm", "cuda")
-       for suffix, wino in (("", "off"), ("-wino2", "f2"), ("-wino4", "f4"))},
+# name -> (target name, Winograd, layout); "-wino2"/"-wino4": Winograd F(2x2,3x3)/F(4x4,3x3) for every
+# eligible conv (in NCHW); "-nchw"/"-nhwc": that conv layout; neither: the target's default layout
+ONNX_BACKENDS: dict[str, tuple[str, str, str | None]] = {
+    "onnxruntime": ("onnxruntime-cpu", "off", None), "openvino": ("openvino-cpu", "off", None),
+    **{f"tvm-{kind}{suffix}": (kind, wino, layout) for kind in ("llvm", "cuda")
+       for suffix, wino, layout in (("", "off", None), ("-nchw", "off", "nchw"), ("-nhwc", "off", "nhwc"),
+                                    ("-wino2", "f2", None), ("-wino4", "f4", None))},
 }
 BACKEND_NAMES = (TORCH, *ONNX_BACKENDS)
 
@@ -66,8 +69,17 @@ class _Networks(Strict):
 
 
 class _Tvm(Strict):
-    trials: int = Field(0, ge=0)
+    trials: int = Field(0, ge=0)  # per compiled case; with ``time``, a cap
+    time: str | PositiveFloat | PositiveInt | None = None  # per compiled case: "90s", "5m", or seconds
     database: str = "tuning-db"
+
+    @field_validator("time")
+    @classmethod
+    def _duration(cls, value: str | float | None) -> float | None:
+        try:
+            return None if value is None else parse_duration(value, "")
+        except PsdeployError:
+            raise ValueError("expected a positive duration such as 90s, 5m or 1h") from None
 
 
 class ReportRecipe(Strict):
@@ -99,6 +111,7 @@ class ReportConfig:
     network_batches: list[int] = field(default_factory=lambda: [1])
     network_lowerings: list[str] = field(default_factory=lambda: ["grouped"])  # "auto": searched per backend
     tvm_trials: int = 0
+    tvm_time_s: float | None = None
     tvm_database: str = "tuning-db"
     source: str = ""
 
@@ -117,12 +130,12 @@ def platform(name: str, config: ReportConfig) -> Platform:
         return Platform(name, None)
     if name not in ONNX_BACKENDS:
         raise PsdeployError(f"report backend {name!r}: expected one of {', '.join(BACKEND_NAMES)}")
-    target_name, winograd = ONNX_BACKENDS[name]
+    target_name, winograd, layout = ONNX_BACKENDS[name]
     target = parse_target(target_name, cores=config.threads if target_name == "llvm" else None)
     if target.backend != "tvm":  # the runtimes choose their own kernels: no build options
         return Platform(name, target)
-    return Platform(name, target, BuildOptions(winograd=winograd, tune_trials=config.tvm_trials,
-                                               tuning_db=Path(config.tvm_database)))
+    return Platform(name, target, BuildOptions(winograd=winograd, layout=layout, tune_trials=config.tvm_trials,
+                                               tune_time_s=config.tvm_time_s, tuning_db=Path(config.tvm_database)))
 
 
 def quick_config(threads: int) -> ReportConfig:
@@ -150,5 +163,5 @@ def load_report_config(path: str | Path, threads: int | None) -> ReportConfig:
         layer_shapes=[tuple(s) for s in layers.shapes], layer_strides=list(layers.strides), layer_batches=list(layers.batches),
         lowerings=list(layers.lowerings), layer_cases=tuple(layers.cases), network_pairs=[tuple(p) for p in nets.pairs],
         network_batches=list(nets.batches), network_lowerings=list(nets.lowerings), tvm_trials=recipe.tvm.trials,
-        tvm_database=recipe.tvm.database, source=str(path),
+        tvm_time_s=recipe.tvm.time, tvm_database=recipe.tvm.database, source=str(path),
     )

@@ -45,6 +45,12 @@ class TvmBackend(Backend):
     def check_options(self, target: Target, options: BuildOptions) -> None:
         if options.precision != "f32":
             raise PsdeployError(f"--precision {options.precision}: psdeploy builds TVM modules in f32 only")
+        self.layout(target, options)  # refuses a layout the Winograd convs cannot take
+
+    def layout(self, target: Target, options: BuildOptions) -> str:
+        from psdeploy.backends.tvm.layout import resolve_layout
+
+        return resolve_layout(options.layout, target.device, WINOGRAD_TILES[options.winograd])
 
     def build(self, onnx_path: Path, input_shape: tuple[int, ...], target: Target, options: BuildOptions,
               out_dir: Path) -> dict[str, object] | None:
@@ -52,7 +58,7 @@ class TvmBackend(Backend):
 
         self.require()
         summary = build(onnx_path, input_shape, target, options, out_dir / self.module_file,
-                        WINOGRAD_TILES[options.winograd])
+                        WINOGRAD_TILES[options.winograd], self.layout(target, options))
         return summary.to_dict()
 
     def _vm(self, module: Path, target: Target, threads: int | None):

@@ -28,13 +28,15 @@ def import_onnx(path: Path, input_shape: tuple[int, ...]):
         return from_onnx(model, shape_dict={model.graph.input[0].name: list(input_shape)}, keep_params_in_input=False)
 
 
-def pre_tuning_passes(winograd_tile: int = 0):
-    """The Relax passes before tuning, as data: legalize to TIR (Winograd convs if asked), fold, fuse.
+def pre_tuning_passes(winograd_tile: int = 0, layout: str = "nchw"):
+    """The Relax passes before tuning, as data: convs to ``layout``, legalize to TIR (Winograd convs
+    if asked), fold, fuse.
 
-    The same passes as Relax's "zero" pipeline, spelled out so legalizations can be chosen.
+    The same passes as Relax's "zero" pipeline, spelled out so layouts and legalizations can be chosen.
     """
     from tvm import relax
 
+    from psdeploy.backends.tvm.layout import layout_passes
     from psdeploy.backends.tvm.take import legalize_take
     from psdeploy.backends.tvm.winograd import winograd_legalize
 
@@ -43,6 +45,7 @@ def pre_tuning_passes(winograd_tile: int = 0):
         legalize["relax.nn.conv2d"] = winograd_legalize(winograd_tile)
     t = relax.transform
     return [
+        *layout_passes(layout),
         t.DecomposeOpsForInference(),
         t.CanonicalizeBindings(),
         t.LegalizeOps(customize_legalize_map=legalize),
@@ -64,19 +67,19 @@ def post_tuning_passes(spec: Target):
     return passes
 
 
-def lower(mod, spec: Target, winograd_tile: int = 0):
+def lower(mod, spec: Target, winograd_tile: int = 0, layout: str = "nchw"):
     import tvm
 
     with tvm.target.Target(spec.tvm_target):
-        return tvm.transform.Sequential(pre_tuning_passes(winograd_tile))(mod)
+        return tvm.transform.Sequential(pre_tuning_passes(winograd_tile, layout))(mod)
 
 
 def build(onnx_path: Path, input_shape: tuple[int, ...], spec: Target, options: BuildOptions, out_file: Path,
-          winograd_tile: int = 0) -> TuningSummary:
+          winograd_tile: int = 0, layout: str = "nchw") -> TuningSummary:
     """Import, lower, tune, apply, compile and export the library to ``out_file``."""
     import tvm
 
-    mod = lower(import_onnx(onnx_path, input_shape), spec, winograd_tile)
+    mod = lower(import_onnx(onnx_path, input_shape), spec, winograd_tile, layout)
     database, summary = tune(mod, spec, TuningDatabase(options.tuning_db, spec), options.tune_trials,
                              options.tune_time_s, options.rpc, options.on_batch)
     target = tvm.target.Target(spec.tvm_target)

@@ -163,7 +163,11 @@ def tune(mod, spec: Target, db: TuningDatabase, trials: int, time_s: float | Non
                             f"rpc {rpc.address} key {rpc.key}" if rpc else "local",
                             database=str(db.directory), notes=list(db.notes))
     summary.untuned = trials <= 0 and time_s is None
-    summary.tasks_already_tuned = 0 if summary.untuned else len(plan.tasks) - len(plan.todo)
+    if summary.untuned:  # schedules come from the database alone: say how many tasks it covers
+        held = db.record_counts(plan.database, [t.dispatched[0] for t in plan.tasks])
+        summary.tasks_already_tuned = sum(1 for n in held if n)
+    else:
+        summary.tasks_already_tuned = len(plan.tasks) - len(plan.todo)
     summary.tasks_tuned = len(plan.todo)
     if not plan.todo:
         return plan.database, summary

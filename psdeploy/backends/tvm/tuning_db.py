@@ -7,6 +7,10 @@ PS-ResNet (every 1x1 conv, the stem, the head) share them. MetaSchedule appends 
 line per measured record, so an interrupted tune keeps what it measured; psdeploy
 never deletes records. A line cut short by a kill is dropped on open (and said);
 any other malformed content is refused as corruption.
+
+``prune`` keeps the best record of each workload: what rebuilding an artifact needs, and what
+a later tune starts its search from, in a few MB where the full history is tens (the folder
+committed beside a report).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ class TuningDatabase:
         from tvm.s_tir import meta_schedule as ms
 
         self.validate()
+        self._note_other_targets()
         try:
             return ms.database.JSONDatabase(
                 path_workload=str(self.directory / WORKLOADS),
@@ -49,6 +54,16 @@ class TuningDatabase:
         except Exception as exc:  # TVM raises RuntimeError/TVMError from C++ parsing
             last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             raise PsdeployError(f"--tuning-db {self.directory}: corrupted records ({last})") from None
+
+    def _note_other_targets(self) -> None:
+        """A root that holds records only for other targets (another --mcpu or --num-cores) is
+        probably not what the user meant to start from: say which targets it holds."""
+        if (self.directory / RECORDS).exists():
+            return
+        others = [p.name for p in stamped_targets(self.root) if p != self.directory]
+        if others:
+            self.notes.append(f"{self.root} holds no records for this target ({self.spec.key}) but holds "
+                              f"{', '.join(others)}; give the --mcpu/--num-cores they were tuned with to use them")
 
     def validate(self) -> None:
         """Check the stamp and every line; drop a half-written last line left by a kill."""
@@ -110,3 +125,39 @@ class TuningDatabase:
             workload = database.commit_workload(mod)
             counts.append(len(database.get_top_k(workload, 1 << 20)))
         return counts
+
+
+def stamped_targets(root: Path) -> list[Path]:
+    """The per-target folders psdeploy created under ``root``."""
+    return sorted(p for p in root.iterdir() if (p / META_NAME).is_file()) if root.is_dir() else []
+
+
+@dataclass
+class PrunedTarget:
+    key: str
+    records_before: int
+    records_after: int  # one per workload that has a valid record
+    bytes_after: int
+
+
+def prune(source: Path, destination: Path) -> list[PrunedTarget]:
+    """Copy the best record of every workload, for every target under ``source``, into ``destination``
+    (MetaSchedule's own ``dump_pruned``). Refuses a destination that already holds records."""
+    folders = stamped_targets(source)
+    if not folders:
+        raise PsdeployError(f"{source}: not a psdeploy tuning database (no target folder with {META_NAME})")
+    if stamped_targets(destination):
+        raise PsdeployError(f"-o {destination}: already holds a tuning database; give an empty or new directory")
+    pruned = []
+    for folder in folders:
+        meta = json.loads((folder / META_NAME).read_text())
+        spec = Target("tvm", folder.name, meta.get("target"))
+        source_db, destination_db = TuningDatabase(source, spec), TuningDatabase(destination, spec)
+        if source_db.directory != folder:
+            raise PsdeployError(f"{folder}: its stamp names a target whose folder would be {spec.key}; "
+                                f"expected a folder psdeploy created")
+        full, best = source_db.open(), destination_db.open()
+        full.dump_pruned(best)
+        pruned.append(PrunedTarget(spec.key, len(full), len(best),
+                                   sum(p.stat().st_size for p in destination_db.directory.iterdir())))
+    return pruned
