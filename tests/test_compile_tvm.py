@@ -52,6 +52,19 @@ def test_cuda_builds_without_gpu_and_refuses_to_run(tmp_path) -> None:
             open_runner(tmp_path / "cuda")
 
 
+@pytest.mark.skipif("cuda_available()", reason="a GPU is visible: tuning for cuda can measure here")
+def test_cuda_tuning_without_a_gpu_is_refused_before_any_work(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from psdeploy.cli import main
+
+    out = tmp_path / "cu"
+    result = CliRunner().invoke(main, ["compile", "seeded:ps_resnet_digits", "--target", "cuda", "--tune-time", "1m",
+                                       "-o", str(out), "--tuning-db", str(tmp_path / "db")])
+    assert result.exit_code == 2 and "none is visible here" in result.output and "--rpc" in result.output
+    assert not out.exists() and not (tmp_path / "db").exists()
+
+
 @pytest.mark.parametrize("text, message", [
     ("vulkan", "unknown target"),
     ("{not json", "not valid JSON"),

@@ -129,6 +129,22 @@ def test_report_tvm_time_budget(tmp_path) -> None:
         load_report_config(path, None)
 
 
+def test_network_tables_on_a_subset_of_backends(tmp_path) -> None:
+    from psdeploy.report.config import platform
+    from psdeploy.report.run import _groups, _runs_on
+
+    path = tmp_path / "r.yaml"
+    path.write_text("backends: [torch, onnxruntime]\nlayers: {shapes: [[16, 9]], cases: [plain]}\n"
+                    "networks: {pairs: [[ps_resnet_digits, resnet_digits]], backends: [onnxruntime]}\n")
+    config = load_report_config(path, None)
+    runs = [(name, group.table) for name in config.backends for group in _groups(config)
+            if _runs_on(group, platform(name, config), config)]
+    assert runs == [("torch", "layer"), ("onnxruntime", "layer"), ("onnxruntime", "network")]
+    path.write_text("backends: [torch]\nnetworks: {pairs: [[ps_resnet_digits, resnet_digits]], backends: [openvino]}\n")
+    with pytest.raises(PsdeployError, match="'networks.backends': 'openvino' is not one of the report's backends"):
+        load_report_config(path, None)
+
+
 def test_report_recipe_bad_backend(tmp_path) -> None:
     path = tmp_path / "r.yaml"
     path.write_text("backends: [torch, tensorrt]\n")

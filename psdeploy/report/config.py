@@ -58,6 +58,7 @@ class _Networks(Strict):
     pairs: list[Annotated[list[str], Field(min_length=2, max_length=2)]] = []  # [ps arch, plain arch]
     batches: list[PositiveInt] = [1]
     lowerings: list[str] = Field(["grouped"], min_length=1)  # "auto": searched on each backend
+    backends: list[str] | None = None  # a subset of the report's backends (default: all of them)
 
     @field_validator("lowerings")
     @classmethod
@@ -110,6 +111,7 @@ class ReportConfig:
     network_pairs: list[tuple[str, str]] = field(default_factory=list)  # (ps arch, plain arch)
     network_batches: list[int] = field(default_factory=lambda: [1])
     network_lowerings: list[str] = field(default_factory=lambda: ["grouped"])  # "auto": searched per backend
+    network_backends: list[str] | None = None  # None: every backend
     tvm_trials: int = 0
     tvm_time_s: float | None = None
     tvm_database: str = "tuning-db"
@@ -157,11 +159,16 @@ def quick_config(threads: int) -> ReportConfig:
 def load_report_config(path: str | Path, threads: int | None) -> ReportConfig:
     recipe = validated(ReportRecipe, read_yaml(path) or {}, str(path))
     layers, nets, timing = recipe.layers, recipe.networks, recipe.timing
+    foreign = [name for name in nets.backends or [] if name not in recipe.backends]
+    if foreign:
+        raise PsdeployError(f"{path}: 'networks.backends': {foreign[0]!r} is not one of the report's backends "
+                            f"({', '.join(recipe.backends)})")
     return ReportConfig(
         name=recipe.name or Path(path).stem, threads=threads or recipe.threads or 1, backends=list(recipe.backends),
         warmup=timing.warmup, max_warmup=timing.max_warmup, iters=timing.iters, min_seconds=timing.min_seconds,
         layer_shapes=[tuple(s) for s in layers.shapes], layer_strides=list(layers.strides), layer_batches=list(layers.batches),
         lowerings=list(layers.lowerings), layer_cases=tuple(layers.cases), network_pairs=[tuple(p) for p in nets.pairs],
-        network_batches=list(nets.batches), network_lowerings=list(nets.lowerings), tvm_trials=recipe.tvm.trials,
+        network_batches=list(nets.batches), network_lowerings=list(nets.lowerings), network_backends=nets.backends,
+        tvm_trials=recipe.tvm.trials,
         tvm_time_s=recipe.tvm.time, tvm_database=recipe.tvm.database, source=str(path),
     )

@@ -82,6 +82,10 @@ def _groups(config: ReportConfig) -> list[Group]:
     return groups
 
 
+def _runs_on(group: Group, where: Platform, config: ReportConfig) -> bool:
+    return group.table != "network" or config.network_backends is None or where.name in config.network_backends
+
+
 def _timed_here(where: Platform, cases: list[TimedCase]) -> list[TimedCase]:
     """A lowering whose custom ops this backend does not compile runs its slow definition: not timed;
     ``auto`` is searched on a runtime, so eager PyTorch has none."""
@@ -111,35 +115,35 @@ def run_report(config: ReportConfig) -> ReportData:
     exported: dict[tuple[str, str, str], Path] = {}  # (group, case, backend if searched) -> ONNX
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns) as progress, tempfile.TemporaryDirectory(prefix="psdeploy-report-") as scratch:
-        overall = progress.add_task("report", total=len(groups) * len(platforms))
-        for where in platforms:
-            for group in groups:
-                progress.update(overall, description=f"{where.name}: {group.label}")
-                prepared: dict[str, tuple[TimedCase, Prepared]] = {}
-                chosen: dict[str, str] = {}
-                for timed_case in _timed_here(where, group.cases):
-                    label = timed_case.case.label
-                    if timed_case.case.lowering == AUTO:
-                        timed_case, chosen[label] = searched_case(timed_case, group.shape, where, config.threads)
-                    if where.target is None:
-                        ready = prepare_eager(timed_case.module, timed_case.reference, group.shape, config.threads,
-                                              label)
-                    else:
-                        key = (group.label, label, where.name if label in chosen else "")
-                        if key not in exported:
-                            exported[key] = export_case(timed_case.module, group.shape, Path(scratch))
-                        ready = prepare_on_target(timed_case.module, timed_case.reference, group.shape,
-                                                  where.target, where.options, config.threads, label,
-                                                  onnx_path=exported[key])
-                    prepared[label] = (timed_case, ready)
-                timed = run_interleaved({k: p.run for k, (_, p) in prepared.items()}, plan)
-                baseline = timed[next(iter(timed))].samples_ms
-                for label, result in timed.items():
-                    case, ready = prepared[label]
-                    r, lo, hi = ratio_spread(result.samples_ms, baseline)
-                    data.measurements.append(Measurement(
-                        group.table, where.name, group.label, label, group.batch, result.stats.to_dict(), r, lo, hi,
-                        ready.parity.worst.rel_err, case.case.role.value, case.case.lowering,
-                        chosen=chosen.get(label)))
-                progress.advance(overall)
+        runs = [(where, group) for where in platforms for group in groups if _runs_on(group, where, config)]
+        overall = progress.add_task("report", total=len(runs))
+        for where, group in runs:
+            progress.update(overall, description=f"{where.name}: {group.label}")
+            prepared: dict[str, tuple[TimedCase, Prepared]] = {}
+            chosen: dict[str, str] = {}
+            for timed_case in _timed_here(where, group.cases):
+                label = timed_case.case.label
+                if timed_case.case.lowering == AUTO:
+                    timed_case, chosen[label] = searched_case(timed_case, group.shape, where, config.threads)
+                if where.target is None:
+                    ready = prepare_eager(timed_case.module, timed_case.reference, group.shape, config.threads,
+                                          label)
+                else:
+                    key = (group.label, label, where.name if label in chosen else "")
+                    if key not in exported:
+                        exported[key] = export_case(timed_case.module, group.shape, Path(scratch))
+                    ready = prepare_on_target(timed_case.module, timed_case.reference, group.shape,
+                                              where.target, where.options, config.threads, label,
+                                              onnx_path=exported[key])
+                prepared[label] = (timed_case, ready)
+            timed = run_interleaved({k: p.run for k, (_, p) in prepared.items()}, plan)
+            baseline = timed[next(iter(timed))].samples_ms
+            for label, result in timed.items():
+                case, ready = prepared[label]
+                r, lo, hi = ratio_spread(result.samples_ms, baseline)
+                data.measurements.append(Measurement(
+                    group.table, where.name, group.label, label, group.batch, result.stats.to_dict(), r, lo, hi,
+                    ready.parity.worst.rel_err, case.case.role.value, case.case.lowering,
+                    chosen=chosen.get(label)))
+            progress.advance(overall)
     return data

@@ -46,6 +46,10 @@ class TvmBackend(Backend):
         if options.precision != "f32":
             raise PsdeployError(f"--precision {options.precision}: psdeploy builds TVM modules in f32 only")
         self.layout(target, options)  # refuses a layout the Winograd convs cannot take
+        if target.device == "cuda" and options.tunes and options.rpc is None and not cuda_available():
+            raise PsdeployError("--target cuda with a tuning budget: candidates are measured on an NVIDIA GPU and "
+                                "none is visible here; measure them on a GPU machine with --rpc HOST:PORT --rpc-key "
+                                "KEY, or build from a tuned --tuning-db with no budget")
 
     def layout(self, target: Target, options: BuildOptions) -> str:
         from psdeploy.backends.tvm.layout import resolve_layout
