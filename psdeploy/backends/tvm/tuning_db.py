@@ -21,7 +21,7 @@ from pathlib import Path
 
 from psdeploy.backends.targets import Target
 from psdeploy.errors import PsdeployError
-from psdeploy.fileio import write_atomic
+from psdeploy.fileio import atomic_output, write_atomic
 
 FORMAT = 1
 META_NAME = "psdeploy-tuning-db.json"
@@ -141,23 +141,30 @@ class PrunedTarget:
 
 
 def prune(source: Path, destination: Path) -> list[PrunedTarget]:
-    """Copy the best record of every workload, for every target under ``source``, into ``destination``
-    (MetaSchedule's own ``dump_pruned``). Refuses a destination that already holds records."""
+    """Copy the best record of every workload, for every target under ``source``, into a new
+    ``destination`` (MetaSchedule's own ``dump_pruned``); all of it or, on error, nothing."""
     folders = stamped_targets(source)
     if not folders:
         raise PsdeployError(f"{source}: not a psdeploy tuning database (no target folder with {META_NAME})")
-    if stamped_targets(destination):
-        raise PsdeployError(f"-o {destination}: already holds a tuning database; give an empty or new directory")
+    if destination.exists() and (not destination.is_dir() or any(destination.iterdir())):
+        raise PsdeployError(f"-o {destination}: exists and is not an empty directory; give a new one")
     pruned = []
-    for folder in folders:
-        meta = json.loads((folder / META_NAME).read_text())
-        spec = Target("tvm", folder.name, meta.get("target"))
-        source_db, destination_db = TuningDatabase(source, spec), TuningDatabase(destination, spec)
-        if source_db.directory != folder:
-            raise PsdeployError(f"{folder}: its stamp names a target whose folder would be {spec.key}; "
-                                f"expected a folder psdeploy created")
-        full, best = source_db.open(), destination_db.open()
-        full.dump_pruned(best)
-        pruned.append(PrunedTarget(spec.key, len(full), len(best),
-                                   sum(p.stat().st_size for p in destination_db.directory.iterdir())))
+    with atomic_output(destination, "-o", directory=True) as staging:
+        for folder in folders:
+            spec = Target("tvm", folder.name, _stamped_target(folder))
+            source_db, staged_db = TuningDatabase(source, spec), TuningDatabase(staging, spec)
+            if source_db.directory != folder:
+                raise PsdeployError(f"{folder}: its stamp names a target whose folder would be {spec.key}; "
+                                    f"expected a folder psdeploy created")
+            full, best = source_db.open(), staged_db.open()
+            full.dump_pruned(best)
+            pruned.append(PrunedTarget(spec.key, len(full), len(best),
+                                       sum(p.stat().st_size for p in staged_db.directory.iterdir())))
     return pruned
+
+
+def _stamped_target(folder: Path) -> dict[str, object]:
+    try:
+        return json.loads((folder / META_NAME).read_text())["target"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise PsdeployError(f"--tuning-db {folder}: {META_NAME} is corrupted (expected JSON naming a target)") from None
