@@ -3,6 +3,7 @@ run resumes; the phases add up; candidates are measured through TVM's RPC tracke
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -204,10 +205,11 @@ def test_an_absent_tracker_is_one_line(tmp_path, layer) -> None:
 
 def test_pruned_database_keeps_each_workloads_best_and_a_build_starts_from_it(tmp_path, layer, monkeypatch) -> None:
     """Prune keeps one record per workload, the fastest; an untuned build from the pruned copy schedules
-    every task from it; a destination holding a database, or a source that is none, is refused."""
+    every task from it; a destination holding a database, or a source that is none, is refused; a record
+    MetaSchedule cannot replay is set aside instead of making the database unopenable."""
     from psdeploy import api
     from psdeploy.backends.tvm import tuning
-    from psdeploy.backends.tvm.tuning_db import TuningDatabase
+    from psdeploy.backends.tvm.tuning_db import RECORDS, UNREPLAYABLE, TuningDatabase
 
     mod, target = layer
     _only_named_log_handlers(monkeypatch)
@@ -229,6 +231,17 @@ def test_pruned_database_keeps_each_workloads_best_and_a_build_starts_from_it(tm
         api.prune_tuning_db(tmp_path / "full", tmp_path / "best")
     with pytest.raises(PsdeployError, match="not a psdeploy tuning database"):
         api.prune_tuning_db(tmp_path / "nothing", tmp_path / "out")
+
+    # a record MetaSchedule stored but cannot replay (its trace names a block the workload lacks)
+    records = tmp_path / "full" / target.key / RECORDS
+    lines = records.read_text().splitlines()
+    block = json.loads(lines[3])[1][0][0][0][2][0]  # the first GetSBlock's block name
+    lines[3] = lines[3].replace(f'"{block}"', '"no_such_block"')
+    records.write_text("\n".join(lines) + "\n")
+    db = TuningDatabase(tmp_path / "full", target)
+    assert len(db.open()) == len(lines) - 1
+    assert db.notes == [f"moved 1 records MetaSchedule cannot replay to {UNREPLAYABLE}"]
+    assert (records.parent / UNREPLAYABLE).read_text() == lines[3] + "\n"
 
 
 def test_a_root_tuned_for_another_target_says_so(tmp_path, layer) -> None:

@@ -6,7 +6,11 @@ Layout: ``ROOT/<target key>/`` holds MetaSchedule's two JSON-lines files plus ou
 PS-ResNet (every 1x1 conv, the stem, the head) share them. MetaSchedule appends a
 line per measured record, so an interrupted tune keeps what it measured; psdeploy
 never deletes records. A line cut short by a kill is dropped on open (and said);
-any other malformed content is refused as corruption.
+any other malformed content is refused as corruption. Records MetaSchedule itself stored but
+cannot replay when it loads the database (seen after PS-ResNet-50 tuned into ResNet-50's
+database: one batch of a reduction's records, whose trace names a block the stored, structurally
+equal workload calls otherwise) would make the whole database unopenable: they are found by
+bisection, moved to ``unreplayable_records.json`` beside it, and said.
 
 ``prune`` keeps the best record of each workload: what rebuilding an artifact needs, and what
 a later tune starts its search from, in a few MB where the full history is tens (the folder
@@ -16,6 +20,7 @@ committed beside a report).
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +32,7 @@ FORMAT = 1
 META_NAME = "psdeploy-tuning-db.json"
 WORKLOADS = "database_workload.json"
 RECORDS = "database_tuning_record.json"
+UNREPLAYABLE = "unreplayable_records.json"
 
 
 @dataclass
@@ -46,14 +52,26 @@ class TuningDatabase:
         self.validate()
         self._note_other_targets()
         try:
-            return ms.database.JSONDatabase(
-                path_workload=str(self.directory / WORKLOADS),
-                path_tuning_record=str(self.directory / RECORDS),
-                module_equality="structural",
-            )
+            return _json_database(self.directory / WORKLOADS, self.directory / RECORDS)
         except Exception as exc:  # TVM raises RuntimeError/TVMError from C++ parsing
+            if self._set_aside_unreplayable():
+                return self.open()
             last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             raise PsdeployError(f"--tuning-db {self.directory}: corrupted records ({last})") from None
+
+    def _set_aside_unreplayable(self) -> int:
+        """Move the record lines MetaSchedule cannot load to ``UNREPLAYABLE``; how many were moved."""
+        path = self.directory / RECORDS
+        lines = path.read_bytes().splitlines(keepends=True)
+        bad = _unloadable(self.directory / WORKLOADS, lines, 0, len(lines))
+        if not bad or len(bad) == len(lines):  # nothing singled out, or nothing loads: corruption
+            return 0
+        with open(self.directory / UNREPLAYABLE, "ab") as aside:
+            aside.writelines(lines[i] for i in bad)
+        kept = set(range(len(lines))) - set(bad)
+        write_atomic(path, b"".join(lines[i] for i in sorted(kept)), "--tuning-db")
+        self.notes.append(f"moved {len(bad)} records MetaSchedule cannot replay to {UNREPLAYABLE}")
+        return len(bad)
 
     def _note_other_targets(self) -> None:
         """A root that holds records only for other targets (another --mcpu or --num-cores) is
@@ -125,6 +143,29 @@ class TuningDatabase:
             workload = database.commit_workload(mod)
             counts.append(len(database.get_top_k(workload, 1 << 20)))
         return counts
+
+
+def _json_database(workloads: Path, records: Path):
+    from tvm.s_tir import meta_schedule as ms
+
+    return ms.database.JSONDatabase(path_workload=str(workloads), path_tuning_record=str(records),
+                                    module_equality="structural")
+
+
+def _unloadable(workloads: Path, lines: list[bytes], start: int, stop: int) -> list[int]:
+    """Indices in ``lines[start:stop]`` of the records that fail to load, by bisection."""
+    with tempfile.TemporaryDirectory(prefix="psdeploy-db-") as scratch:
+        trial = Path(scratch) / RECORDS
+        trial.write_bytes(b"".join(lines[start:stop]))
+        try:
+            _json_database(workloads, trial)
+            return []
+        except Exception:  # the same C++ errors as in open()
+            pass
+    if stop - start == 1:
+        return [start]
+    middle = (start + stop) // 2
+    return _unloadable(workloads, lines, start, middle) + _unloadable(workloads, lines, middle, stop)
 
 
 def stamped_targets(root: Path) -> list[Path]:
