@@ -18,6 +18,7 @@ import pytest
 from psdeploy.backends import parse_target
 from psdeploy.backends.tune_options import RpcTracker
 from psdeploy.errors import PsdeployError
+from tests.conftest import REPO
 
 pytest.importorskip("tvm")
 
@@ -252,3 +253,21 @@ def test_a_root_tuned_for_another_target_says_so(tmp_path, layer) -> None:
     db = TuningDatabase(tmp_path / "db", target)
     db.open()
     assert len(db.notes) == 1 and "holds no records for this target" in db.notes[0]
+
+
+def test_the_committed_database_opens_under_the_target_it_names() -> None:
+    """reports/tuning-db is what `compile --tuning-db reports/tuning-db` starts from: every target folder
+    must be named after the target its stamp holds, and load in MetaSchedule with one record per workload."""
+    from psdeploy.backends.targets import Target
+    from psdeploy.backends.tvm.tuning_db import META_NAME, TuningDatabase, stamped_targets
+
+    root = REPO / "reports" / "tuning-db"
+    folders = stamped_targets(root)
+    assert folders
+    for folder in folders:
+        spec = Target("tvm", "llvm", json.loads((folder / META_NAME).read_text())["target"])
+        db = TuningDatabase(root, spec)
+        assert db.directory == folder
+        records = db.open().get_all_tuning_records()
+        assert records and not db.notes
+        assert len({r.workload.mod.script() for r in records}) == len(records)  # pruned: best of each only
