@@ -47,8 +47,6 @@ class TuningDatabase:
 
     def open(self):
         """Validate (or create) the directory and return MetaSchedule's JSONDatabase over it."""
-        from tvm.s_tir import meta_schedule as ms
-
         self.validate()
         self._note_other_targets()
         try:
@@ -152,16 +150,21 @@ def _json_database(workloads: Path, records: Path):
                                     module_equality="structural")
 
 
-def _unloadable(workloads: Path, lines: list[bytes], start: int, stop: int) -> list[int]:
-    """Indices in ``lines[start:stop]`` of the records that fail to load, by bisection."""
+def _loads(workloads: Path, lines: list[bytes]) -> bool:
     with tempfile.TemporaryDirectory(prefix="psdeploy-db-") as scratch:
         trial = Path(scratch) / RECORDS
-        trial.write_bytes(b"".join(lines[start:stop]))
+        trial.write_bytes(b"".join(lines))
         try:
             _json_database(workloads, trial)
-            return []
         except Exception:  # the same C++ errors as in open()
-            pass
+            return False
+    return True
+
+
+def _unloadable(workloads: Path, lines: list[bytes], start: int, stop: int) -> list[int]:
+    """Indices in ``lines[start:stop]`` of the records that fail to load, by bisection."""
+    if _loads(workloads, lines[start:stop]):
+        return []
     if stop - start == 1:
         return [start]
     middle = (start + stop) // 2
