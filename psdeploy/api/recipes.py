@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt, field_validator
 
-from psdeploy.backends.tune_options import parse_duration, parse_tracker
+from psdeploy.backends.tune_options import parse_tracker, recipe_duration
 from psdeploy.errors import PsdeployError
 from psdeploy.schema import Strict, read_yaml, validated
 
@@ -42,11 +42,8 @@ class TuningSection(Strict):
 
     @field_validator("time")
     @classmethod
-    def _duration(cls, value: str | float | None) -> str | float | None:
-        try:
-            return None if value is None else parse_duration(value, "")
-        except PsdeployError:
-            raise ValueError("expected a positive duration such as 90s, 20m or 1h") from None
+    def _duration(cls, value: str | float | None) -> float | None:
+        return recipe_duration(value)
 
     @field_validator("rpc")
     @classmethod

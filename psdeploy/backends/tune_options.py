@@ -32,6 +32,15 @@ def parse_duration(text: str | float, option: str = "--tune-time") -> float:
     return seconds
 
 
+def recipe_duration(value: str | float | None) -> float | None:
+    """A recipe's duration key (compile ``tuning.time``, report ``tvm.time``) as seconds; a ``ValueError``
+    (what the schema reports, naming the key) when it is not one."""
+    try:
+        return None if value is None else parse_duration(value, "")
+    except PsdeployError:
+        raise ValueError("expected a positive duration such as 90s, 20m or 1h") from None
+
+
 @dataclass(frozen=True)
 class RpcTracker:
     """A TVM RPC tracker and the key its measuring servers registered under."""

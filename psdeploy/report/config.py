@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field, PositiveFloat, PositiveInt, field_validator
 
 from psdeploy.backends import BuildOptions, Target, parse_target
-from psdeploy.backends.tune_options import parse_duration
+from psdeploy.backends.tune_options import recipe_duration
 from psdeploy.errors import PsdeployError
 from psdeploy.export import AUTO
 from psdeploy.report.cases import LAYER_REFERENCE_CASES
@@ -77,10 +77,7 @@ class _Tvm(Strict):
     @field_validator("time")
     @classmethod
     def _duration(cls, value: str | float | None) -> float | None:
-        try:
-            return None if value is None else parse_duration(value, "")
-        except PsdeployError:
-            raise ValueError("expected a positive duration such as 90s, 5m or 1h") from None
+        return recipe_duration(value)
 
 
 class ReportRecipe(Strict):
