@@ -66,8 +66,8 @@ class TuningDatabase:
             return 0
         with open(self.directory / UNREPLAYABLE, "ab") as aside:
             aside.writelines(lines[i] for i in bad)
-        kept = set(range(len(lines))) - set(bad)
-        write_atomic(path, b"".join(lines[i] for i in sorted(kept)), "--tuning-db")
+        set_aside = set(bad)
+        write_atomic(path, b"".join(line for i, line in enumerate(lines) if i not in set_aside), "--tuning-db")
         self.notes.append(f"moved {len(bad)} records MetaSchedule cannot replay to {UNREPLAYABLE}")
         return len(bad)
 
