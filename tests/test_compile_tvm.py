@@ -186,3 +186,39 @@ def test_gathers_legalize_without_a_warning_each(tmp_path, capfd) -> None:
         mod = lower(import_onnx(path, (1, 3, 32, 32)), parse_target(target))
         assert sum("take" in gv.name_hint for gv in mod.get_global_vars()) >= 1
     assert "Fast mode" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("indices", [[3, 4, 5, 0, 1, 2, 6, 7], [7, 0, 6, 1, 5, 2, 4, 3], [-1, 2, -8, 5, 4, 3, 1, -2],
+                                     [2, 2, 0, 7]])
+def test_a_baked_gather_computes_what_take_does(indices) -> None:
+    """Constant indices (runs, singletons, negatives counted from the end, repeats, fewer than the axis)
+    baked into the kernel: the kernel takes no index argument and matches numpy's take."""
+    import numpy as np
+    import tvm
+    from tvm import relax
+
+    from psdeploy.backends.tvm.take import index_runs, use_baked_take
+
+    use_baked_take()
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((2, 8, 3, 5), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(relax.op.take(x, relax.const(np.array(indices, "int64")), axis=1))
+        bb.emit_func_output(out)
+    mod = relax.transform.LegalizeOps()(bb.get())
+    takes = [gv for gv in mod.get_global_vars() if gv.name_hint.startswith("take")]
+    assert len(takes) == 1 and len(mod[takes[0]].params) == 2
+    vm = relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())
+    data = np.random.default_rng(0).standard_normal((2, 8, 3, 5)).astype("float32")
+    np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(data)).numpy(), np.take(data, indices, axis=1))
+
+
+
+def test_index_runs_split_where_indices_stop_being_consecutive() -> None:
+    import numpy as np
+
+    from psdeploy.backends.tvm.take import index_runs
+
+    assert index_runs(np.array([8, 9, 10, 0, 1, 5])) == ([0, 3, 5], [8, -3, 0])
+    assert index_runs(np.arange(4)) == ([0], [0])

@@ -1,14 +1,12 @@
 """Tuning runs on one small PSConv layer: a deadline stops cleanly with its records kept and the next
-run resumes; the phases add up; candidates are measured through TVM's RPC tracker and two servers."""
+run resumes; the phases add up; builder workers live across batches; local measurements run the target's
+thread count. (Measuring on RPC servers: test_tvm_fleet.py.)"""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from psdeploy.backends import parse_target
-from psdeploy.backends.tune_options import RpcTracker
 from psdeploy.errors import PsdeployError
 from tests.conftest import REPO
 
@@ -130,80 +127,6 @@ def test_builder_workers_live_across_batches_and_never_import_psdeploy(layer) ->
         builder.shutdown()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture()
-def rpc_fleet():
-    """A TVM RPC tracker and two servers under key 'xeon' on 127.0.0.1, torn down (with the processes
-    the servers start per session) even on failure."""
-    pytest.importorskip("tornado")  # the tracker's event loop; the 'tvm' extra brings it
-    from tvm import rpc
-
-    port = _free_port()
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "start_new_session": True}
-    procs = [subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1",
-                               "--port", str(port), "--port-end", str(port + 1)], **quiet)]
-    try:
-        for _ in range(2):
-            server_port = _free_port()
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "tvm.exec.rpc_server", "--tracker", f"127.0.0.1:{port}", "--key", "xeon",
-                 "--host", "127.0.0.1", "--port", str(server_port), "--port-end", str(server_port + 1)], **quiet))
-        deadline = time.monotonic() + SERVERS_UP_S
-        while True:
-            try:
-                servers = rpc.connect_tracker("127.0.0.1", port).summary()["server_info"]
-                if sum(s["key"] == "server:xeon" for s in servers) == 2:
-                    break
-            except (OSError, RuntimeError):
-                pass  # the tracker is still starting
-            assert time.monotonic() < deadline, "the RPC tracker and servers did not come up"
-            time.sleep(1)
-        yield port
-    finally:  # each in a session of its own: the servers' session workers go with them
-        for proc in procs:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-
-
-def test_candidates_are_measured_through_the_rpc_tracker(tmp_path, layer, rpc_fleet, monkeypatch) -> None:
-    from tvm.s_tir import meta_schedule as ms
-
-    from psdeploy.backends.tvm import tuning
-    from psdeploy.backends.tvm.tuning_db import TuningDatabase
-
-    def no_local_runner(*args, **kwargs):
-        raise AssertionError("measured locally, not through the tracker")
-
-    monkeypatch.setattr(ms.runner, "LocalRunner", no_local_runner)
-    _only_named_log_handlers(monkeypatch)
-    mod, target = layer
-    db = TuningDatabase(tmp_path / "db", target)
-    tasks = len(tuning.plan_tuning(mod, target, db, 1).tasks)
-    _, summary = tuning.tune(mod, target, db, trials=tasks, rpc=RpcTracker("127.0.0.1", rpc_fleet, "xeon"))
-    assert summary.measured_on == f"rpc 127.0.0.1:{rpc_fleet} key xeon"
-    assert summary.trials_measured >= tasks and _record_lines(tmp_path / "db", target) == summary.trials_measured
-    database = db.open()
-    assert sum(db.record_counts(database, [t.dispatched[0] for t in tuning.plan_tuning(mod, target, db, 1).tasks])) >= 1
-
-    with pytest.raises(PsdeployError, match="--rpc-key epyc: no server is registered"):
-        tuning.tune(mod, target, db, trials=tasks * 4, rpc=RpcTracker("127.0.0.1", rpc_fleet, "epyc"))
-
-
-def test_an_absent_tracker_is_one_line(tmp_path, layer) -> None:
-    from psdeploy.backends.tvm import tuning
-    from psdeploy.backends.tvm.tuning_db import TuningDatabase
-
-    mod, target = layer
-    with pytest.raises(PsdeployError, match=r"--rpc 127\.0\.0\.1:\d+: no TVM RPC tracker answers there"):
-        tuning.tune(mod, target, TuningDatabase(tmp_path / "db", target), trials=4,
-                    rpc=RpcTracker("127.0.0.1", _free_port(), "xeon"))
-
-
 def test_pruned_database_keeps_each_workloads_best_and_a_build_starts_from_it(tmp_path, layer, monkeypatch) -> None:
     """Prune keeps one record per workload, the fastest; an untuned build from the pruned copy schedules
     every task from it; a destination holding a database, or a source that is none, is refused; a record
@@ -271,3 +194,39 @@ def test_the_committed_database_opens_under_the_target_it_names() -> None:
         records = db.open().get_all_tuning_records()
         assert records and not db.notes
         assert len({r.workload.mod.script() for r in records}) == len(records)  # pruned: best of each only
+
+
+def test_local_measurements_run_the_targets_thread_count(monkeypatch) -> None:
+    """TVM's runtime starts one thread on a 2-vCPU machine when TVM_NUM_THREADS is unset: the measuring
+    worker runs the target's num-cores instead, and a worker on another count refuses to time anything."""
+    from psdeploy.backends.tvm.measure import local_runner
+    from psdeploy.backends.tvm.ms_build import THREADS_MISMATCH, checked_local_evaluator, running_threads
+
+    monkeypatch.delenv("TVM_NUM_THREADS", raising=False)  # the worker inherits no setting from here
+    for cores in (1, 2):
+        target = parse_target("llvm", cores=cores)
+        runner = local_runner(target.threads)
+        try:
+            assert runner.pool.submit(running_threads).result() == cores
+        finally:
+            runner.pool.shutdown()
+    here = running_threads()
+    with pytest.raises(RuntimeError, match=THREADS_MISMATCH):
+        checked_local_evaluator(here + 1)(None, None, None, [])
+
+
+def test_gather_tasks_tune_with_no_candidate_reading_out_of_bounds(tmp_path, layer, monkeypatch) -> None:
+    """MetaSchedule times kernels on random arguments: a Gather's index buffer filled at random read out of
+    bounds and every candidate of every gather task failed. Baked indices leave no argument to fill."""
+    from psdeploy.backends.tvm import tuning
+    from psdeploy.backends.tvm.tuning_db import TuningDatabase
+
+    _only_named_log_handlers(monkeypatch)
+    mod, target = layer
+    takes = [gv for gv in mod.get_global_vars() if gv.name_hint.startswith("take")]
+    assert takes and all(len(mod[gv].params) == 2 for gv in takes)  # data and output: no index argument
+    db = TuningDatabase(tmp_path / "db", target)
+    tasks = tuning.plan_tuning(mod, target, db, 1).tasks
+    assert any(t.task_name.startswith("take") for t in tasks)
+    _, summary = tuning.tune(mod, target, db, trials=len(tasks))
+    assert summary.trials_measured >= len(tasks) and summary.tasks_all_failed == []

@@ -34,6 +34,13 @@ class Target:
         return "cuda" if self.tvm_target and self.tvm_target.get("kind") == "cuda" else "cpu"
 
     @property
+    def threads(self) -> int | None:
+        """CPU threads the artifact runs (and its tuning measures) with: the llvm target's ``num-cores``."""
+        if self.tvm_target is None or self.tvm_target.get("kind") != "llvm":
+            return None
+        return int(self.tvm_target.get("num-cores") or 1)
+
+    @property
     def key(self) -> str:
         """Readable, stable name of exactly this target (tuning-database directories)."""
         if self.tvm_target is None:

@@ -23,6 +23,7 @@ class BenchRow:
     samples_ms: list[float]
     ratio: float | None = None  # median of per-round ratios to the first case
     ratio_band: tuple[float, float] | None = None
+    runs_on: str = ""  # what the runtime reports it ran as (TVM: with the threads its runtime really started)
 
 
 @dataclass
@@ -34,7 +35,7 @@ class BenchResult:
     def to_dict(self) -> dict[str, object]:
         return {"environment": self.environment, "rows": [
             {"model": r.name, "batch": r.batch, **r.stats.to_dict(), "ratio_to_first": r.ratio,
-             "ratio_p10_p90": r.ratio_band} for r in self.rows]}
+             "ratio_p10_p90": r.ratio_band, "runs_on": r.runs_on} for r in self.rows]}
 
 
 def _batch_input(shape: tuple[int, ...], batch: int, source: str) -> np.ndarray:
@@ -51,9 +52,11 @@ def bench_models(paths: list[str], batches: list[int], plan: TimingPlan, threads
     rows: list[BenchRow] = []
     for batch in batches:
         cases = {}
+        described = {}
         for path, runner in runners:
             x = _batch_input(runner.input_shape, batch, path)
             cases[f"{Path(path).name}"] = (lambda r=runner, x=x: r.run(x))
+            described[Path(path).name] = runner.description
         if len(cases) != len(runners):
             raise PsdeployError("bench: two models share a file name; copy one under another name")
         timed = run_interleaved(cases, plan, progress)
@@ -61,5 +64,6 @@ def bench_models(paths: list[str], batches: list[int], plan: TimingPlan, threads
         base = timed[names[0]].samples_ms
         for name in names:
             ratio, lo, hi = ratio_spread(timed[name].samples_ms, base)
-            rows.append(BenchRow(name, batch, timed[name].stats, timed[name].samples_ms, ratio, (lo, hi)))
+            rows.append(BenchRow(name, batch, timed[name].stats, timed[name].samples_ms, ratio, (lo, hi),
+                                 described[name]))
     return BenchResult(rows, plan, fingerprint(threads))

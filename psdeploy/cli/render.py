@@ -119,9 +119,14 @@ def show_compile(result: CompileResult) -> None:
                       f"already in the database, {t['trials_measured']} trials measured; db {t['database']}")
         if t["trials_measured"]:
             phases = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in t["phase_s"].items())
+            threads = f" at {t['measured_threads']} TVM threads" if t.get("measured_threads") else ""
             console.print(f"tuning throughput: {t['trials_per_min']:.1f} trials/min ({t['trials_measured']} in "
-                          f"{t['tuning_s']:.0f} s, batches of {t['batch']}, measured {t['measured_on']}, stopped by "
-                          f"{t['stopped_by']}); {phases}")
+                          f"{t['tuning_s']:.0f} s, batches of {t['batch']}, measured {t['measured_on']}{threads}, "
+                          f"stopped by {t['stopped_by']}); {phases}")
+        if t.get("tasks_all_failed"):
+            err_console.print(f"[bold yellow]WARNING: every candidate measured failed for "
+                              f"{len(t['tasks_all_failed'])} task(s): {', '.join(t['tasks_all_failed'])} "
+                              f"(they build with MetaSchedule's untuned fallback; -v shows its errors)[/]")
         for note in t["notes"]:
             console.print(f"tuning-db: {note}")
     if m.lowering_search:
@@ -161,14 +166,14 @@ def show_run(result: RunResult) -> None:
 
 def show_bench(result: BenchResult, threads: int | None) -> None:
     table = _table(f"latency (ms), {result.plan.iterations} interleaved rounds, threads {threads or os.cpu_count()}",
-                   ("model", "batch", "median", "p90", "p99", "min", "CV%", "img/s", "ratio to first (p10-p90)"),
-                   left=("model",))
+                   ("model", "runs on", "batch", "median", "p90", "p99", "min", "CV%", "img/s",
+                    "ratio to first (p10-p90)"), left=("model", "runs on"))
     for row in result.rows:
         s = row.stats
         cv = f"[red]{s.cv_pct:.1f} noisy[/]" if s.noisy else f"{s.cv_pct:.1f}"
         band = f"{row.ratio:.3f} ({row.ratio_band[0]:.3f}-{row.ratio_band[1]:.3f})"
-        table.add_row(row.name, str(row.batch), f"{s.median_ms:.3f}", f"{s.p90_ms:.3f}", f"{s.p99_ms:.3f}",
-                      f"{s.min_ms:.3f}", cv, f"{row.batch * 1e3 / s.median_ms:.1f}", band)
+        table.add_row(row.name, row.runs_on, str(row.batch), f"{s.median_ms:.3f}", f"{s.p90_ms:.3f}",
+                      f"{s.p99_ms:.3f}", f"{s.min_ms:.3f}", cv, f"{row.batch * 1e3 / s.median_ms:.1f}", band)
     console.print(table)
     env = result.environment
     console.print(f"{env['cpu_model']} ({env['cpu_flags']}), {env['cores']} cores, governor {env['governor']}, "

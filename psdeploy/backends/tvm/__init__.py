@@ -66,6 +66,10 @@ class TvmBackend(Backend):
         return summary.to_dict()
 
     def _vm(self, module: Path, target: Target, threads: int | None):
+        """The module's VM, and what it runs as: on CPU with the threads TVM's runtime really started
+        (``threads``, else the target's num-cores; read once, when its thread pool starts, so a process
+        that already ran TVM kernels keeps its count, and the description says so)."""
+        threads = threads or target.threads
         if threads:
             os.environ["TVM_NUM_THREADS"] = str(threads)  # read when the runtime's thread pool starts
         self.require()
@@ -80,13 +84,17 @@ class TvmBackend(Backend):
             library = tvm.runtime.load_module(str(module))
         except Exception as exc:  # a corrupt or foreign shared library
             raise PsdeployError(f"{module}: not a loadable TVM module ({str(exc).strip().splitlines()[-1]})") from None
-        return relax.VirtualMachine(library, device), device
+        vm = relax.VirtualMachine(library, device)
+        if target.device == "cuda":
+            return vm, device, target.label
+        running = int(tvm.get_global_func("runtime.NumThreads")())
+        return vm, device, f"{target.label} ({running} thread{'s' if running != 1 else ''})"
 
     def open(self, module: Path, target: Target, threads: int | None = None,
              precision: str = "f32") -> tuple[Runner, str]:
         import tvm
 
-        vm, device = self._vm(module, target, threads)
+        vm, device, runs_on = self._vm(module, target, threads)
         main = vm["main"]
 
         def run(x: np.ndarray) -> list[np.ndarray]:
@@ -94,7 +102,7 @@ class TvmBackend(Backend):
             outs = out if isinstance(out, (list, tuple)) or type(out).__name__ == "Array" else [out]
             return [np.asarray(o.numpy()) for o in outs]
 
-        return run, target.label
+        return run, runs_on
 
     def profile(self, module: Path, target: Target, x: np.ndarray, runs: int,
                 threads: int | None = None) -> tuple[list[NodeTime], str]:
@@ -102,7 +110,7 @@ class TvmBackend(Backend):
         instrumentation hook, the device synchronised after each call."""
         import tvm
 
-        vm, device = self._vm(module, target, threads)
+        vm, device, runs_on = self._vm(module, target, threads)
         data = tvm.runtime.tensor(x, device)
         for _ in range(WARMUP_RUNS):
             vm["main"](data)
@@ -121,4 +129,4 @@ class TvmBackend(Backend):
         for _ in range(runs):
             vm["main"](data)
         return summed([NodeTime(symbol, "builtin" if symbol.startswith("vm.builtin") else "kernel", symbol,
-                                sum(v) / runs, len(v) / runs) for symbol, v in totals.items()]), target.label
+                                sum(v) / runs, len(v) / runs) for symbol, v in totals.items()]), runs_on

@@ -37,10 +37,11 @@ def pre_tuning_passes(winograd_tile: int = 0, layout: str = "nchw"):
     from tvm import relax
 
     from psdeploy.backends.tvm.layout import layout_passes
-    from psdeploy.backends.tvm.take import legalize_take
+    from psdeploy.backends.tvm.take import use_baked_take
     from psdeploy.backends.tvm.winograd import winograd_legalize
 
-    legalize = {"relax.take": legalize_take}
+    use_baked_take()
+    legalize = {}
     if winograd_tile:
         legalize["relax.nn.conv2d"] = winograd_legalize(winograd_tile)
     t = relax.transform
@@ -48,6 +49,7 @@ def pre_tuning_passes(winograd_tile: int = 0, layout: str = "nchw"):
         *layout_passes(layout),
         t.DecomposeOpsForInference(),
         t.CanonicalizeBindings(),
+        t.FoldConstant(),  # the importer's in-graph wrap of Gather indices: constants to bake (take.py)
         t.LegalizeOps(customize_legalize_map=legalize),
         t.AnnotateTIROpPattern(),
         t.FoldConstant(),

@@ -4,8 +4,8 @@ MetaSchedule's ``LocalBuilder`` starts a fresh process pool for every batch (eac
 importing TVM, seconds of CPU before it builds anything); ``PooledBuilder`` keeps its workers
 for the whole run and recycles each after ``WORKER_USES`` builds (the memory growth
 ``LocalBuilder``'s comment gives as its reason to restart). Candidates are measured here by
-MetaSchedule's ``LocalRunner`` (one long-lived worker), or on the servers of a TVM RPC tracker
-by its ``RPCRunner``, one connection per server registered under the key.
+MetaSchedule's ``LocalRunner`` (one long-lived worker running the target's thread count), or on
+the servers of a TVM RPC tracker (``fleet.py``).
 """
 
 from __future__ import annotations
@@ -112,30 +112,32 @@ def timed_runner(inner, clock: PhaseClock):
 def tracker_servers(rpc: RpcTracker) -> int:
     """Servers registered with the tracker under ``rpc.key`` (free or busy); 0 if none.
 
-    A plain socket probe first: TVM's own client retries an unreachable address for a minute."""
+    A plain socket probe first: TVM's own client retries an unreachable address for a minute; and
+    its sockets get a deadline (they have none: a tracker that stops answering would block here)."""
     from tvm import rpc as tvm_rpc
 
+    previous = socket.getdefaulttimeout()
     try:
         socket.create_connection((rpc.host, rpc.port), timeout=TRACKER_PROBE_S).close()
+        socket.setdefaulttimeout(TRACKER_PROBE_S)
         summary = tvm_rpc.connect_tracker(rpc.host, rpc.port).summary()
     except Exception as exc:  # socket errors, and TVM's own on a port that is no tracker
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise PsdeployError(f"--rpc {rpc.address}: no TVM RPC tracker answers there ({reason}); start one "
                             f"with: python -m tvm.exec.rpc_tracker --host 0.0.0.0 --port {rpc.port}") from None
+    finally:
+        socket.setdefaulttimeout(previous)
     return sum(1 for s in summary.get("server_info", []) if s.get("key") == f"server:{rpc.key}")
 
 
-def local_or_rpc_runner(rpc: RpcTracker | None):
-    """MetaSchedule's runner for this machine, or for the servers behind a tracker (one connection each)."""
+def local_runner(threads: int | None):
+    """MetaSchedule's runner for this machine; on CPU its worker runs ``threads`` TVM threads, checked."""
     from tvm.s_tir import meta_schedule as ms
 
-    if rpc is None:
+    from psdeploy.backends.tvm.ms_build import checked_local_evaluator, send_by_value, threads_initializer
+
+    if threads is None:
         return ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT_S)
-    servers = tracker_servers(rpc)
-    if servers == 0:
-        raise PsdeployError(f"--rpc-key {rpc.key}: no server is registered with the tracker at {rpc.address} "
-                            f"under that key; start them with: python -m tvm.exec.rpc_server "
-                            f"--tracker {rpc.address} --key {rpc.key}")
-    config = ms.runner.RPCConfig(tracker_host=rpc.host, tracker_port=rpc.port, tracker_key=rpc.key,
-                                 session_timeout_sec=RUN_TIMEOUT_S)
-    return ms.runner.RPCRunner(rpc_config=config, max_workers=servers)
+    send_by_value()
+    return ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT_S, initializer=threads_initializer(threads),
+                                 f_run_evaluator=checked_local_evaluator(threads))

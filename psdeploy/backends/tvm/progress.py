@@ -27,6 +27,7 @@ class TuningState:
     interrupted: bool = False
     best_ms: dict[int, float] = field(default_factory=dict)  # task id -> best measured latency
     history: dict[int, list[float]] = field(default_factory=dict)  # task id -> best after each batch
+    waiting: Callable[[str], None] = lambda text: None  # shows what the run waits for now
 
 
 def make_callbacks(total_trials: int | None, task_names: list[str], clock: PhaseClock,
@@ -41,7 +42,7 @@ def make_callbacks(total_trials: int | None, task_names: list[str], clock: Phase
         TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), transient=False,
     )
     bar = progress.add_task("tune", total=total_trials, detail="")
-    state = TuningState()
+    state = TuningState(waiting=lambda text: progress.update(bar, detail=text))
     started = [0.0]
 
     @derived_object

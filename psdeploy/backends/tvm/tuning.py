@@ -25,15 +25,12 @@ from dataclasses import asdict, dataclass, field
 from psdeploy.backends.targets import Target
 from psdeploy.backends.tune_options import RpcTracker
 from psdeploy.backends.tvm.intrinsics import register_tensor_intrinsics
-from psdeploy.backends.tvm.measure import (
-    PhaseClock,
-    local_or_rpc_runner,
-    pooled_builder,
-    timed_runner,
-)
+from psdeploy.backends.tvm.fleet import FleetHealth, check_fleet_threads, fleet_runner
+from psdeploy.backends.tvm.measure import PhaseClock, local_runner, pooled_builder, timed_runner
 from psdeploy.backends.tvm.progress import make_callbacks, sigint_sets
 from psdeploy.backends.tvm.scheduler import make_scheduler
 from psdeploy.backends.tvm.tuning_db import TuningDatabase
+from psdeploy.errors import PsdeployError
 from psdeploy.quiet import is_verbose
 
 MIN_BATCH = 8  # candidates per batch below which MetaSchedule's per-batch costs dominate
@@ -67,6 +64,7 @@ class TuningSummary:
     time_budget_s: float | None = None
     batch: int = 0  # candidates built and measured per search round
     measured_on: str = "local"  # or the RPC tracker and key
+    measured_threads: int | None = None  # TVM threads each candidate was timed with (the target's num-cores)
     tasks_tuned: int = 0
     tasks_already_tuned: int = 0
     trials_measured: int = 0
@@ -75,6 +73,7 @@ class TuningSummary:
     trials_per_min: float = 0.0
     phase_s: dict[str, float] = field(default_factory=dict)  # setup, search, build, run, update
     estimated_ms: float | None = None  # sum over tasks of the best measured kernel (weighted)
+    tasks_all_failed: list[str] = field(default_factory=list)  # tasks measured this run with no candidate running
     database: str = ""
     untuned: bool = False
     notes: list[str] = field(default_factory=list)
@@ -171,7 +170,8 @@ def tune(mod, spec: Target, db: TuningDatabase, trials: int, time_s: float | Non
     summary.tasks_tuned = len(plan.todo)
     if not plan.todo:
         return plan.database, summary
-    runner = timed_runner(local_or_rpc_runner(rpc), clock)
+    health = FleetHealth(check_fleet_threads(rpc, spec.threads)) if rpc else None
+    summary.measured_threads = spec.threads
     quiet_metaschedule_console()
     register_tensor_intrinsics(spec)
     with tempfile.TemporaryDirectory(prefix="psdeploy-ms-") as work_dir:
@@ -179,9 +179,12 @@ def tune(mod, spec: Target, db: TuningDatabase, trials: int, time_s: float | Non
             plan.todo, work_dir, strategy=search_strategy(plan.batch), seed=0)
         before, after, progress, state = make_callbacks(
             plan.trials if plan.trials < UNCAPPED else None, [c.task_name for c in contexts], clock, on_batch)
+        inner = fleet_runner(rpc, spec.threads, health, state.waiting) if rpc else local_runner(spec.threads)
+        runner = timed_runner(inner, clock)
 
         def stop() -> bool:
-            return state.interrupted or (deadline is not None and time.perf_counter() >= deadline)
+            return (state.interrupted or (deadline is not None and time.perf_counter() >= deadline)
+                    or (health is not None and health.lost is not None))
 
         builder = pooled_builder(clock, os.cpu_count() or 1)
         try:
@@ -199,9 +202,14 @@ def tune(mod, spec: Target, db: TuningDatabase, trials: int, time_s: float | Non
             raise
         finally:
             builder.shutdown()
+            if rpc:
+                inner.shutdown()
             drop_log_files(work_dir)
         if state.interrupted:
             raise KeyboardInterrupt
+    if health is not None and health.lost:
+        raise PsdeployError(f"--rpc {rpc.address} key {rpc.key}: no server left to measure on ({health.lost}); "
+                            f"the {state.trials} trials measured before are kept in {db.directory}")
     summary.trials_measured = state.trials
     summary.stopped_by = ("deadline" if deadline is not None and time.perf_counter() >= deadline
                           else "trials" if state.trials >= plan.trials else "search space")
@@ -212,4 +220,5 @@ def tune(mod, spec: Target, db: TuningDatabase, trials: int, time_s: float | Non
     search = max(0.0, summary.tuning_s - setup - sum(measured.values()))  # MetaSchedule's own loop
     summary.phase_s = {"setup": setup, "search": search, **measured}
     summary.estimated_ms = sum(state.best_ms.get(i, 0.0) * w for i, w in enumerate(weights)) or None
+    summary.tasks_all_failed = [contexts[i].task_name for i in sorted(state.history) if i not in state.best_ms]
     return plan.database, summary
