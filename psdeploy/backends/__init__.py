@@ -23,6 +23,7 @@ from psdeploy.backends.onnxruntime import OnnxruntimeBackend
 from psdeploy.backends.openvino import OpenvinoBackend
 from psdeploy.backends.targets import Target, parse_target
 from psdeploy.backends.tvm import TvmBackend
+from psdeploy.bounds import check_memory
 from psdeploy.errors import PsdeployError
 from psdeploy.export.node_names import layer_of, value_layers, with_layer
 
@@ -113,6 +114,7 @@ def profile(path: str | Path, batch: int | None, runs: int, threads: int | None 
     if declared[0] and batch != declared[0]:
         raise PsdeployError(f"{path}: built for batch {declared[0]}, cannot profile --batch {batch}; "
                             f"export with --dynamic-batch or compile for that batch")
+    check_memory(f"--batch {batch}", (batch, *declared[1:]))
     backend = backend_for(target)
     x = make_input((batch, *declared[1:]), seed=0)
     with tempfile.TemporaryDirectory(prefix="psdeploy-profile-") as work:

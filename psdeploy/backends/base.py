@@ -16,6 +16,7 @@ import numpy as np
 
 from psdeploy.backends.targets import Target
 from psdeploy.backends.tune_options import RpcTracker
+from psdeploy.bounds import TUNE_TRIALS
 from psdeploy.errors import PsdeployError
 from psdeploy.export.node_names import layer_of
 from psdeploy.rewrite.lowerings import LOWERINGS
@@ -46,8 +47,7 @@ class BuildOptions:
             raise PsdeployError(f"--winograd {self.winograd!r}: expected one of {', '.join(WINOGRAD)}")
         if self.layout is not None and self.layout not in LAYOUTS:
             raise PsdeployError(f"--layout {self.layout!r}: expected one of {', '.join(LAYOUTS)}")
-        if self.tune_trials < 0:
-            raise PsdeployError(f"--tune-trials {self.tune_trials}: expected 0 or more")
+        TUNE_TRIALS.check(self.tune_trials)
         if self.tune_time_s is not None and self.tune_time_s <= 0:
             raise PsdeployError(f"--tune-time {self.tune_time_s:g}s: expected a positive duration")
         if self.rpc is not None and not self.tunes:

@@ -17,6 +17,7 @@ import onnx
 from psdeploy.arch.registry import default_input_shape
 from psdeploy.backends import BuildOptions, Manifest, Target, backend_for, open_artifact
 from psdeploy.backends.tvm import cuda_available
+from psdeploy.bounds import check_memory
 from psdeploy.demo_data import IMAGE_SIZE
 from psdeploy.errors import PsdeployError
 from psdeploy.export import AUTO, export_onnx, read_metadata
@@ -90,8 +91,9 @@ def _onnx_input_shape(meta: dict[str, str], path: Path) -> tuple[int, ...]:
         shape = tuple(int(v) for v in meta["input_shape"].split(","))
     except ValueError:
         shape = ()
-    if len(shape) != 4:
+    if len(shape) != 4 or min(shape) < 1:
         raise PsdeployError(f"{path}: psdeploy.input_shape {meta['input_shape']!r} in its metadata; expected N,C,H,W")
+    check_memory(f"{path}: psdeploy.input_shape {meta['input_shape']}", shape)
     return shape
 
 
