@@ -23,6 +23,7 @@ import numpy as np
 from psdeploy.api.recipes import Recipe, load_recipe
 from psdeploy.backends import BuildOptions, OpenedRunner, Profile, backend_for, open_runner, parse_target
 from psdeploy.backends import profile as profile_backend
+from psdeploy.backends.base import DEFAULT_TUNING_DB
 from psdeploy.backends.tune_options import parse_duration, rpc_tracker
 from psdeploy.backends.tvm.tuning_db import PrunedTarget, prune
 from psdeploy.bench import BenchResult, bench_models
@@ -145,7 +146,7 @@ def compile(source: str | None = None, *, recipe: str | Path | None = None, targ
         tune_trials=pick(tune_trials, tuning and tuning.trials, 0),
         tune_time_s=None if time_budget is None else parse_duration(time_budget),
         rpc=rpc_tracker(pick(rpc, tuning and tuning.rpc), pick(rpc_key, tuning and tuning.rpc_key)),
-        tuning_db=Path(pick(tuning_db, tuning and tuning.database, "tuning-db")), on_batch=on_batch)
+        tuning_db=Path(pick(tuning_db, tuning and tuning.database, DEFAULT_TUNING_DB)), on_batch=on_batch)
     request = CompileRequest(
         source=str(source), target=parsed, output=Path(output), options=options,
         lowering=pick(lowering, r and r.lowering, backend_for(parsed).default_lowering),
