@@ -169,6 +169,7 @@ class Backend(ABC):
     # measured (``psdeploy bench`` of every lowering, interleaved); ``auto`` searches per layer instead.
     default_lowering: str = "grouped"
     uses_options: frozenset[str] = frozenset()  # the ``BuildOptions`` it reads; any other set is refused
+    keeps_dynamic_batch: bool = False  # a dynamic-batch ONNX gives an artifact that runs any batch
 
     @abstractmethod
     def require(self) -> None:

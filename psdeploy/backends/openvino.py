@@ -34,6 +34,7 @@ class OpenvinoBackend(Backend):
     default_lowering = "sliced"  # Slices + Concat keep oneDNN's blocked layouts; each Gather costs two reorders
     module_file = "model.xml"
     uses_options = frozenset({"precision"})
+    keeps_dynamic_batch = True  # its IR keeps the ONNX's dynamic dimensions
 
     def require(self) -> None:
         try:
