@@ -44,13 +44,31 @@ def validated(model: type[M], data: Any, source: str) -> M:
         raise PsdeployError(f"{source}: {'; '.join(problems)}") from None
 
 
+class _AliasRefused(yaml.YAMLError):
+    def __init__(self, mark: yaml.Mark) -> None:
+        super().__init__(f"line {mark.line + 1}")
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` without aliases (``*name``): each one repeats a whole subtree, so a few lines of
+    nested aliases expand to billions of nodes (an alias bomb). Recipes are short and need none."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise _AliasRefused(self.peek_event().start_mark)
+        return super().compose_node(parent, index)
+
+
 def read_yaml(path: str | Path, option: str = "--recipe") -> Any:
-    """A YAML file's content, or a one-line error naming the file."""
+    """A YAML file's content, or a one-line error naming the file. Every YAML psdeploy reads comes here."""
     path = Path(path)
     if not path.is_file():
         raise PsdeployError(f"{option} {path}: no such file")
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.load(path.read_text(), Loader=_NoAliasLoader)
+    except _AliasRefused as exc:
+        raise PsdeployError(f"{path}: YAML aliases (*name) are not accepted ({exc}); write the value out "
+                            f"instead") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PsdeployError(f"{path}: not valid YAML ({first})") from None

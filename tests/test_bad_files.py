@@ -145,6 +145,22 @@ def _manifest(directory: Path) -> dict:
     return json.loads((directory / "manifest.json").read_text())
 
 
+def _points_outside(directory: Path, module: str) -> None:
+    """The manifest names a module elsewhere, and a working module lies there."""
+    target = (directory / module).resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(directory / "model.onnx", target)
+    (directory / "manifest.json").write_text(json.dumps({**_manifest(directory), "module_file": module}))
+
+
+def _link_outside(directory: Path) -> None:
+    """The module is a symbolic link to a working module outside the directory."""
+    outside = directory.parent / "elsewhere.onnx"
+    shutil.copyfile(directory / "model.onnx", outside)
+    (directory / "model.onnx").unlink()
+    (directory / "model.onnx").symlink_to(outside)
+
+
 @pytest.mark.parametrize("damage, expect", [
     (lambda d: (d / "manifest.json").unlink(), "not a psdeploy artifact"),
     (lambda d: (d / "manifest.json").write_text("{not json"), "unreadable manifest"),
@@ -158,14 +174,22 @@ def _manifest(directory: Path) -> dict:
      "'arch' is required"),
     (lambda d: (d / "model.onnx").unlink(), "model.onnx is missing"),
     (lambda d: (d / "model.onnx").write_bytes(b"\x00" * 64), "onnxruntime cannot load it"),
+    (lambda d: (d / "manifest.json").write_text(json.dumps({**_manifest(d), "input_shape": [-1, 3, 32, 32]})),
+     "'input_shape.0'"),
+    # opening a module runs it (a TVM module is a shared library): only the backend's file inside the directory
+    (lambda d: _points_outside(d, "../evil.onnx"), "module_file '../evil.onnx'; expected the onnxruntime module"),
+    (lambda d: _points_outside(d, str((d.parent / "evil.onnx").resolve())), "module_file '/"),
+    (lambda d: _points_outside(d, "sub/model.onnx"), "module_file 'sub/model.onnx'"),
+    (lambda d: _link_outside(d), "model.onnx: a symbolic link; expected the onnxruntime module itself"),
 ], ids=["no-manifest", "manifest-not-json", "manifest-binary", "shape-type", "backend", "format", "no-arch",
-        "no-module", "module-garbage"])
-@pytest.mark.parametrize("command", ["run", "verify", "bench"])
+        "no-module", "module-garbage", "negative-dim", "module-parent", "module-absolute", "module-subdir",
+        "module-symlink"])
+@pytest.mark.parametrize("command", ["run", "verify", "bench", "profile"])
 def test_damaged_artifact_directories(ort_artifact, tmp_path, damage, expect, command) -> None:
     art = _copy(ort_artifact, tmp_path)
     damage(art)
     args = {"run": ["run", str(art)], "verify": ["verify", str(art), "--against", "seeded:ps_resnet_digits"],
-            "bench": ["bench", str(art), "--iters", "30"]}[command]
+            "bench": ["bench", str(art), "--iters", "30"], "profile": ["profile", str(art), "--runs", "1"]}[command]
     _fails(*args, expect=expect)
 
 

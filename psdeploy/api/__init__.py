@@ -23,10 +23,12 @@ import numpy as np
 from psdeploy.api.recipes import Recipe, load_recipe
 from psdeploy.backends import BuildOptions, OpenedRunner, Profile, backend_for, open_runner, parse_target
 from psdeploy.backends import profile as profile_backend
+from psdeploy.backends.base import DEFAULT_TUNING_DB
 from psdeploy.backends.tune_options import parse_duration, rpc_tracker
 from psdeploy.backends.tvm.tuning_db import PrunedTarget, prune
 from psdeploy.bench import BenchResult, bench_models
 from psdeploy.bench.timing import TimingPlan
+from psdeploy.bounds import BATCH, ITERS, OPSET, RUNS, THREADS, TOLERANCE, WARMUP, check_memory
 from psdeploy.compile import CompileRequest, CompileResult, compile_model, verify_artifact
 from psdeploy.errors import PsdeployError
 from psdeploy.export import AUTO, ExportResult, export_onnx, parse_shape, shape_from_text
@@ -60,8 +62,17 @@ def _loaded(source: Source, arch: str | None) -> LoadedModel:
     return source if isinstance(source, LoadedModel) else load_model(source, arch)
 
 
+def _shape_text(value: Shape) -> str | None:
+    return value if value is None or isinstance(value, str) else ",".join(map(str, value))
+
+
 def _shape(value: Shape, loaded: LoadedModel) -> tuple[int, ...]:
-    return parse_shape(value if value is None or isinstance(value, str) else ",".join(map(str, value)), loaded)
+    return parse_shape(_shape_text(value), loaded)
+
+
+def _threads(threads: int | None) -> int | None:
+    """``threads`` (None: every core) if in range."""
+    return threads if threads is None else THREADS.check(threads)
 
 
 def inspect(source: Source, arch: str | None = None) -> Inspection:
@@ -79,6 +90,9 @@ def export(source: Source, output: str | Path, *, arch: str | None = None, lower
     if target.backend == "tvm":
         raise PsdeployError(f"--on {on}: for a TVM target, 'psdeploy compile' chooses the lowering and builds")
     lowering = lowering or backend_for(target).default_lowering
+    OPSET.check(opset)
+    TOLERANCE.check(tolerance)
+    _threads(threads)
     loaded = _loaded(source, arch)
     shape = _shape(input_shape, loaded)
     choices = search = None
@@ -118,7 +132,12 @@ def compile(source: str | None = None, *, recipe: str | Path | None = None, targ
         target_text = json.dumps(target_text)
     parsed = parse_target(target_text, pick(mcpu, backend and backend.mcpu),
                           pick(num_cores, backend and backend.num_cores), pick(cuda_arch, backend and backend.cuda_arch))
-    shape = shape_from_text(input_shape) if isinstance(input_shape, str) else pick(input_shape, model and model.input_shape)
+    if input_shape is not None:
+        shape = shape_from_text(_shape_text(input_shape))
+    elif model and model.input_shape:
+        shape = shape_from_text(_shape_text(model.input_shape), f"{recipe}: 'model.input_shape'")
+    else:
+        shape = None
     time_budget = pick(tune_time, tuning and tuning.time)
     options = BuildOptions(
         precision=pick(precision, backend and backend.precision, "f32"),
@@ -127,12 +146,12 @@ def compile(source: str | None = None, *, recipe: str | Path | None = None, targ
         tune_trials=pick(tune_trials, tuning and tuning.trials, 0),
         tune_time_s=None if time_budget is None else parse_duration(time_budget),
         rpc=rpc_tracker(pick(rpc, tuning and tuning.rpc), pick(rpc_key, tuning and tuning.rpc_key)),
-        tuning_db=Path(pick(tuning_db, tuning and tuning.database, "tuning-db")), on_batch=on_batch)
+        tuning_db=Path(pick(tuning_db, tuning and tuning.database, DEFAULT_TUNING_DB)), on_batch=on_batch)
     request = CompileRequest(
         source=str(source), target=parsed, output=Path(output), options=options,
         lowering=pick(lowering, r and r.lowering, backend_for(parsed).default_lowering),
-        input_shape=tuple(shape) if shape else None,
-        tolerance=pick(tolerance, r and r.tolerance, DEFAULT_TOLERANCE), force=force,
+        input_shape=shape,
+        tolerance=TOLERANCE.check(pick(tolerance, r and r.tolerance, DEFAULT_TOLERANCE)), force=force,
         arch=pick(arch, model and model.arch))
     if parsed.backend == "tvm" and not options.tunes and on_untuned:
         on_untuned()
@@ -142,6 +161,7 @@ def compile(source: str | None = None, *, recipe: str | Path | None = None, targ
 def verify(artifact: str | Path, against: str | Path, arch: str | None = None,
            tolerance: float = DEFAULT_TOLERANCE) -> ParityReport:
     """Parity of an artifact against the checkpoint it was compiled from (call ``raise_if_failed``)."""
+    TOLERANCE.check(tolerance)
     return verify_artifact(Path(artifact), str(against), arch, tolerance)
 
 
@@ -177,9 +197,11 @@ def read_input(path: str | Path, expected: tuple[int, ...]) -> np.ndarray:
 
 def run(model: str | Path, input: str | Path | np.ndarray | None = None, threads: int | None = None) -> RunResult:
     """Run an artifact (or ONNX file) once, on an array, a .npy file or a seeded random input."""
-    runner = open_runner(model, threads)
+    runner = open_runner(model, _threads(threads))
     if input is None:
-        x = make_input(tuple(d or 1 for d in runner.input_shape), seed=0)
+        shape = tuple(d or 1 for d in runner.input_shape)
+        check_memory(f"{model}: its input shape", shape)
+        x = make_input(shape, seed=0)
     elif isinstance(input, np.ndarray):
         x = input.astype(np.float32)
     else:
@@ -190,10 +212,13 @@ def run(model: str | Path, input: str | Path | np.ndarray | None = None, threads
 def bench(models: Sequence[str | Path], batches: Sequence[int] = (1,), *, warmup: int = 20, iters: int = 100,
           threads: int | None = None, progress: Callable[[int, int], None] | None = None) -> BenchResult:
     """Latency of ONNX files / artifacts, interleaved round-robin per batch; ratios to the first."""
-    if iters < 30:
-        raise PsdeployError(f"--iters {iters}: at least 30 timed rounds are needed for a median and p90")
-    if not batches or min(batches) < 1:
-        raise PsdeployError(f"--batch {list(batches)}: expected positive batch sizes")
+    ITERS.check(iters)
+    WARMUP.check(warmup)
+    _threads(threads)
+    if not batches:
+        raise PsdeployError("--batch: expected at least one batch size")
+    for batch in batches:
+        BATCH.check(batch)
     plan = TimingPlan(warmup=warmup, max_warmup=max(5 * warmup, 50), iterations=iters)
     return bench_models([str(m) for m in models], list(batches), plan, threads, progress)
 
@@ -202,8 +227,10 @@ def profile(model: str | Path, batch: int | None = None, runs: int = 30, threads
             on: str | None = None) -> Profile:
     """Per-node time from the runtime's own counters: an artifact on its backend, an ONNX file on
     ``on`` (``onnxruntime-cpu`` by default, or ``openvino-cpu``)."""
-    if runs < 1:
-        raise PsdeployError(f"--runs {runs}: expected at least 1")
+    RUNS.check(runs)
+    _threads(threads)
+    if batch is not None:
+        BATCH.check(batch)
     return profile_backend(model, batch, runs, threads, on)
 
 
@@ -213,6 +240,7 @@ def report(output: str | Path, *, recipe: str | Path | None = None, quick: bool 
     ``compare_with`` an earlier report.json, the ratios that moved (``worse`` beyond the recorded spread)."""
     if quick == bool(recipe):
         raise PsdeployError("report: give exactly one of --recipe FILE or --quick")
+    _threads(threads)
     config = quick_config(threads or 2) if quick else load_report_config(recipe, threads)
     data = run_report(config)
     paths = write_report(data, Path(output))

@@ -8,11 +8,12 @@ line) override what the recipe says.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt, field_validator
 
 from psdeploy.backends.tune_options import parse_tracker, recipe_duration
+from psdeploy.bounds import NUM_CORES, TOLERANCE, TUNE_TRIALS
 from psdeploy.errors import PsdeployError
 from psdeploy.schema import Strict, read_yaml, validated
 
@@ -26,7 +27,7 @@ class ModelSection(Strict):
 class BackendSection(Strict):
     target: str | dict[str, Any]
     mcpu: str | None = None
-    num_cores: PositiveInt | None = None
+    num_cores: Annotated[int, NUM_CORES.constraint] | None = None
     cuda_arch: str | None = None
     precision: Literal["f32", "f16", "bf16"] = "f32"
     winograd: Literal["off", "f2", "f4"] = "off"
@@ -34,7 +35,7 @@ class BackendSection(Strict):
 
 
 class TuningSection(Strict):
-    trials: int = Field(0, ge=0)  # in total; with ``time``, a cap
+    trials: Annotated[int, TUNE_TRIALS.constraint] = 0  # in total; with ``time``, a cap
     time: str | PositiveFloat | PositiveInt | None = None  # a deadline: "90s", "20m", "1h", or seconds
     rpc: str | None = None  # HOST:PORT of a TVM RPC tracker that measures the candidates
     rpc_key: str | None = None  # the key its servers registered under
@@ -61,7 +62,7 @@ class Recipe(Strict):
     lowering: str | None = None  # None: the target's default form
     backend: BackendSection
     tuning: TuningSection = TuningSection()
-    tolerance: PositiveFloat = 1e-4
+    tolerance: Annotated[float, TOLERANCE.constraint] = 1e-4
     output: str | None = None
 
 

@@ -23,6 +23,7 @@ from psdeploy.backends.onnxruntime import OnnxruntimeBackend
 from psdeploy.backends.openvino import OpenvinoBackend
 from psdeploy.backends.targets import Target, parse_target
 from psdeploy.backends.tvm import TvmBackend
+from psdeploy.bounds import check_memory
 from psdeploy.errors import PsdeployError
 from psdeploy.export.node_names import layer_of, value_layers, with_layer
 
@@ -52,14 +53,27 @@ def onnx_signature(path: Path) -> tuple[tuple[int, ...], list[str]]:
     return tuple(d.dim_value for d in dims), [o.name for o in model.graph.output]
 
 
+def artifact_module(directory: Path, manifest: Manifest, backend: Backend) -> Path:
+    """The artifact's module: the backend's own file name inside ``directory``, a file and not a link.
+    A manifest cannot point anywhere else, as opening a module runs it (a TVM module is a shared library)."""
+    module = directory / backend.module_file
+    if manifest.module_file != backend.module_file:
+        raise PsdeployError(f"{directory / MANIFEST}: module_file {manifest.module_file!r}; expected the "
+                            f"{backend.name} module {backend.module_file!r}, inside the artifact directory")
+    if module.is_symlink():
+        raise PsdeployError(f"{module}: a symbolic link; expected the {backend.name} module itself inside the "
+                            f"artifact directory")
+    if not module.is_file():
+        raise PsdeployError(f"{directory}: {backend.module_file} is missing; expected the {backend.name} module "
+                            f"beside {MANIFEST}")
+    return module
+
+
 def open_artifact(directory: Path, threads: int | None = None) -> OpenedRunner:
     manifest = Manifest.read(directory)
     target = manifest.target_object
     backend = backend_for(target)
-    module = directory / manifest.module_file
-    if manifest.module_file != backend.module_file or not module.is_file():
-        raise PsdeployError(f"{directory}: {manifest.module_file} is missing; expected the {backend.name} module "
-                            f"{backend.module_file} beside {MANIFEST}")
+    module = artifact_module(directory, manifest, backend)
     run, description = backend.open(module, target, threads, manifest.precision)
     return OpenedRunner(run, description, tuple(manifest.input_shape), manifest.output_names)
 
@@ -98,7 +112,8 @@ def profile(path: str | Path, batch: int | None, runs: int, threads: int | None 
     path = Path(path)
     if path.is_dir():
         manifest = Manifest.read(path)
-        target, module = manifest.target_object, path / manifest.module_file
+        target = manifest.target_object
+        module = artifact_module(path, manifest, backend_for(target))
         if on is not None and on != target.name:
             raise PsdeployError(f"--on {on}: {path} is an artifact for {target.name}; it runs there only")
         declared = tuple(manifest.input_shape)
@@ -113,6 +128,7 @@ def profile(path: str | Path, batch: int | None, runs: int, threads: int | None 
     if declared[0] and batch != declared[0]:
         raise PsdeployError(f"{path}: built for batch {declared[0]}, cannot profile --batch {batch}; "
                             f"export with --dynamic-batch or compile for that batch")
+    check_memory(f"--batch {batch}", (batch, *declared[1:]))
     backend = backend_for(target)
     x = make_input((batch, *declared[1:]), seed=0)
     with tempfile.TemporaryDirectory(prefix="psdeploy-profile-") as work:
@@ -128,5 +144,5 @@ def profile(path: str | Path, batch: int | None, runs: int, threads: int | None 
     return Profile(str(path), runs_on, batch, runs, rows)
 
 
-__all__ = ["BACKENDS", "Backend", "BuildOptions", "Manifest", "NodeTime", "OpenedRunner", "Profile", "Target", "backend_for",
+__all__ = ["BACKENDS", "Backend", "artifact_module", "BuildOptions", "Manifest", "NodeTime", "OpenedRunner", "Profile", "Target", "backend_for",
            "build_and_open", "get_backend", "open_artifact", "open_runner", "parse_target", "profile"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -32,7 +32,7 @@ class Manifest(Strict):
     lowering: str
     source: str
     source_sha256: str
-    input_shape: list[int] = Field(min_length=4, max_length=4)
+    input_shape: list[Annotated[int, Field(ge=0)]] = Field(min_length=4, max_length=4)  # N,C,H,W; 0 where dynamic
     output_names: list[str] = Field(min_length=1)
     module_file: str
     precision: Literal["f32", "f16", "bf16"] = "f32"

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 
 from psdeploy.backends.targets import Target
 from psdeploy.backends.tune_options import RpcTracker
+from psdeploy.bounds import TUNE_TRIALS
 from psdeploy.errors import PsdeployError
 from psdeploy.export.node_names import layer_of
 from psdeploy.rewrite.lowerings import LOWERINGS
@@ -24,19 +25,29 @@ from psdeploy.verify.parity import Runner
 PRECISIONS = ("f32", "f16", "bf16")
 WINOGRAD = ("off", "f2", "f4")
 LAYOUTS = ("nchw", "nhwc")
+DEFAULT_TUNING_DB = Path("tuning-db")
 
 
 @dataclass(frozen=True)
 class BuildOptions:
-    """How to build, beyond the target itself."""
+    """How to build, beyond the target itself. Each ``flag`` is how users set the option (and what a backend
+    that refuses it names); each backend declares which options it uses (``Backend.uses_options``), and any
+    other set to a non-default value is refused."""
 
-    precision: str = "f32"
-    winograd: str = "off"  # TVM: Winograd F(2x2,3x3) / F(4x4,3x3) for every eligible conv
-    layout: str | None = None  # TVM: the data layout convs compile in; None: the target's measured default
-    tune_trials: int = 0  # TVM: MetaSchedule trials in total (with tune_time_s: a cap)
-    tune_time_s: float | None = None  # TVM: a deadline for tuning, in seconds of wall time
-    rpc: RpcTracker | None = None  # TVM: measure candidates on the tracker's servers instead of here
-    tuning_db: Path = Path("tuning-db")
+    # OpenVINO: f32 kept, or reduced on request
+    precision: str = field(default="f32", metadata={"flag": "--precision"})
+    # TVM: Winograd F(2x2,3x3) / F(4x4,3x3) for every eligible conv
+    winograd: str = field(default="off", metadata={"flag": "--winograd"})
+    # TVM: the data layout convs compile in; None: the target's measured default
+    layout: str | None = field(default=None, metadata={"flag": "--layout"})
+    # TVM: MetaSchedule trials in total (with tune_time_s: a cap)
+    tune_trials: int = field(default=0, metadata={"flag": "--tune-trials"})
+    # TVM: a deadline for tuning, in seconds of wall time
+    tune_time_s: float | None = field(default=None, metadata={"flag": "--tune-time"})
+    # TVM: measure candidates on the tracker's servers instead of here
+    rpc: RpcTracker | None = field(default=None, metadata={"flag": "--rpc"})
+    # TVM: the tuning database root
+    tuning_db: Path = field(default=DEFAULT_TUNING_DB, metadata={"flag": "--tuning-db"})
     on_batch: Callable[[int], None] | None = field(default=None, compare=False)  # tuning progress hook
 
     def __post_init__(self) -> None:
@@ -46,13 +57,18 @@ class BuildOptions:
             raise PsdeployError(f"--winograd {self.winograd!r}: expected one of {', '.join(WINOGRAD)}")
         if self.layout is not None and self.layout not in LAYOUTS:
             raise PsdeployError(f"--layout {self.layout!r}: expected one of {', '.join(LAYOUTS)}")
-        if self.tune_trials < 0:
-            raise PsdeployError(f"--tune-trials {self.tune_trials}: expected 0 or more")
+        TUNE_TRIALS.check(self.tune_trials)
         if self.tune_time_s is not None and self.tune_time_s <= 0:
             raise PsdeployError(f"--tune-time {self.tune_time_s:g}s: expected a positive duration")
         if self.rpc is not None and not self.tunes:
             raise PsdeployError(f"--rpc {self.rpc.address}: measures tuning candidates; give --tune-trials or "
                                 f"--tune-time too")
+
+    def set_options(self) -> dict[str, str]:
+        """Option name -> how it reads on the command line (``--layout nhwc``), for those not at their default."""
+        shown = {"tune_time_s": lambda v: f"{v:g}s", "rpc": lambda v: v.address}
+        return {f.name: f"{f.metadata['flag']} {shown.get(f.name, str)(getattr(self, f.name))}"
+                for f in fields(self) if "flag" in f.metadata and getattr(self, f.name) != f.default}
 
     @property
     def tunes(self) -> bool:
@@ -152,22 +168,20 @@ class Backend(ABC):
     # What export/compile give this runtime when no --lowering is named: its fastest whole-network form as
     # measured (``psdeploy bench`` of every lowering, interleaved); ``auto`` searches per layer instead.
     default_lowering: str = "grouped"
+    uses_options: frozenset[str] = frozenset()  # the ``BuildOptions`` it reads; any other set is refused
+    keeps_dynamic_batch: bool = False  # a dynamic-batch ONNX gives an artifact that runs any batch
 
     @abstractmethod
     def require(self) -> None:
         """Raise a ``PsdeployError`` naming the pip extra if the runtime is not installed."""
 
     def check_options(self, target: Target, options: BuildOptions) -> None:
-        """Refuse options this backend has no use for (default: everything but fp32)."""
-        defaults = BuildOptions()
-        for flag, value, default in (("--precision", options.precision, defaults.precision),
-                                     ("--winograd", options.winograd, defaults.winograd),
-                                     ("--layout", options.layout, defaults.layout),
-                                     ("--tune-trials", options.tune_trials, defaults.tune_trials),
-                                     ("--tune-time", options.tune_time_s, defaults.tune_time_s),
-                                     ("--rpc", options.rpc and options.rpc.address, None)):
-            if value != default:
-                raise PsdeployError(f"{flag} {value}: not an option of {target.name}")
+        """Refuse every option set that this backend does not use, so none is silently ignored."""
+        unused = [given for name, given in options.set_options().items() if name not in self.uses_options]
+        if unused:
+            own = [f.metadata["flag"] for f in fields(BuildOptions) if f.name in self.uses_options]
+            raise PsdeployError(f"{', '.join(unused)}: not {'an option' if len(unused) == 1 else 'options'} of "
+                                f"{target.name} ({'its options: ' + ', '.join(own) if own else 'it has none'})")
 
     def layout(self, target: Target, options: BuildOptions) -> str | None:
         """The data layout the artifact computes convs in, when the backend lets it be chosen."""

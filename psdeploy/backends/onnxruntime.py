@@ -46,6 +46,7 @@ def _session(module: Path, threads: int | None, profile_prefix: str | None = Non
 class OnnxruntimeBackend(Backend):
     name = "onnxruntime"
     module_file = "model.onnx"
+    keeps_dynamic_batch = True
 
     def require(self) -> None:
         """onnxruntime is a core dependency of psdeploy: always present."""

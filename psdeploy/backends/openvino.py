@@ -33,19 +33,14 @@ class OpenvinoBackend(Backend):
     name = "openvino"
     default_lowering = "sliced"  # Slices + Concat keep oneDNN's blocked layouts; each Gather costs two reorders
     module_file = "model.xml"
+    uses_options = frozenset({"precision"})
+    keeps_dynamic_batch = True  # its IR keeps the ONNX's dynamic dimensions
 
     def require(self) -> None:
         try:
             import openvino  # noqa: F401
         except ImportError:
             raise PsdeployError("the openvino-cpu target needs OpenVINO: pip install 'psdeploy[openvino]'") from None
-
-    def check_options(self, target: Target, options: BuildOptions) -> None:
-        for flag, value, default in (("--winograd", options.winograd, "off"), ("--tune-trials", options.tune_trials, 0),
-                                     ("--tune-time", options.tune_time_s, None),
-                                     ("--rpc", options.rpc and options.rpc.address, None)):
-            if value != default:
-                raise PsdeployError(f"{flag} {value}: a TVM option; OpenVINO chooses its own kernels")
 
     def build(self, onnx_path: Path, input_shape: tuple[int, ...], target: Target, options: BuildOptions,
               out_dir: Path) -> dict[str, object] | None:

@@ -16,6 +16,7 @@ import json
 import os
 from dataclasses import dataclass
 
+from psdeploy.bounds import NUM_CORES
 from psdeploy.errors import PsdeployError
 
 RUNTIME_TARGETS = {"onnxruntime-cpu": "onnxruntime", "openvino-cpu": "openvino"}
@@ -81,6 +82,8 @@ def parse_target(text: str, mcpu: str | None = None, cores: int | None = None,
                  cuda_arch: str | None = None) -> Target:
     """Resolve ``--target`` and its refinements; unknown names and misplaced refinements are errors."""
     text = text.strip()
+    if cores is not None:
+        NUM_CORES.check(cores)
     if text in RUNTIME_TARGETS:
         for flag, value in (("--mcpu", mcpu), ("--num-cores", cores), ("--cuda-arch", cuda_arch)):
             if value is not None:

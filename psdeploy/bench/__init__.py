@@ -5,12 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from psdeploy.backends import open_runner
 from psdeploy.bench.environment import fingerprint
 from psdeploy.bench.stats import LatencyStats, ratio_spread
 from psdeploy.bench.timing import TimingPlan, run_interleaved
+from psdeploy.bounds import check_memory
 from psdeploy.errors import PsdeployError
 from psdeploy.verify.parity import make_input
 
@@ -38,23 +37,27 @@ class BenchResult:
              "ratio_p10_p90": r.ratio_band, "runs_on": r.runs_on} for r in self.rows]}
 
 
-def _batch_input(shape: tuple[int, ...], batch: int, source: str) -> np.ndarray:
+def _check_batch(shape: tuple[int, ...], batch: int, source: str) -> None:
+    """Refuse a batch the model cannot run, or whose input would not fit in memory."""
     if shape[0] and shape[0] != batch:
         raise PsdeployError(f"{source}: compiled for batch {shape[0]}, cannot run --batch {batch}; "
                             f"compile with that batch or export with --dynamic-batch")
-    return make_input((batch, *shape[1:]), seed=0)
+    check_memory(f"--batch {batch}", (batch, *shape[1:]))
 
 
 def bench_models(paths: list[str], batches: list[int], plan: TimingPlan, threads: int | None,
                  progress=None) -> BenchResult:
     """Every model at every batch, the models interleaved round-robin within each batch."""
     runners = [(p, open_runner(p, threads)) for p in paths]
+    for batch in batches:  # every batch checked before any is timed
+        for path, runner in runners:
+            _check_batch(runner.input_shape, batch, path)
     rows: list[BenchRow] = []
     for batch in batches:
         cases = {}
         described = {}
         for path, runner in runners:
-            x = _batch_input(runner.input_shape, batch, path)
+            x = make_input((batch, *runner.input_shape[1:]), seed=0)
             cases[f"{Path(path).name}"] = (lambda r=runner, x=x: r.run(x))
             described[Path(path).name] = runner.description
         if len(cases) != len(runners):

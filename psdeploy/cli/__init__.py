@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from psdeploy import bounds
 from psdeploy.errors import PsdeployError
 
 EXIT_ERROR = 2
@@ -48,8 +49,15 @@ def main(verbose: bool) -> None:
     set_verbose(verbose)
 
 
+def _range(bound: bounds.Bound) -> click.ParamType:
+    """The click range (shown in --help) of a bound the API checks too."""
+    return (click.FloatRange if bound.real else click.IntRange)(bound.low, bound.high)
+
+
 ARCH_OPTION = click.option("--arch", default=None, help="Architecture name (default: detected from the keys).")
-THREADS_OPTION = click.option("--threads", default=None, type=int, help="Intra-op threads (default: all cores).")
+THREADS_OPTION = click.option("--threads", default=None, type=_range(bounds.THREADS),
+                              help="Intra-op threads (default: all cores).")
+TOLERANCE_HELP = "max|err|/max|ref| allowed."
 
 
 class _Parsed(click.ParamType):
@@ -78,14 +86,15 @@ def _tracker(value: str, option: str) -> tuple[str, int]:
     return parse_tracker(value, option)
 
 
-def _int_list(text: str, option: str) -> list[int]:
+def _batches(text: str, option: str) -> list[int]:
+    """``1,8`` -> batch sizes, each in ``bounds.BATCH``."""
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         values = []
-    if not values or min(values) < 1:
-        raise PsdeployError(f"{option} {text!r}: expected positive integers separated by commas, e.g. 1,8")
-    return values
+    if not values:
+        raise PsdeployError(f"{option} {text!r}: expected batch sizes separated by commas, e.g. 1,8")
+    return [bounds.BATCH.check(v, option) for v in values]
 
 
 @main.command()
@@ -105,13 +114,13 @@ def inspect(checkpoint: str, arch: str | None) -> None:
 @ARCH_OPTION
 @click.option("--input-shape", default=None, help="N,C,H,W (default: 1,3,224,224; 1,3,32,32 for the digits models).")
 @click.option("--dynamic-batch", is_flag=True, help="Make the batch dimension dynamic.")
-@click.option("--opset", default=18, show_default=True, type=int, help="ONNX opset.")
+@click.option("--opset", default=18, show_default=True, type=_range(bounds.OPSET), help="ONNX opset.")
 @click.option("--lowering", default=None,
               help="reference (released form, unfolded), grouped, sliced (grouped without Gathers), aligned "
                    "(branch sums fused into the convs), polyphase, fused (one PSConv node per layer, for TVM), or "
                    "auto (fastest per layer geometry, timed on --on); default: --on's fastest form (grouped on "
                    "onnxruntime-cpu, sliced on openvino-cpu).")
-@click.option("--tolerance", default=1e-4, show_default=True, type=float, help="max|err|/max|ref| allowed.")
+@click.option("--tolerance", default=1e-4, show_default=True, type=_range(bounds.TOLERANCE), help=TOLERANCE_HELP)
 @click.option("--on", "on", default="onnxruntime-cpu", show_default=True,
               type=click.Choice(["onnxruntime-cpu", "openvino-cpu"]),
               help="The runtime the file is for: its default lowering, and where --lowering auto times the candidates.")
@@ -157,7 +166,7 @@ def accuracy(model: str, checkpoint: str, arch: str | None) -> None:
 @click.option("--lowering", default=None,
               help="PSConv lowering: grouped, sliced, aligned, polyphase, fused (TVM), auto (timed on the target); "
                    "default: the target's fastest form (sliced on openvino-cpu, grouped elsewhere).")
-@click.option("--tune-trials", type=int, default=None,
+@click.option("--tune-trials", type=_range(bounds.TUNE_TRIALS), default=None,
               help="MetaSchedule trials in total (TVM); 0 = untuned; with --tune-time, a cap.")
 @click.option("--tune-time", type=_Parsed("DURATION", _duration), default=None,
               help="Tune for this long (TVM), e.g. 90s, 20m, 1h; stops at this or --tune-trials, whichever first.")
@@ -166,14 +175,14 @@ def accuracy(model: str, checkpoint: str, arch: str | None) -> None:
 @click.option("--rpc-key", default=None, help="The key the RPC servers registered under (e.g. xeon).")
 @click.option("--tuning-db", default=None, type=click.Path(file_okay=False), help="Tuning database root.")
 @click.option("--mcpu", default=None, help="LLVM CPU (e.g. skylake-avx512, haswell); default: this CPU.")
-@click.option("--num-cores", type=int, default=None, help="Cores the TVM llvm target assumes.")
+@click.option("--num-cores", type=_range(bounds.NUM_CORES), default=None, help="Cores the TVM llvm target assumes.")
 @click.option("--cuda-arch", default=None, help="CUDA arch for --target cuda (default sm_90).")
 @click.option("--precision", default=None, type=click.Choice(["f32", "f16", "bf16"]), help="OpenVINO precision.")
 @click.option("--winograd", default=None, type=click.Choice(["off", "f2", "f4"]),
               help="TVM: Winograd F(2x2,3x3)/F(4x4,3x3) for every stride-1 3x3 conv, dilated ones included (default off).")
 @click.option("--layout", default=None, type=click.Choice(["nchw", "nhwc"]),
               help="TVM: the data layout convs compile in (default nchw: measured faster on llvm; Winograd needs it).")
-@click.option("--tolerance", type=float, default=None, help="Parity tolerance (default 1e-4).")
+@click.option("--tolerance", type=_range(bounds.TOLERANCE), default=None, help=TOLERANCE_HELP + " (default 1e-4)")
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
 def compile_cmd(source, recipe, target, output, arch, input_shape, lowering, tune_trials, tune_time, rpc, rpc_key,
                 tuning_db, mcpu, num_cores, cuda_arch, precision, winograd, layout, tolerance, force) -> None:
@@ -214,7 +223,7 @@ def run(artifact: str, input_file: str | None, save_output: str | None, threads:
 @click.argument("artifact", type=click.Path(exists=True, file_okay=False))
 @click.option("--against", "checkpoint", required=True, help="The checkpoint the artifact was compiled from.")
 @ARCH_OPTION
-@click.option("--tolerance", type=float, default=1e-4, show_default=True)
+@click.option("--tolerance", type=_range(bounds.TOLERANCE), default=1e-4, show_default=True, help=TOLERANCE_HELP)
 def verify(artifact: str, checkpoint: str, arch: str | None, tolerance: float) -> None:
     """Parity report of an artifact against its checkpoint; non-zero exit on failure."""
     from psdeploy import api
@@ -229,8 +238,8 @@ def verify(artifact: str, checkpoint: str, arch: str | None, tolerance: float) -
 @main.command()
 @click.argument("models", nargs=-1, required=True)
 @click.option("--batch", default="1", show_default=True, help="Batch sizes, e.g. 1,8.")
-@click.option("--warmup", default=20, show_default=True, type=int, help="Minimum warm-up rounds.")
-@click.option("--iters", default=100, show_default=True, type=int, help="Timed rounds (>= 30).")
+@click.option("--warmup", default=20, show_default=True, type=_range(bounds.WARMUP), help="Minimum warm-up rounds.")
+@click.option("--iters", default=100, show_default=True, type=_range(bounds.ITERS), help="Timed rounds.")
 @THREADS_OPTION
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the results as JSON.")
 def bench(models: tuple[str, ...], batch: str, warmup: int, iters: int, threads: int | None,
@@ -242,7 +251,7 @@ def bench(models: tuple[str, ...], batch: str, warmup: int, iters: int, threads:
     from psdeploy.cli.render import err_console, show_bench
     from psdeploy.fileio import check_destination, write_atomic
 
-    batches = _int_list(batch, "--batch")
+    batches = _batches(batch, "--batch")
     if json_out:
         check_destination(Path(json_out), "--json")
     with Progress(console=err_console, transient=True) as progress:
@@ -266,10 +275,11 @@ def bench(models: tuple[str, ...], batch: str, warmup: int, iters: int, threads:
               help="Runtime for an ONNX file (default onnxruntime-cpu); an artifact runs on its own backend.")
 @click.option("--against", default=None, type=click.Path(exists=True),
               help="A second model (e.g. the plain ResNet) profiled the same way, shown side by side.")
-@click.option("--batch", default=None, type=int, help="Batch size (dynamic-batch exports only; default: the model's).")
-@click.option("--runs", default=30, show_default=True, type=int, help="Profiled runs after the warm-up.")
+@click.option("--batch", default=None, type=_range(bounds.BATCH),
+              help="Batch size (dynamic-batch models only; default: the model's).")
+@click.option("--runs", default=30, show_default=True, type=_range(bounds.RUNS), help="Profiled runs after the warm-up.")
 @THREADS_OPTION
-@click.option("--top", default=12, show_default=True, type=int, help="Nodes listed.")
+@click.option("--top", default=12, show_default=True, type=_range(bounds.TOP), help="Nodes listed.")
 @click.option("--layers", is_flag=True, help="Also time per network layer (with --against: layer by layer, ratios).")
 def profile(model: str, on: str | None, against: str | None, batch: int | None, runs: int, threads: int | None,
             top: int, layers: bool) -> None:
@@ -291,7 +301,8 @@ def profile(model: str, on: str | None, against: str | None, batch: int | None, 
 @click.option("--recipe", type=click.Path(dir_okay=False), help="Report recipe (recipes/reports/*.yaml).")
 @click.option("--quick", is_flag=True, help="The small report CI runs: demo networks and small layers.")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Report directory.")
-@click.option("--threads", type=int, default=None, help="Threads for every backend (default: recipe, else 2).")
+@click.option("--threads", type=_range(bounds.THREADS), default=None,
+              help="Threads for every backend (default: recipe, else 2).")
 @click.option("--compare", "compare_with", type=click.Path(dir_okay=False, exists=True),
               help="Earlier report.json: list ratios that got worse beyond noise; exit 1 if any.")
 def report(recipe: str | None, quick: bool, output: str, threads: int | None, compare_with: str | None) -> None:

@@ -17,6 +17,7 @@ import onnx
 from psdeploy.arch.registry import default_input_shape
 from psdeploy.backends import BuildOptions, Manifest, Target, backend_for, open_artifact
 from psdeploy.backends.tvm import cuda_available
+from psdeploy.bounds import check_memory
 from psdeploy.demo_data import IMAGE_SIZE
 from psdeploy.errors import PsdeployError
 from psdeploy.export import AUTO, export_onnx, read_metadata
@@ -29,6 +30,7 @@ from psdeploy.verify.runners import onnxruntime_runner, torch_runner
 
 VERSIONED = ("torch", "onnx", "onnxruntime", "openvino", "apache-tvm", "apache-tvm-ffi")
 DEMO_ARCHS = ("ps_resnet_digits", "resnet_digits")
+DYNAMIC_BATCH_CHECKED = 3  # besides batch 1, for an artifact that runs any batch
 
 
 @dataclass
@@ -90,8 +92,9 @@ def _onnx_input_shape(meta: dict[str, str], path: Path) -> tuple[int, ...]:
         shape = tuple(int(v) for v in meta["input_shape"].split(","))
     except ValueError:
         shape = ()
-    if len(shape) != 4:
+    if len(shape) != 4 or min(shape) < 1:
         raise PsdeployError(f"{path}: psdeploy.input_shape {meta['input_shape']!r} in its metadata; expected N,C,H,W")
+    check_memory(f"{path}: psdeploy.input_shape {meta['input_shape']}", shape)
     return shape
 
 
@@ -118,7 +121,9 @@ def compile_model(request: CompileRequest) -> CompileResult:
             loaded = _reference_for_onnx(meta)
             shape = _onnx_input_shape(meta, onnx_path)
             arch, lowering, sha = meta["arch"], meta["lowering"], meta.get("source_sha256", "")
-            if meta.get("dynamic_batch") == "true" and request.input_shape:
+            if meta.get("dynamic_batch") == "true" and backend.keeps_dynamic_batch:
+                shape = (0, *shape[1:])  # the artifact runs any batch, as the ONNX does
+            elif meta.get("dynamic_batch") == "true" and request.input_shape:
                 shape = request.input_shape
         else:
             loaded = load_model(request.source, request.arch)
@@ -163,6 +168,12 @@ def check_top1(directory: Path, loaded: LoadedModel) -> dict[str, object]:
             "prediction_agreement": report.prediction_agreement}
 
 
+def checked_shapes(manifest: Manifest) -> list[tuple[int, ...]]:
+    """The input shapes an artifact is verified at: its own, or batch 1 and an odd batch when it runs any."""
+    batch, *rest = manifest.input_shape
+    return [(batch, *rest)] if batch else [(1, *rest), (DYNAMIC_BATCH_CHECKED, *rest)]
+
+
 def verify_staged(directory: Path, loaded: LoadedModel | None, onnx_path: Path,
                   tolerance: float) -> tuple[ParityReport | None, bool]:
     manifest = Manifest.read(directory)
@@ -173,7 +184,7 @@ def verify_staged(directory: Path, loaded: LoadedModel | None, onnx_path: Path,
         reference, ref_name = torch_runner(loaded.model), "checkpoint (torch)"
     else:
         reference, ref_name = onnxruntime_runner(onnx_path), "source ONNX (onnxruntime)"
-    report = compare(reference, runner.run, [tuple(manifest.input_shape)], manifest.output_names,
+    report = compare(reference, runner.run, checked_shapes(manifest), manifest.output_names,
                      candidate_name=runner.description, reference_name=ref_name, tolerance=tolerance,
                      seeds=(0, 1, 2))
     report.raise_if_failed()
@@ -189,7 +200,7 @@ def verify_artifact(directory: Path, checkpoint: str, arch: str | None = None,
         raise PsdeployError(f"--against {checkpoint}: sha256 {loaded.sha256[:12]}… differs from the artifact's "
                             f"source {manifest.source_sha256[:12]}…; expected the checkpoint it was compiled from")
     runner = open_artifact(directory, threads)
-    return compare(torch_runner(loaded.model), runner.run, [tuple(manifest.input_shape)], manifest.output_names,
+    return compare(torch_runner(loaded.model), runner.run, checked_shapes(manifest), manifest.output_names,
                    candidate_name=runner.description, reference_name="checkpoint (torch)", tolerance=tolerance,
                    seeds=(0, 1, 2))
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import onnx
 
 from psdeploy.arch.registry import default_input_shape, odd_sizes
+from psdeploy.bounds import check_memory
 from psdeploy.errors import PsdeployError
 from psdeploy.export.counts import GraphCounts, count_graph, count_torch
 from psdeploy.export.onnx_export import DEFAULT_OPSET, export_to_file
@@ -33,13 +34,14 @@ class ExportResult:
 
 
 def shape_from_text(text: str, option: str = "--input-shape") -> tuple[int, ...]:
-    """``"N,C,H,W"`` -> a tuple of 4 positive integers, or a one-line error naming ``option``."""
+    """``"N,C,H,W"`` -> a tuple of 4 positive integers that fits in memory, or a one-line error naming ``option``."""
     try:
         shape = tuple(int(v) for v in text.split(","))
     except ValueError:
         shape = ()
     if len(shape) != 4 or min(shape) < 1:
         raise PsdeployError(f"{option} {text!r}: expected N,C,H,W as 4 positive integers, e.g. 1,3,224,224")
+    check_memory(f"{option} {text}", shape)
     return shape
 
 

@@ -13,6 +13,7 @@ import onnx
 import torch
 from torch import nn
 
+from psdeploy.bounds import OPSET
 from psdeploy.errors import PsdeployError
 from psdeploy.quiet import quiet
 
@@ -30,8 +31,7 @@ def export_to_file(
     dynamic_batch: bool = False,
 ) -> None:
     """Export ``model`` for inputs of ``input_shape`` (batch dim dynamic if asked) to ``path``."""
-    if opset < 13:
-        raise PsdeployError(f"--opset {opset}: too old; expected 13 or newer")
+    OPSET.check(opset)
     from psdeploy.export.node_names import name_nodes_by_module
     from psdeploy.export.psconv_onnx import define_psconv_functions, translation_table
     from psdeploy.rewrite.lowerings.fused import FusedPSConv

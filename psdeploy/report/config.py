@@ -14,6 +14,7 @@ from pydantic import Field, PositiveFloat, PositiveInt, field_validator
 
 from psdeploy.backends import BuildOptions, Target, parse_target
 from psdeploy.backends.tune_options import recipe_duration
+from psdeploy.bounds import BATCH, ITERS, MAX_WARMUP, SECONDS, THREADS, TUNE_TRIALS, WARMUP, check_memory
 from psdeploy.errors import PsdeployError
 from psdeploy.export import AUTO
 from psdeploy.report.cases import LAYER_REFERENCE_CASES
@@ -33,16 +34,16 @@ BACKEND_NAMES = (TORCH, *ONNX_BACKENDS)
 
 
 class _Timing(Strict):
-    warmup: int = Field(10, ge=0)
-    max_warmup: int = Field(60, ge=0)
-    iters: int = Field(50, ge=30)
-    min_seconds: float = Field(0.0, ge=0)
+    warmup: Annotated[int, WARMUP.constraint] = 10
+    max_warmup: Annotated[int, MAX_WARMUP.constraint] = 60
+    iters: Annotated[int, ITERS.constraint] = 50
+    min_seconds: Annotated[float, SECONDS.constraint] = 0.0
 
 
 class _Layers(Strict):
     shapes: list[Annotated[list[PositiveInt], Field(min_length=2, max_length=2)]] = []  # [channels, size]
     strides: list[Literal[1, 2]] = [1]
-    batches: list[PositiveInt] = [1]
+    batches: list[Annotated[int, BATCH.constraint]] = [1]
     lowerings: list[str] = ["grouped"]
     cases: list[Literal["plain", "dilated2", "dilated4", "psconv_released"]] = list(LAYER_REFERENCE_CASES)
 
@@ -56,7 +57,7 @@ class _Layers(Strict):
 
 class _Networks(Strict):
     pairs: list[Annotated[list[str], Field(min_length=2, max_length=2)]] = []  # [ps arch, plain arch]
-    batches: list[PositiveInt] = [1]
+    batches: list[Annotated[int, BATCH.constraint]] = [1]
     lowerings: list[str] = Field(["grouped"], min_length=1)  # "auto": searched on each backend
     backends: list[str] | None = None  # a subset of the report's backends (default: all of them)
 
@@ -70,7 +71,7 @@ class _Networks(Strict):
 
 
 class _Tvm(Strict):
-    trials: int = Field(0, ge=0)  # per compiled case; with ``time``, a cap
+    trials: Annotated[int, TUNE_TRIALS.constraint] = 0  # per compiled case; with ``time``, a cap
     time: str | PositiveFloat | PositiveInt | None = None  # per compiled case: "90s", "5m", or seconds
     database: str = "tuning-db"
 
@@ -83,7 +84,7 @@ class _Tvm(Strict):
 class ReportRecipe(Strict):
     name: str = ""
     description: str = ""
-    threads: PositiveInt | None = None
+    threads: Annotated[int, THREADS.constraint] | None = None
     backends: list[Literal[BACKEND_NAMES]] = ["onnxruntime"]  # type: ignore[valid-type]
     timing: _Timing = _Timing()
     layers: _Layers = _Layers()
@@ -160,6 +161,8 @@ def load_report_config(path: str | Path, threads: int | None) -> ReportConfig:
     if foreign:
         raise PsdeployError(f"{path}: 'networks.backends': {foreign[0]!r} is not one of the report's backends "
                             f"({', '.join(recipe.backends)})")
+    for channels, size in layers.shapes:
+        check_memory(f"{path}: 'layers.shapes' [{channels}, {size}]", (max(layers.batches, default=1), channels, size, size))
     return ReportConfig(
         name=recipe.name or Path(path).stem, threads=threads or recipe.threads or 1, backends=list(recipe.backends),
         warmup=timing.warmup, max_warmup=timing.max_warmup, iters=timing.iters, min_seconds=timing.min_seconds,

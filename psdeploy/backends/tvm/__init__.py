@@ -33,6 +33,7 @@ class TvmBackend(Backend):
     name = "tvm"
     module_file = "module.so"
     native_ops = frozenset({OP_NAME})
+    uses_options = frozenset({"winograd", "layout", "tune_trials", "tune_time_s", "rpc", "tuning_db"})  # f32 only
 
     def require(self) -> None:
         try:
@@ -43,8 +44,7 @@ class TvmBackend(Backend):
                                 f"({exc.__class__.__name__}: {exc})") from None
 
     def check_options(self, target: Target, options: BuildOptions) -> None:
-        if options.precision != "f32":
-            raise PsdeployError(f"--precision {options.precision}: psdeploy builds TVM modules in f32 only")
+        super().check_options(target, options)
         self.layout(target, options)  # refuses a layout the Winograd convs cannot take
         if target.device == "cuda" and options.tunes and options.rpc is None and not cuda_available():
             raise PsdeployError("--target cuda with a tuning budget: candidates are measured on an NVIDIA GPU and "
