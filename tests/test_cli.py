@@ -108,7 +108,8 @@ def test_profile_on_openvino_against_the_plain_network(tmp_path) -> None:
     result = api.profile(ps, runs=2, threads=1, on="openvino-cpu")
     assert result.runs_on == "openvino-cpu (f32)"
     kinds = {r.op_type for r in result.nodes}
-    assert {"GroupConvolution", "Gather"} <= kinds and all(r.kernel for r in result.nodes)
+    # OpenVINO runs a Gather as such, or fused with its neighbours into a "Subgraph" (snippets; on Zen 5)
+    assert "GroupConvolution" in kinds and kinds & {"Gather", "Subgraph"} and all(r.kernel for r in result.nodes)
     assert result.layout_reorders[0] == sum(r.calls_per_run for r in result.nodes if r.op_type == "Reorder")
     shown = _run("profile", str(ps), "--on", "openvino-cpu", "--against", str(plain), "--runs", "2", "--threads", "1")
     assert shown.exit_code == 0, shown.output
@@ -131,7 +132,8 @@ def test_profile_sums_each_psconv_layer(tmp_path, on) -> None:
     layers = {r.name: r for r in result.by_layer()}
     psconv = sorted(n for n in layers if n.endswith(".conv2"))
     assert len(psconv) == 6 and all("Conv" in layers[n].op_type for n in psconv)  # GroupConvolution on OpenVINO
-    assert any("Gather" in layers[n].op_type for n in psconv)  # a runtime may fuse some into a neighbour
+    # a runtime may fuse some into a neighbour (OpenVINO's snippets: a "Subgraph")
+    assert any("Gather" in layers[n].op_type or "Subgraph" in layers[n].op_type for n in psconv)
     assert "(runtime)" not in layers and abs(sum(r.ms_per_run for r in layers.values()) - result.total_ms) < 1e-9
     assert sum(layers[n].calls_per_run for n in psconv) >= 6 * 5  # three convs and two gathers each, at least
     shown = _run("profile", str(ps), "--on", on, "--against", str(plain), "--layers", "--runs", "2", "--threads", "1")
