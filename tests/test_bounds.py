@@ -7,24 +7,13 @@ from pathlib import Path
 
 import onnx
 import pytest
-from click.testing import CliRunner
 
 from psdeploy import api, bounds
-from psdeploy.cli import main
 from psdeploy.errors import PsdeployError
 from tests.conftest import DEMO_CHECKPOINT, REPO
+from tests.test_bad_files import _fails
 
 HUGE_SHAPE = "1,3,200000,200000"  # 4.8e11 bytes of input alone
-
-
-def _fails(*args: str, expect: str) -> str:
-    result = CliRunner().invoke(main, list(args))
-    assert result.exit_code == 2, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
-    assert expect in lines[0], lines[0]
-    return lines[0]
 
 
 def _bomb(levels: int = 8) -> str:

@@ -5,21 +5,19 @@ the demo's default lowering (its Gathers included) tunes through two servers wit
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
-
 import pytest
 
 from psdeploy.backends import parse_target
 from psdeploy.backends.tune_options import RpcTracker
 from psdeploy.errors import PsdeployError
 from tests.conftest import DEMO_CHECKPOINT
+from tests.test_tvm_tuning import _only_named_log_handlers, _record_lines, layer  # noqa: F401 (a fixture)
 
 pytest.importorskip("tvm")
 pytest.importorskip("tornado")  # the tracker's event loop; the 'tvm' extra brings it
@@ -99,35 +97,6 @@ def fleet():
         yield started
     finally:
         started.close()
-
-
-@pytest.fixture(scope="module")
-def layer(tmp_path_factory):
-    """One 16-channel PSConv layer in the default lowering for llvm (a few small tasks, Gathers included)."""
-    from psdeploy.backends.tvm.build import import_onnx, lower
-    from psdeploy.export.onnx_export import export_to_file
-    from psdeploy.report.cases import LayerSpec, layer_cases
-
-    spec = LayerSpec(channels=16, size=9, stride=1, batch=1)
-    case = layer_cases(spec, ["grouped"], reference_cases=("plain",))[-1]
-    path = tmp_path_factory.mktemp("layer") / "layer.onnx"
-    export_to_file(case.module, path, spec.shape, ["y"])
-    target = parse_target("llvm")
-    return lower(import_onnx(path, spec.shape), target), target
-
-
-def _only_named_log_handlers(monkeypatch) -> None:
-    """MetaSchedule's create_loggers formats the name of every handler on its logger, and pytest's
-    capture handlers, found there once an earlier test has tuned, have none (None.format)."""
-    logger = logging.getLogger("tvm.s_tir.meta_schedule")
-    monkeypatch.setattr(logger, "handlers", [h for h in logger.handlers if h.get_name()])
-
-
-def _record_lines(db_root: Path, target) -> int:
-    from psdeploy.backends.tvm.tuning_db import RECORDS
-
-    path = db_root / target.key / RECORDS
-    return len(path.read_text().splitlines()) if path.exists() else 0
 
 
 def _tasks(mod, target, db) -> int:
