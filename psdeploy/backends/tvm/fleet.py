@@ -14,6 +14,7 @@ sent, the scheduler stops, and the caller says so in one line with what the data
 from __future__ import annotations
 
 import concurrent.futures
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -126,11 +127,20 @@ def fleet_runner(rpc: RpcTracker, threads: int | None, health: FleetHealth, wait
                 self.outcome = RunnerResult(None, f"not measured: the fleet is lost ({health.lost})")
                 return None
             self.attempts += 1
+            self.sent_at = time.monotonic()
             return submit(self.input)
+
+        def _overdue(self) -> bool:
+            """Past its deadline with no answer: a worker stuck where its own timer cannot fire (a call into
+            TVM's RPC client that holds the interpreter) is given up on here; the pool's shutdown kills it."""
+            return time.monotonic() - self.sent_at > MEASURE_TIMEOUT_S + TRACKER_POLL_S
 
         def _settle(self) -> None:
             """Read the finished future: an outcome, or a second attempt in flight."""
             try:
+                if not self.future.done():  # overdue: not waited for, and not started if still queued
+                    self.future.cancel()
+                    raise TimeoutError
                 secs = self.future.result()
             except Exception as exc:  # the pool's TimeoutError, or what the worker raised
                 timed_out = isinstance(exc, TimeoutError)
@@ -156,7 +166,7 @@ def fleet_runner(rpc: RpcTracker, threads: int | None, health: FleetHealth, wait
 
         def done(self) -> bool:
             self._abandon_if_lost()
-            while self.outcome is None and self.future.done():
+            while self.outcome is None and (self.future.done() or self._overdue()):
                 self._settle()
             return self.outcome is not None
 
@@ -168,6 +178,8 @@ def fleet_runner(rpc: RpcTracker, threads: int | None, health: FleetHealth, wait
                 except concurrent.futures.TimeoutError:
                     check_registered()
                     self._abandon_if_lost()
+                    if self.outcome is None and self._overdue():
+                        self._settle()
                     continue
                 except concurrent.futures.CancelledError:
                     pass  # settled below like any failure
