@@ -97,3 +97,9 @@ def check_memory(where: str, shape: tuple[int, ...]) -> None:
     if needed > have:
         raise PsdeployError(f"{where}: an input of {','.join(map(str, shape))} needs ~{needed / GIB:,.1f} GiB with its "
                             f"activations (this machine has {have / GIB:,.1f} GiB available)")
+
+
+# the values each enumerated build option accepts (the command line's choices, BuildOptions' check)
+PRECISIONS = ("f32", "f16", "bf16")
+WINOGRAD = ("off", "f2", "f4")
+LAYOUTS = ("nchw", "nhwc", "nchwc")

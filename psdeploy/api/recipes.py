@@ -31,7 +31,7 @@ class BackendSection(Strict):
     cuda_arch: str | None = None
     precision: Literal["f32", "f16", "bf16"] = "f32"
     winograd: Literal["off", "f2", "f4"] = "off"
-    layout: Literal["nchw", "nhwc"] | None = None  # TVM; default: the target's measured best
+    layout: Literal["nchw", "nhwc", "nchwc"] | None = None  # TVM; default: the target's measured best
 
 
 class TuningSection(Strict):

@@ -37,7 +37,7 @@ class Manifest(Strict):
     module_file: str
     precision: Literal["f32", "f16", "bf16"] = "f32"
     winograd: Literal["off", "f2", "f4"] = "off"
-    layout: Literal["nchw", "nhwc"] | None = None  # TVM: the layout its convs compute in
+    layout: Annotated[str, Field(pattern=r"^(nchw|nhwc|nchw[0-9]+c)$")] | None = None  # TVM: its convs' layout (block)
     versions: dict[str, str] = Field(default_factory=dict)
     tuning: dict[str, Any] | None = None
     parity: dict[str, Any] | None = None

@@ -16,15 +16,12 @@ import numpy as np
 
 from psdeploy.backends.targets import Target
 from psdeploy.backends.tune_options import RpcTracker
-from psdeploy.bounds import TUNE_TRIALS
+from psdeploy.bounds import LAYOUTS, PRECISIONS, TUNE_TRIALS, WINOGRAD
 from psdeploy.errors import PsdeployError
 from psdeploy.export.node_names import layer_of
 from psdeploy.rewrite.lowerings import LOWERINGS
 from psdeploy.verify.parity import Runner
 
-PRECISIONS = ("f32", "f16", "bf16")
-WINOGRAD = ("off", "f2", "f4")
-LAYOUTS = ("nchw", "nhwc")
 DEFAULT_TUNING_DB = Path("tuning-db")
 
 

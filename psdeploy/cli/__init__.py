@@ -177,11 +177,12 @@ def accuracy(model: str, checkpoint: str, arch: str | None) -> None:
 @click.option("--mcpu", default=None, help="LLVM CPU (e.g. skylake-avx512, haswell); default: this CPU.")
 @click.option("--num-cores", type=_range(bounds.NUM_CORES), default=None, help="Cores the TVM llvm target assumes.")
 @click.option("--cuda-arch", default=None, help="CUDA arch for --target cuda (default sm_90).")
-@click.option("--precision", default=None, type=click.Choice(["f32", "f16", "bf16"]), help="OpenVINO precision.")
-@click.option("--winograd", default=None, type=click.Choice(["off", "f2", "f4"]),
+@click.option("--precision", default=None, type=click.Choice(bounds.PRECISIONS), help="OpenVINO precision.")
+@click.option("--winograd", default=None, type=click.Choice(bounds.WINOGRAD),
               help="TVM: Winograd F(2x2,3x3)/F(4x4,3x3) for every stride-1 3x3 conv, dilated ones included (default off).")
-@click.option("--layout", default=None, type=click.Choice(["nchw", "nhwc"]),
-              help="TVM: the data layout convs compile in (default nchw: measured faster on llvm; Winograd needs it).")
+@click.option("--layout", default=None, type=click.Choice(bounds.LAYOUTS),
+              help="TVM: the data layout convs compile in: nchwc blocks channels by the CPU's vector width "
+                   "(default nchw: measured faster on llvm; Winograd needs it).")
 @click.option("--tolerance", type=_range(bounds.TOLERANCE), default=None, help=TOLERANCE_HELP + " (default 1e-4)")
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
 def compile_cmd(source, recipe, target, output, arch, input_shape, lowering, tune_trials, tune_time, rpc, rpc_key,

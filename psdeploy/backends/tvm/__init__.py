@@ -54,7 +54,12 @@ class TvmBackend(Backend):
     def layout(self, target: Target, options: BuildOptions) -> str:
         from psdeploy.backends.tvm.layout import resolve_layout
 
-        return resolve_layout(options.layout, target.device, WINOGRAD_TILES[options.winograd])
+        return str(self.conv_layout(target, options))
+
+    def conv_layout(self, target: Target, options: BuildOptions):
+        from psdeploy.backends.tvm.layout import resolve_layout
+
+        return resolve_layout(options.layout, target, WINOGRAD_TILES[options.winograd])
 
     def build(self, onnx_path: Path, input_shape: tuple[int, ...], target: Target, options: BuildOptions,
               out_dir: Path) -> dict[str, object] | None:
@@ -62,7 +67,7 @@ class TvmBackend(Backend):
 
         self.require()
         summary = build(onnx_path, input_shape, target, options, out_dir / self.module_file,
-                        WINOGRAD_TILES[options.winograd], self.layout(target, options))
+                        WINOGRAD_TILES[options.winograd], self.conv_layout(target, options))
         return summary.to_dict()
 
     def _vm(self, module: Path, target: Target, threads: int | None):

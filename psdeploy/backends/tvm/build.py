@@ -12,6 +12,7 @@ from pathlib import Path
 
 from psdeploy.backends.base import BuildOptions
 from psdeploy.backends.targets import Target
+from psdeploy.backends.tvm.layout import NCHW, ConvLayout
 from psdeploy.backends.tvm.tuning import TuningSummary, tune
 from psdeploy.backends.tvm.tuning_db import TuningDatabase
 from psdeploy.errors import PsdeployError
@@ -28,7 +29,7 @@ def import_onnx(path: Path, input_shape: tuple[int, ...]):
         return from_onnx(model, shape_dict={model.graph.input[0].name: list(input_shape)}, keep_params_in_input=False)
 
 
-def pre_tuning_passes(winograd_tile: int = 0, layout: str = "nchw"):
+def pre_tuning_passes(winograd_tile: int = 0, layout: ConvLayout = NCHW):
     """The Relax passes before tuning, as data: convs to ``layout``, legalize to TIR (Winograd convs
     if asked), fold, fuse.
 
@@ -36,7 +37,7 @@ def pre_tuning_passes(winograd_tile: int = 0, layout: str = "nchw"):
     """
     from tvm import relax
 
-    from psdeploy.backends.tvm.layout import layout_passes
+    from psdeploy.backends.tvm.layout import layout_passes, legalize_blocked_conv
     from psdeploy.backends.tvm.take import use_baked_take
     from psdeploy.backends.tvm.winograd import winograd_legalize
 
@@ -44,6 +45,8 @@ def pre_tuning_passes(winograd_tile: int = 0, layout: str = "nchw"):
     legalize = {}
     if winograd_tile:
         legalize["relax.nn.conv2d"] = winograd_legalize(winograd_tile)
+    elif layout.name == "nchwc":
+        legalize["relax.nn.conv2d"] = legalize_blocked_conv
     t = relax.transform
     return [
         *layout_passes(layout),
@@ -69,7 +72,7 @@ def post_tuning_passes(spec: Target):
     return passes
 
 
-def lower(mod, spec: Target, winograd_tile: int = 0, layout: str = "nchw"):
+def lower(mod, spec: Target, winograd_tile: int = 0, layout: ConvLayout = NCHW):
     import tvm
 
     with tvm.target.Target(spec.tvm_target):
@@ -77,7 +80,7 @@ def lower(mod, spec: Target, winograd_tile: int = 0, layout: str = "nchw"):
 
 
 def build(onnx_path: Path, input_shape: tuple[int, ...], spec: Target, options: BuildOptions, out_file: Path,
-          winograd_tile: int = 0, layout: str = "nchw") -> TuningSummary:
+          winograd_tile: int = 0, layout: ConvLayout = NCHW) -> TuningSummary:
     """Import, lower, tune, apply, compile and export the library to ``out_file``."""
     import tvm
 

@@ -1,40 +1,127 @@
 """The data layout TVM compiles convolutions in, chosen per target.
 
-ONNX graphs arrive in NCHW. NHWC (channels innermost, so a vectorized loop over channels reads
-contiguous memory) is the layout x86 schedules are often said to prefer; Relax's ``ConvertLayout``
-rewrites every conv to NHWC/OHWI with transposes only where the layout changes, and
-``FoldConstant`` then applies the weights' transposes at build time. The defaults are what was
-measured, not folklore (README, "Data layout"): on the x86 CPU psdeploy's figures come from,
-MetaSchedule tuned the NCHW convs faster at the same tuning time, so llvm stays NCHW. On CUDA
-nothing has been measured on a GPU yet, so its default is the layout the graph was exported in.
+ONNX graphs arrive in NCHW. Two rewrites are offered, both through Relax's ``ConvertLayout``
+(layout transforms only where the layout changes; ``FoldConstant`` then applies the weights'
+transforms at build time):
 
-TOPI's Winograd convs are NCHW, so a Winograd build compiles in NCHW.
+- ``nhwc``: channels innermost, every conv NHWC/OHWI.
+- ``nchwc``: channels blocked by the target's vector width (16 floats on AVX-512, 8 on AVX2),
+  every conv ``NCHW{b}c``/``OIHW{b}i{b}o`` and legalized to TOPI's ``conv2d_NCHWc``: the
+  layout oneDNN and NeoCPU compute in, where one output block is one vector register. The stem
+  (3 input channels) reads its input as one block of 3 and writes blocks of ``b``, so the
+  network's input is the first transform; relu, the bias and residual adds, pooling and the
+  mean stay blocked, so the classifier's flatten is the only other. A conv whose channels per
+  group do not fill blocks (PS-ResNeXt's 4-channel groups) stays NCHW, with a transform each side.
+
+The defaults are what was measured (README, "Data layout"), not folklore. TOPI's Winograd
+convs are NCHW, so a Winograd build compiles in NCHW.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from psdeploy.backends.targets import Target
 from psdeploy.errors import PsdeployError
 
-LAYOUTS = ("nchw", "nhwc")
 DEFAULT_LAYOUT = {"cpu": "nchw", "cuda": "nchw"}
 CONV_LAYOUTS = {"nhwc": ["NHWC", "OHWI"]}  # data, weight: what ConvertLayout asks of relax.nn.conv2d
+VECTOR_FLOATS = (("avx512f", 16), ("avx2", 8))  # fp32 lanes of the widest vector unit a CPU has
 
 
-def resolve_layout(requested: str | None, device: str, winograd_tile: int) -> str:
+@dataclass(frozen=True)
+class ConvLayout:
+    """A conv layout as built: ``nchw``, ``nhwc``, or ``nchwc`` with its channel block."""
+
+    name: str
+    block: int = 0  # channels per block, for nchwc
+
+    def __str__(self) -> str:  # as the manifest records it
+        return f"nchw{self.block}c" if self.name == "nchwc" else self.name
+
+
+NCHW = ConvLayout("nchw")
+
+
+def channel_block(spec: Target) -> int:
+    """fp32 lanes of the target CPU's vectors: the channel block of ``nchwc``."""
+    import tvm
+    from tvm.target import codegen
+
+    target = tvm.target.Target(spec.tvm_target)
+    for feature, lanes in VECTOR_FLOATS:
+        if codegen.target_has_features(feature, target):
+            return lanes
+    return 4  # SSE
+
+
+def resolve_layout(requested: str | None, spec: Target, winograd_tile: int) -> ConvLayout:
     """The layout to build in: the one asked for, else the target's measured default."""
     if winograd_tile:
         if requested not in (None, "nchw"):
             raise PsdeployError(f"--layout {requested}: Winograd convs are built in NCHW; "
                                 f"give --layout nchw (or no --layout) with --winograd")
-        return "nchw"
-    return requested or DEFAULT_LAYOUT[device]
+        return ConvLayout("nchw")
+    name = requested or DEFAULT_LAYOUT[spec.device]
+    if name == "nchwc":
+        if spec.device != "cpu":
+            raise PsdeployError("--layout nchwc: blocks channels by a CPU's vector width; for --target cuda give "
+                                "--layout nchw or nhwc")
+        return ConvLayout(name, channel_block(spec))
+    return ConvLayout(name)
 
 
-def layout_passes(layout: str) -> list:
-    """Relax passes that move every conv to ``layout`` and fold the weights' transposes."""
+def blocked_conv_layouts(call, block: int) -> list[str] | None:
+    """``[data, weight, output]`` layouts of one NCHW conv in blocks of ``block`` channels, or None
+    where its channels per group do not fill whole blocks. A dense conv with fewer input channels
+    than a block (the stem) reads them as one block."""
+    weight = [int(v) for v in call.args[1].ty.shape]
+    c_out, c_in_group = weight[0], weight[1]
+    groups = int(call.attrs.groups)
+    if call.attrs.data_layout != "NCHW" or call.attrs.kernel_layout != "OIHW" or (c_out // groups) % block:
+        return None
+    if c_in_group % block == 0:
+        in_block = block
+    elif groups == 1 and c_in_group < block:
+        in_block = c_in_group
+    else:
+        return None
+    return [f"NCHW{in_block}c", f"OIHW{in_block}i{block}o", f"NCHW{block}c"]
+
+
+def _blocked_callback(block: int):
+    def layouts(call) -> dict[str, list[str]]:
+        if call.op.name != "relax.nn.conv2d":
+            return {}  # every other op follows its inputs, as ConvertLayout infers
+        return {"relax.nn.conv2d": blocked_conv_layouts(call, block) or ["NCHW", "OIHW"]}
+
+    return layouts
+
+
+def layout_passes(layout: ConvLayout) -> list:
+    """Relax passes that move every conv to ``layout`` and fold the weights' transforms."""
     from tvm import relax
 
-    if layout == "nchw":  # as imported
+    t = relax.transform
+    if layout.name == "nchw":  # as imported
         return []
-    return [relax.transform.ConvertLayout({"relax.nn.conv2d": CONV_LAYOUTS[layout]}),
-            relax.transform.FoldConstant()]
+    if layout.name == "nchwc":
+        convert = t.ConvertLayout({}, _blocked_callback(layout.block))
+    else:
+        convert = t.ConvertLayout({"relax.nn.conv2d": CONV_LAYOUTS[layout.name]})
+    # one transform per tensor, however many convs read it (a block's input feeds conv1 and the projection)
+    return [convert, t.FoldConstant(), t.EliminateCommonSubexpr()]
+
+
+def legalize_blocked_conv(bb, call):
+    """``relax.nn.conv2d`` in ``NCHW{b}c`` -> TOPI's ``conv2d_NCHWc`` (Relax's own legalization refuses
+    chunked layouts); plain layouts keep Relax's."""
+    from tvm import topi
+    from tvm.relax.transform.legalize_ops.nn import _nn_conv2d
+
+    a = call.attrs
+    if len(a.data_layout) == 4:
+        return _nn_conv2d(bb, call)
+    return bb.call_te(topi.nn.conv2d_NCHWc, call.args[0], call.args[1], [int(v) for v in a.strides],
+                      [int(v) for v in a.padding], [int(v) for v in a.dilation], a.data_layout, a.out_layout,
+                      a.out_dtype or "float32", primfunc_name_hint="conv2d_NCHWc")
