@@ -162,11 +162,11 @@ def test_ctrl_c_keeps_records_tuning_resumes_and_tuned_module_is_exact(tmp_path)
     assert plan.per_task == 1 and len(plan.todo) == tasks - 1
 
     backend, options = TvmBackend(), BuildOptions(tune_trials=tasks, tuning_db=tmp_path / "db")
-    resumed = backend.build(onnx_path, spec.shape, target, options, tmp_path)
+    resumed = backend.build(onnx_path, spec.shape, target, options, tmp_path)["tuning"]
     assert resumed["tasks_already_tuned"] == 1 and resumed["tasks_tuned"] == tasks - 1
     measured = records.read_text()
     left = len(plan_tuning(mod, target, TuningDatabase(tmp_path / "db", target), tasks).todo)  # a failed trial
-    again = backend.build(onnx_path, spec.shape, target, options, tmp_path)
+    again = backend.build(onnx_path, spec.shape, target, options, tmp_path)["tuning"]
     assert again["tasks_already_tuned"] == tasks - left and again["tasks_tuned"] == left
     assert again["trials_measured"] <= left and records.read_text().startswith(measured)  # covered: reused
     run, _ = backend.open(tmp_path / backend.module_file, target, threads=1)

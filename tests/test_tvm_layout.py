@@ -54,11 +54,26 @@ def _calls(mod):
 
 
 def test_defaults_per_target_and_winograd() -> None:
-    assert resolve_layout(None, "cpu", 0) == "nchw" and resolve_layout(None, "cuda", 0) == "nchw"
-    assert resolve_layout("nhwc", "cpu", 0) == "nhwc" and resolve_layout("nhwc", "cuda", 0) == "nhwc"
-    assert resolve_layout(None, "cpu", 4) == "nchw" and resolve_layout("nchw", "cpu", 0) == "nchw"
+    cpu, cuda = parse_target("llvm"), parse_target("cuda")
+
+    def resolved(layout, spec, tile=0) -> str:
+        return str(resolve_layout(layout, spec, tile))
+
+    assert resolved(None, cpu) == "nchw" and resolved(None, cuda) == "nchw"
+    assert resolved("nhwc", cpu) == "nhwc" and resolved("nhwc", cuda) == "nhwc"
+    assert resolved(None, cpu, 4) == "nchw" and resolved("nchw", cpu) == "nchw"
     with pytest.raises(PsdeployError, match="--layout nhwc: Winograd convs are built in NCHW"):
-        resolve_layout("nhwc", "cpu", 2)
+        resolve_layout("nhwc", cpu, 2)
+    with pytest.raises(PsdeployError, match="--layout nchwc: Winograd convs are built in NCHW"):
+        resolve_layout("nchwc", cpu, 4)
+    with pytest.raises(PsdeployError, match="--layout nchwc: blocks channels by a CPU's vector width"):
+        resolve_layout("nchwc", cuda, 0)
+
+
+@pytest.mark.parametrize("mcpu, block", [("skylake-avx512", 16), ("znver4", 16), ("haswell", 8), ("znver2", 8),
+                                         ("nehalem", 4)])
+def test_channel_blocks_follow_the_cpus_vector_width(mcpu, block) -> None:
+    assert str(resolve_layout("nchwc", parse_target("llvm", mcpu=mcpu), 0)) == f"nchw{block}c"
 
 
 @pytest.mark.parametrize("lowering", ["grouped", "sliced", "aligned"])
@@ -127,3 +142,126 @@ def test_recipe_and_report_names_carry_the_layout(tmp_path, monkeypatch) -> None
     bad.write_text(recipe.read_text().replace("layout: nchw", "layout: NCHW"))
     with pytest.raises(PsdeployError, match="layout"):
         api.compile(recipe=bad)
+
+
+def _graph_ops(mod):
+    """Count of every Relax op in main, and the shapes the non-constant layout transforms convert."""
+    from collections import Counter
+
+    from tvm import relax
+    from tvm.ir.expr import Constant
+
+    ops, transforms = Counter(), []
+
+    @relax.expr_functor.visitor
+    class Ops(relax.PyExprVisitor):
+        def visit_call_(self, call) -> None:
+            name = getattr(call.op, "name", "")
+            ops[name] += 1
+            if name == "relax.nn.conv2d":
+                ops[f"conv2d {call.attrs.data_layout}"] += 1
+            if name == "relax.layout_transform" and not isinstance(call.args[0], Constant):
+                transforms.append(tuple(int(v) for v in call.args[0].ty.shape))
+            super().visit_call_(call)
+
+    Ops().visit_expr(mod["main"])
+    return ops, transforms
+
+
+@pytest.fixture(scope="module")
+def full_networks(tmp_path_factory):
+    """ResNet-50 and PS-ResNet-50 (the fused lowering), exported once."""
+    out = tmp_path_factory.mktemp("nets")
+    paths = {}
+    for name, lowering in (("resnet50", "grouped"), ("ps_resnet50", "fused")):
+        paths[name] = out / f"{name}.onnx"
+        export_onnx(load_model(f"seeded:{name}", None), paths[name], lowering, input_shape=(1, 3, 64, 64))
+    return paths
+
+
+@pytest.mark.parametrize("network", ["resnet50", "ps_resnet50"])
+def test_nchwc_changes_layout_only_at_the_networks_input_and_output(full_networks, network) -> None:
+    """Every conv blocked (the stem reading its 3 channels as one block, PSConv layers as one kernel each):
+    one transform into blocks at the input, one out at the classifier's flatten, no Gather, Slice or Concat."""
+    import tvm
+
+    from psdeploy.backends.tvm.build import import_onnx
+    from psdeploy.backends.tvm.layout import ConvLayout, layout_passes
+
+    spec = parse_target("llvm", mcpu="skylake-avx512")
+    layout = ConvLayout("nchwc", 16)
+    with tvm.target.Target(spec.tvm_target):
+        mod = tvm.transform.Sequential(layout_passes(layout))(import_onnx(full_networks[network], (1, 3, 64, 64),
+                                                                          layout))
+    ops, transforms = _graph_ops(mod)
+    assert transforms == [(1, 3, 64, 64), (1, 2048 // 16, 1, 1, 16)], transforms
+    assert ops["relax.nn.conv2d"] == 53 and ops["conv2d NCHW16c"] == 52 and ops["conv2d NCHW3c"] == 1
+    assert not {"relax.take", "relax.strided_slice", "relax.concat", "relax.call_tir"} & set(ops)
+
+
+def _blocked_kernels(mod) -> dict[str, list[int]]:
+    """Name -> rank of the first argument, of every conv and PSConv kernel main calls."""
+    return {name: len(args[0].ty.shape) for name, args in _calls(mod) if "conv" in name}
+
+
+@pytest.mark.parametrize("mcpu, block", [("skylake-avx512", 16), ("haswell", 8)])
+def test_every_lowering_is_exact_in_nchwc(digits, tmp_path, mcpu, block) -> None:
+    """The digits network's parts are 4, 8 and 16 channels wide: with blocks of 8 its last two stages' PSConv
+    layers (stride 2 included) run as blocked kernels, with 16 the last stage's, the rest stays NCHW; exact
+    every way, the fused kernels included."""
+    from psdeploy.backends.tvm.build import import_onnx, lower
+    from psdeploy.backends.tvm.layout import ConvLayout
+
+    path = tmp_path / "fused.onnx"
+    export_onnx(digits, path, "fused")
+    layout = ConvLayout("nchwc", block)
+    spec = parse_target("llvm", mcpu=mcpu)
+    kernels = _blocked_kernels(lower(import_onnx(path, ODD_SHAPE, layout), spec, 0, layout))
+    fused = [rank for name, rank in kernels.items() if name.startswith("fused_psconv")]
+    assert fused.count(5) == (4 if block == 8 else 2) and fused.count(4) == 6 - fused.count(5), kernels
+    for lowering in ("grouped", "fused"):
+        result = api.compile("seeded:ps_resnet_digits@4", target="llvm", mcpu=mcpu, output=tmp_path / lowering,
+                             lowering=lowering, layout="nchwc", input_shape=",".join(map(str, ODD_SHAPE)),
+                             tuning_db=tmp_path / "db")
+        assert result.manifest.layout == f"nchw{block}c" and result.ran and result.parity.passed
+
+
+@pytest.mark.parametrize("groups, stride, size, block", [(1, 1, (11, 9), 16), (1, 2, (13, 7), 8),
+                                                         (2, 2, (9, 12), 16), (4, 1, (10, 10), 8)])
+def test_blocked_fused_kernel_exact_at_the_te_level(groups, stride, size, block) -> None:
+    """The blocked PSConv kernel alone, on blocked data and weights, against the operator's definition."""
+    import numpy as np
+    import torch
+    import tvm
+    from tvm import te
+
+    from psdeploy.arch.psconv import PSGConv2d, released_init_mask
+    from psdeploy.backends.tvm.fused import block_weight, psconv_blocked_compute, slot_rates, slot_weights
+    from psdeploy.rewrite.lattice import PSConvLayer
+    from psdeploy.rewrite.lowerings import get_lowering
+    from tests.conftest import TVM_TOL
+
+    torch.manual_seed(groups + stride + block)
+    channels = 128
+    module = PSGConv2d(channels, channels, 3, stride, 1, 2, groups, 4).eval()
+    with torch.no_grad():
+        module.conv.weight[released_init_mask(module)] = 0.0
+    fused = get_lowering("fused").lower(PSConvLayer.from_released("l", module), torch.zeros(channels)).module
+    rates = slot_rates(4, list(fused.rates))
+    weights = [block_weight(w, block, block) for w in slot_weights(fused.weight.detach().numpy(), groups, 4)]
+    x = te.placeholder((1, channels // block, *size, block), name="x")
+    w = [te.placeholder(s.shape, name=f"w{j}") for j, s in enumerate(weights)]
+    func = te.create_prim_func([x, *w, psconv_blocked_compute(x, *w, stride=stride, groups=groups, rates=rates)])
+    lib = tvm.compile(tvm.IRModule({"main": func}), target=tvm.target.Target(parse_target("llvm").tvm_target))
+    data = torch.randn(1, channels, *size)
+    with torch.no_grad():
+        expected = torch.ops.psdeploy.psconv(data, fused.weight, fused.bias, stride, groups, 4, list(fused.rates))
+
+    def blocked(t: np.ndarray) -> np.ndarray:  # NCHW -> NCHW{block}c
+        n, c, h, w_ = t.shape
+        return np.ascontiguousarray(t.reshape(n, c // block, block, h, w_).transpose(0, 1, 3, 4, 2))
+
+    want = blocked(expected.numpy())
+    out = tvm.runtime.tensor(np.zeros(want.shape, "float32"))
+    lib["main"](tvm.runtime.tensor(blocked(data.numpy())), *(tvm.runtime.tensor(s) for s in weights), out)
+    assert np.abs(out.numpy() - want).max() / np.abs(want).max() < TVM_TOL

@@ -176,6 +176,7 @@ def test_a_root_tuned_for_another_target_says_so(tmp_path, layer) -> None:
     db = TuningDatabase(tmp_path / "db", target)
     db.open()
     assert len(db.notes) == 1 and "holds no records for this target" in db.notes[0]
+    assert f"{target.tvm_target['mcpu']}, 64 cores)" in db.notes[0], "what the root holds is named by CPU and cores"
 
 
 def test_the_committed_database_opens_under_the_target_it_names() -> None:

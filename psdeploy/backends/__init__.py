@@ -7,17 +7,20 @@ compile, the lowering search, bench, profile and the reports all go through them
 from __future__ import annotations
 
 import tempfile
+from collections import defaultdict
 from pathlib import Path
 
 import onnx
 
-from psdeploy.backends.artifact import MANIFEST, Manifest
+from psdeploy.backends.artifact import MANIFEST, KernelWork, Manifest
 from psdeploy.backends.base import (
     Backend,
     BuildOptions,
+    ConvTime,
     NodeTime,
     OpenedRunner,
     Profile,
+    per_conv,
 )
 from psdeploy.backends.onnxruntime import OnnxruntimeBackend
 from psdeploy.backends.openvino import OpenvinoBackend
@@ -25,6 +28,7 @@ from psdeploy.backends.targets import Target, parse_target
 from psdeploy.backends.tvm import TvmBackend
 from psdeploy.bounds import check_memory
 from psdeploy.errors import PsdeployError
+from psdeploy.export.counts import ConvKey, conv_keys
 from psdeploy.export.node_names import layer_of, value_layers, with_layer
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (OnnxruntimeBackend(), OpenvinoBackend(), TvmBackend())}
@@ -141,7 +145,29 @@ def profile(path: str | Path, batch: int | None, runs: int, threads: int | None 
         layers = value_layers(path)
         for row in unplaced:
             row.name = with_layer(row.name, layers.get(row.name.split("/")[0], ""))
-    return Profile(str(path), runs_on, batch, runs, rows)
+    result = Profile(str(path), runs_on, batch, runs, rows)
+    result.convs = _kernel_convs(rows, manifest.kernels or {}) if path.is_dir() else _layer_convs(result, path)
+    return result
+
+
+def _kernel_convs(rows: list[NodeTime], kernels: dict[str, KernelWork]) -> list[ConvTime]:
+    """Per conv key, the time of the compiled kernels that compute it (TVM: a kernel per workload)."""
+    return per_conv([ConvTime(kernels[r.name].key, r.ms_per_run, r.calls_per_run,
+                              kernels[r.name].flops * r.calls_per_run) for r in rows if r.name in kernels])
+
+
+def _layer_convs(profile: Profile, onnx_path: Path) -> list[ConvTime]:
+    """Per conv key, the conv nodes the runtime ran for layers that are one plain Conv (not a PSConv layer's
+    branches); the layout reorders around them are counted apart, as the profile's reorders."""
+    keys: dict[str, list[ConvKey]] = defaultdict(list)
+    for node, key in conv_keys(onnx.load(str(onnx_path), load_external_data=False)).items():
+        keys[layer_of(node)].append(key)
+    times = []
+    for r in profile.nodes:
+        key = keys.get(layer_of(r.name), [])
+        if "Conv" in r.op_type and len(key) == 1:
+            times.append(ConvTime(key[0], r.ms_per_run, r.calls_per_run, 2.0 * profile.batch * key[0].macs * r.calls_per_run))
+    return per_conv(times)
 
 
 __all__ = ["BACKENDS", "Backend", "artifact_module", "BuildOptions", "Manifest", "NodeTime", "OpenedRunner", "Profile", "Target", "backend_for",

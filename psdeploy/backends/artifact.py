@@ -16,10 +16,30 @@ from pydantic import Field
 
 from psdeploy.backends.targets import Target
 from psdeploy.errors import PsdeployError
+from psdeploy.export.counts import ConvKey
 from psdeploy.schema import Strict, validated
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
+
+
+class KernelWork(Strict):
+    """The conv one compiled kernel computes (TVM): its output and the reduction behind each output value."""
+
+    op: str  # the reduction block: conv2d_NCHWc, conv2d_nchw, psconv_fused, ...
+    batch: int = Field(ge=1)
+    out_channels: int = Field(ge=1)
+    out_height: int = Field(ge=1)
+    out_width: int = Field(ge=1)
+    reduction: int = Field(ge=1)  # multiply-adds per output value: C_in/groups x kh x kw
+
+    @property
+    def key(self) -> ConvKey:
+        return ConvKey(self.out_channels, self.out_height, self.out_width, self.reduction)
+
+    @property
+    def flops(self) -> float:  # per call, two per multiply-add
+        return 2.0 * self.batch * self.key.macs
 
 
 class Manifest(Strict):
@@ -43,6 +63,7 @@ class Manifest(Strict):
     parity: dict[str, Any] | None = None
     accuracy: dict[str, Any] | None = None
     lowering_search: list[dict[str, Any]] | None = None
+    kernels: dict[str, KernelWork] | None = None  # TVM: symbol -> the conv it computes
     created: str = Field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     format: Literal[1] = MANIFEST_FORMAT
 

@@ -18,6 +18,7 @@ from psdeploy.backends.targets import Target
 from psdeploy.backends.tune_options import RpcTracker
 from psdeploy.bounds import LAYOUTS, PRECISIONS, TUNE_TRIALS, WINOGRAD
 from psdeploy.errors import PsdeployError
+from psdeploy.export.counts import ConvKey
 from psdeploy.export.node_names import layer_of
 from psdeploy.rewrite.lowerings import LOWERINGS
 from psdeploy.verify.parity import Runner
@@ -99,6 +100,31 @@ class NodeTime:
     share: float = 0.0  # of the summed time
 
 
+@dataclass
+class ConvTime:
+    """Time and work of the convs under one key, in one profile."""
+
+    key: ConvKey
+    ms_per_run: float = 0.0
+    calls_per_run: float = 0.0
+    flops_per_run: float = 0.0  # two per multiply-add
+
+    @property
+    def gflops(self) -> float:
+        return self.flops_per_run / (self.ms_per_run * 1e6) if self.ms_per_run > 0 else 0.0
+
+
+def per_conv(times: list[ConvTime]) -> list[ConvTime]:
+    """Summed per key, slowest first."""
+    out: dict[ConvKey, ConvTime] = {}
+    for t in times:
+        total = out.setdefault(t.key, ConvTime(t.key))
+        total.ms_per_run += t.ms_per_run
+        total.calls_per_run += t.calls_per_run
+        total.flops_per_run += t.flops_per_run
+    return sorted(out.values(), key=lambda t: -t.ms_per_run)
+
+
 # the nodes that only convert between plain and blocked layouts, in each runtime's executed graph
 LAYOUT_REORDERS = frozenset({"Reorder", "ReorderInput", "ReorderOutput"})
 
@@ -112,6 +138,7 @@ class Profile:
     batch: int
     runs: int
     nodes: list[NodeTime]
+    convs: list[ConvTime] = field(default_factory=list)  # per conv key, where the runtime's nodes can be placed
 
     def by_op_type(self, split_kernels: bool = True) -> list[NodeTime]:
         """Summed per operator type and kernel (e.g. GroupConvolution on brgconv_avx2_f32), or per type only
@@ -187,7 +214,7 @@ class Backend(ABC):
     @abstractmethod
     def build(self, onnx_path: Path, input_shape: tuple[int, ...], target: Target, options: BuildOptions,
               out_dir: Path) -> dict[str, object] | None:
-        """Write ``out_dir / module_file`` from the verified ONNX; return what the manifest should record."""
+        """Write ``out_dir / module_file`` from the verified ONNX; return the manifest fields it fills in."""
 
     @abstractmethod
     def open(self, module: Path, target: Target, threads: int | None = None,

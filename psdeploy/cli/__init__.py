@@ -287,13 +287,15 @@ def profile(model: str, on: str | None, against: str | None, batch: int | None, 
     """Where a model's time goes, per operator type, kernel and node, from the runtime's own counters
     (onnxruntime's profiler, OpenVINO's PERF_COUNT, TVM's VM), with the layout reorders it ran."""
     from psdeploy import api
-    from psdeploy.cli.render import show_layers, show_profile, show_profile_against
+    from psdeploy.cli.render import show_convs, show_layers, show_profile, show_profile_against
 
     result = api.profile(model, batch, runs, threads, on)
     show_profile(result, top)
     other = api.profile(against, batch, runs, threads, on) if against else None
     if other:
         show_profile_against(result, other)
+        if result.convs and other.convs:
+            show_convs(result, other)
     if layers:
         show_layers(result, other)
 

@@ -197,6 +197,9 @@ def show_profile(profile: Profile, top: int) -> None:
     console.print(f"total {profile.total_ms:.3f} ms per run; {_reorders(profile)}")
 
 
+CONV_SPEED_TARGET = 0.8  # every conv at 80% of the fastest runtime's speed for it, at least
+
+
 def show_profile_against(profile: Profile, other: Profile) -> None:
     """Two models profiled the same way, per operator type: where the first one's extra time goes."""
     a, b = Path(profile.model).name, Path(other.model).name
@@ -213,6 +216,27 @@ def show_profile_against(profile: Profile, other: Profile) -> None:
                   f"{profile.total_ms - other.total_ms:+.3f}")
     console.print(table)
     console.print(f"{a}: {_reorders(profile)}; {b}: {_reorders(other)}")
+
+
+def show_convs(profile: Profile, other: Profile) -> None:
+    """Conv by conv (the same conv on both, by what it computes): time, GFLOP/s, and the first's share of
+    the second's speed; convs below 80% of it are counted (the target every conv should reach)."""
+    a, b = Path(profile.model).name, Path(other.model).name
+    theirs = {t.key: t for t in other.convs}
+    table = _table(f"convs: {a} on {profile.runs_on} vs {b} on {other.runs_on}, per run",
+                   ("conv (out@HxW, MACs per output)", "calls", f"{a} ms", "GFLOP/s", f"{b} ms", "GFLOP/s",
+                    f"speed of {b}"), left=("conv (out@HxW, MACs per output)",))
+    slow = 0
+    for x in profile.convs:
+        y = theirs.get(x.key)
+        share = y.ms_per_run / x.ms_per_run if y and x.ms_per_run > 0 else None
+        slow += share is not None and share < CONV_SPEED_TARGET
+        table.add_row(str(x.key), f"{x.calls_per_run:g}", f"{x.ms_per_run:.3f}", f"{x.gflops:.1f}",
+                      f"{y.ms_per_run:.3f}" if y else "-", f"{y.gflops:.1f}" if y else "-",
+                      f"{share:.0%}" if share is not None else "-")
+    console.print(table)
+    console.print(f"{slow} of {len(profile.convs)} convs below {CONV_SPEED_TARGET:.0%} of {b}'s speed; "
+                  f"convs {sum(x.ms_per_run for x in profile.convs):.3f} ms vs {sum(t.ms_per_run for t in other.convs):.3f} ms")
 
 
 def _layer_order(layer: str) -> tuple:

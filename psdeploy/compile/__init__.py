@@ -142,7 +142,7 @@ def compile_model(request: CompileRequest) -> CompileResult:
             source=request.source, source_sha256=sha, input_shape=list(shape), output_names=names,
             module_file=backend.module_file, precision=options.precision, winograd=options.winograd,
             layout=backend.layout(target, options),
-            versions=_versions(), tuning=build_info, lowering_search=search,
+            versions=_versions(), lowering_search=search, **(build_info or {}),
         )
         manifest.write(stage)
         parity, ran = verify_staged(stage, loaded, onnx_path, request.tolerance)

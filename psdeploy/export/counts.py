@@ -11,6 +11,25 @@ import torch
 from onnx import shape_inference
 
 
+@dataclass(frozen=True, order=True)
+class ConvKey:
+    """One conv as two runtimes can both name it (onnxruntime names graph nodes, TVM fused kernels): what it
+    writes and the multiply-adds behind each output value. Convs of one network that share a key (a stride-2
+    and a stride-1 3x3 with one output) are summed together on both sides, which keeps a comparison fair."""
+
+    out_channels: int
+    out_height: int
+    out_width: int
+    reduction: int  # multiply-adds per output value: C_in/groups x kh x kw
+
+    @property
+    def macs(self) -> int:  # per sample
+        return self.out_channels * self.out_height * self.out_width * self.reduction
+
+    def __str__(self) -> str:
+        return f"{self.out_channels}@{self.out_height}x{self.out_width} r{self.reduction}"
+
+
 @dataclass
 class GraphCounts:
     params: int  # float weights and biases
@@ -70,6 +89,18 @@ def count_graph(model: onnx.ModelProto) -> GraphCounts:
             gathers += 1
             moved += prod(shapes[node.output[0]])
     return GraphCounts(params, conv, gemm, gathers, moved, Counter(n.op_type for n in model.graph.node))
+
+
+def conv_keys(model: onnx.ModelProto) -> dict[str, ConvKey]:
+    """Node name -> key of every plain Conv node (PSConv nodes have no plain counterpart), at batch 1."""
+    model = _static_batch_one(model)
+    shapes = _shapes(model)
+    keys = {}
+    for node in model.graph.node:
+        if node.op_type == "Conv":
+            w, (_, c, h, width) = shapes[node.input[1]], shapes[node.output[0]]
+            keys[node.name] = ConvKey(c, h, width, prod(w[1:]))
+    return keys
 
 
 def count_file(path: str) -> GraphCounts:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from psdeploy.backends.artifact import KernelWork
 from psdeploy.backends.base import BuildOptions
 from psdeploy.backends.targets import Target
 from psdeploy.backends.tvm.layout import NCHW, ConvLayout
@@ -18,14 +19,15 @@ from psdeploy.backends.tvm.tuning_db import TuningDatabase
 from psdeploy.errors import PsdeployError
 
 
-def import_onnx(path: Path, input_shape: tuple[int, ...]):
+def import_onnx(path: Path, input_shape: tuple[int, ...], layout: ConvLayout = NCHW):
+    """The ONNX file as Relax; PSConv nodes as placeholder convs where the layout passes will block them."""
     import onnx
     from tvm.relax.frontend.onnx import from_onnx
 
     from psdeploy.backends.tvm.fused import psconv_importable
 
     model = onnx.load(str(path))
-    with psconv_importable():
+    with psconv_importable(placeholders=layout.name == "nchwc"):
         return from_onnx(model, shape_dict={model.graph.input[0].name: list(input_shape)}, keep_params_in_input=False)
 
 
@@ -80,19 +82,22 @@ def lower(mod, spec: Target, winograd_tile: int = 0, layout: ConvLayout = NCHW):
 
 
 def build(onnx_path: Path, input_shape: tuple[int, ...], spec: Target, options: BuildOptions, out_file: Path,
-          winograd_tile: int = 0, layout: ConvLayout = NCHW) -> TuningSummary:
-    """Import, lower, tune, apply, compile and export the library to ``out_file``."""
+          winograd_tile: int = 0, layout: ConvLayout = NCHW) -> tuple[TuningSummary, dict[str, KernelWork]]:
+    """Import, lower, tune, apply, compile and export the library to ``out_file``; what each kernel computes."""
     import tvm
 
-    mod = lower(import_onnx(onnx_path, input_shape), spec, winograd_tile, layout)
+    from psdeploy.backends.tvm.kernels import kernel_work
+
+    mod = lower(import_onnx(onnx_path, input_shape, layout), spec, winograd_tile, layout)
     database, summary = tune(mod, spec, TuningDatabase(options.tuning_db, spec), options.tune_trials,
                              options.tune_time_s, options.rpc, options.on_batch)
     target = tvm.target.Target(spec.tvm_target)
     with target, database:
         mod = tvm.transform.Sequential(post_tuning_passes(spec))(mod)
+    kernels = kernel_work(mod)
     try:
         executable = tvm.compile(mod, target=target)
         executable.export_library(str(out_file))
     except Exception as exc:
         raise PsdeployError(f"TVM failed to build for {spec.tvm_target}: {str(exc).strip().splitlines()[-1]}") from None
-    return summary
+    return summary, kernels

@@ -7,12 +7,22 @@ each slot's padded, channel-rotated view of the input, which MetaSchedule may co
 where it is consumed.
 The ONNX importer of TVM 0.27 has no hook for foreign operators, so the converter is
 added to its operator table only for the duration of one import.
+
+In the blocked layout (``--layout nchwc``) the layer is one kernel over ``NCHW{b}c`` tensors:
+a channel part is a whole number of blocks, so the slot views rotate block indices and every
+block is read at its rate where it lies. Relax's ``ConvertLayout`` knows only its own ops, so
+the importer writes the layer as a *placeholder* ``conv2d`` over the packed weight (which
+``ConvertLayout`` blocks like any conv, and no other op need move), and records the packed
+weight's digest: the conv legalization (``layout.py``) finds the layer by its weight and
+emits this kernel instead, so a PSConv layer moves no data at all.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -84,7 +94,96 @@ def psconv_compute(x, *weights, stride: int, groups: int, rates: list[int]):
     return te.compute(shape, body, name="psconv_fused")
 
 
-def _converter():
+def psconv_blocked_compute(x, *weights, stride: int, groups: int, rates: list[int]):
+    """:func:`psconv_compute` over ``NCHW{b}c`` data and ``OIHW{b}i{b}o`` slot weights: the same sum, with
+    channel parts counted in blocks (a part is ``bi`` blocks wide), so each slot view rotates whole blocks."""
+    from tvm import te, tirx
+
+    n, in_blocks, height, width, block = (int(v) for v in x.shape)
+    out_blocks, bi = int(weights[0].shape[0]), int(weights[0].shape[1])
+    in_card, out_card = in_blocks // groups, out_blocks // groups
+    bo = out_card * bi // in_card
+
+    def view(j: int, d: int):
+        def element(b, c, h, w, cb):
+            inside = tirx.all(h >= d, h < height + d, w >= d, w < width + d)
+            source = (c // in_card) * in_card + (c % in_card + j * bi) % in_card
+            return tirx.if_then_else(inside, x[b, source, h - d, w - d, cb], tirx.const(0.0, x.dtype))
+
+        return te.compute((n, in_blocks, height + 2 * d, width + 2 * d, block), element, name=f"psconv_view{j}")
+
+    views = [view(j, d) for j, d in enumerate(rates)]
+    r = te.reduce_axis((0, bi), "rc")
+    ri = te.reduce_axis((0, block), "ri")
+    kh = te.reduce_axis((0, 3), "kh")
+    kw = te.reduce_axis((0, 3), "kw")
+
+    def body(b, o, h, w, ob):
+        c = (o // out_card) * in_card + ((o % out_card) // bo) * bi + r
+        terms = [views[j][b, c, h * stride + kh * d, w * stride + kw * d, ri] * weights[j][o, r, kh, kw, ri, ob]
+                 for j, d in enumerate(rates)]
+        total = terms[0]
+        for term in terms[1:]:
+            total = total + term
+        return te.sum(total, axis=[r, ri, kh, kw])
+
+    shape = (n, out_blocks, (height - 1) // stride + 1, (width - 1) // stride + 1, block)
+    return te.compute(shape, body, name="psconv_fused")
+
+
+def block_weight(weight: np.ndarray, in_block: int, out_block: int) -> np.ndarray:
+    """``(O, I, kh, kw)`` -> ``OIHW{in_block}i{out_block}o``, the layout ConvertLayout gives conv weights."""
+    o, i, kh, kw = weight.shape
+    blocked = weight.reshape(o // out_block, out_block, i // in_block, in_block, kh, kw)
+    return np.ascontiguousarray(blocked.transpose(0, 2, 4, 5, 3, 1))
+
+
+def unblock_weight(blocked: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`block_weight`."""
+    oc, ic, kh, kw, ib, ob = blocked.shape
+    return np.ascontiguousarray(blocked.transpose(0, 5, 1, 4, 2, 3).reshape(oc * ob, ic * ib, kh, kw))
+
+
+@dataclass(frozen=True)
+class PlaceholderLayer:
+    """What a placeholder conv stands for: one PSConv layer over its packed weight."""
+
+    stride: int
+    groups: int
+    parts: int
+    rates: tuple[int, ...]  # per slot
+
+    def blocks(self, weight_shape: tuple[int, ...], block: int) -> bool:
+        """Whether every channel part of the layer is a whole number of ``block``-channel blocks."""
+        c_out, c_in_card = weight_shape[:2]
+        return (c_in_card // self.parts) % block == 0 and (c_out // (self.groups * self.parts)) % block == 0
+
+    def emit(self, bb, data, packed: np.ndarray, block: int):
+        """The layer's kernel on ``data`` (NCHW, or ``NCHW{block}c`` when ``block``) -- the bias is the graph's add."""
+        from tvm import relax
+
+        slots = slot_weights(packed, self.groups, self.parts)
+        compute = psconv_compute
+        if block:
+            slots = [block_weight(w, block, block) for w in slots]
+            compute = psconv_blocked_compute
+        return bb.call_te(compute, data, *(relax.const(w) for w in slots), stride=self.stride, groups=self.groups,
+                          rates=list(self.rates), primfunc_name_hint="psconv_fused")
+
+
+_PLACEHOLDERS: dict[str, PlaceholderLayer] = {}  # digest of the packed weight -> the layer it is
+
+
+def _digest(weight: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(weight, dtype=np.float32).tobytes()).hexdigest()
+
+
+def placeholder_layer(weight: np.ndarray) -> PlaceholderLayer | None:
+    """The PSConv layer a conv over this (packed, OIHW) weight stands for, if the importer wrote it."""
+    return _PLACEHOLDERS.get(_digest(weight)) if weight.ndim == 4 and weight.shape[2:] == (3, 3) else None
+
+
+def _converter(placeholders: bool):
     from tvm import relax
     from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 
@@ -96,21 +195,26 @@ def _converter():
             x, weight, bias = inputs[0], inputs[1], inputs[2]
             parts, groups = int(attr["parts"]), int(attr["group"])
             rates = slot_rates(parts, [int(v) for v in attr["rates"]])
-            slots = [relax.const(w) for w in slot_weights(weight.value.numpy(), groups, parts)]
-            y = bb.emit_te(psconv_compute, x, *slots, stride=int(attr["strides"][0]), groups=groups, rates=rates,
-                           primfunc_name_hint="psconv_fused")
+            stride, packed = int(attr["strides"][0]), weight.value.numpy()
+            layer = PlaceholderLayer(stride, groups, parts, tuple(rates))
+            if placeholders:
+                _PLACEHOLDERS[_digest(packed)] = layer
+                y = bb.emit(relax.op.nn.conv2d(x, weight, strides=stride, padding=1, groups=groups))
+            else:
+                y = bb.emit(layer.emit(bb, x, packed, 0))
             return relax.op.add(y, relax.op.reshape(bias, (1, -1, 1, 1)))
 
     return PSConvConverter
 
 
 @contextlib.contextmanager
-def psconv_importable() -> Iterator[None]:
-    """Let ``tvm.relax.frontend.onnx.from_onnx`` convert PSConv nodes while the block runs."""
+def psconv_importable(placeholders: bool = False) -> Iterator[None]:
+    """Let ``tvm.relax.frontend.onnx.from_onnx`` convert PSConv nodes while the block runs: into their
+    kernel, or (``placeholders``, for a layout pass to move first) into placeholder convs."""
     from tvm.relax.frontend.onnx import onnx_frontend
 
     original = onnx_frontend._get_convert_map
-    converter = _converter()
+    converter = _converter(placeholders)
 
     def with_psconv():
         return {**original(), OP_TYPE: converter}

@@ -21,7 +21,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from psdeploy.backends.targets import Target
+from psdeploy.backends.tvm.fused import placeholder_layer, unblock_weight
 from psdeploy.errors import PsdeployError
 
 DEFAULT_LAYOUT = {"cpu": "nchw", "cuda": "nchw"}
@@ -71,15 +74,26 @@ def resolve_layout(requested: str | None, spec: Target, winograd_tile: int) -> C
     return ConvLayout(name)
 
 
+def _constant(expr) -> np.ndarray | None:
+    from tvm.ir.expr import Constant
+
+    return expr.value.numpy() if isinstance(expr, Constant) else None
+
+
 def blocked_conv_layouts(call, block: int) -> list[str] | None:
     """``[data, weight, output]`` layouts of one NCHW conv in blocks of ``block`` channels, or None
-    where its channels per group do not fill whole blocks. A dense conv with fewer input channels
-    than a block (the stem) reads them as one block."""
+    where its channels per group do not fill whole blocks (for a PSConv placeholder: per part).
+    A dense conv with fewer input channels than a block (the stem) reads them as one block."""
     weight = [int(v) for v in call.args[1].ty.shape]
     c_out, c_in_group = weight[0], weight[1]
     groups = int(call.attrs.groups)
     if call.attrs.data_layout != "NCHW" or call.attrs.kernel_layout != "OIHW" or (c_out // groups) % block:
         return None
+    packed = _constant(call.args[1])
+    psconv = placeholder_layer(packed) if packed is not None else None
+    if psconv is not None:
+        return [f"NCHW{block}c", f"OIHW{block}i{block}o", f"NCHW{block}c"] if psconv.blocks(packed.shape, block) \
+            else None
     if c_in_group % block == 0:
         in_block = block
     elif groups == 1 and c_in_group < block:
@@ -115,12 +129,19 @@ def layout_passes(layout: ConvLayout) -> list:
 
 def legalize_blocked_conv(bb, call):
     """``relax.nn.conv2d`` in ``NCHW{b}c`` -> TOPI's ``conv2d_NCHWc`` (Relax's own legalization refuses
-    chunked layouts); plain layouts keep Relax's."""
+    chunked layouts); plain layouts keep Relax's; a PSConv placeholder (``fused.py``) -> its kernel."""
     from tvm import topi
     from tvm.relax.transform.legalize_ops.nn import _nn_conv2d
 
     a = call.attrs
-    if len(a.data_layout) == 4:
+    weight = _constant(call.args[1])
+    blocked = len(a.data_layout) > 4
+    if weight is not None:
+        packed = unblock_weight(weight) if blocked else weight
+        psconv = placeholder_layer(packed)
+        if psconv is not None:
+            return psconv.emit(bb, call.args[0], packed, weight.shape[-1] if blocked else 0)
+    if not blocked:
         return _nn_conv2d(bb, call)
     return bb.call_te(topi.nn.conv2d_NCHWc, call.args[0], call.args[1], [int(v) for v in a.strides],
                       [int(v) for v in a.padding], [int(v) for v in a.dilation], a.data_layout, a.out_layout,

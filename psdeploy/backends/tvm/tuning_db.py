@@ -76,10 +76,12 @@ class TuningDatabase:
         probably not what the user meant to start from: say which targets it holds."""
         if (self.directory / RECORDS).exists():
             return
-        others = [p.name for p in stamped_targets(self.root) if p != self.directory]
+        others = [f"{p.name} ({_cpu_and_cores(_stamped_target(p))})" for p in stamped_targets(self.root)
+                  if p != self.directory]
         if others:
-            self.notes.append(f"{self.root} holds no records for this target ({self.spec.key}) but holds "
-                              f"{', '.join(others)}; give the --mcpu/--num-cores they were tuned with to use them")
+            self.notes.append(f"{self.root} holds no records for this target ({self.spec.key}: "
+                              f"{_cpu_and_cores(self.spec.tvm_target)}) but holds {', '.join(others)}; on such a "
+                              f"CPU give the --mcpu/--num-cores they were tuned with, else tune for this one")
 
     def validate(self) -> None:
         """Check the stamp and every line; drop a half-written last line left by a kill."""
@@ -205,6 +207,13 @@ def prune(source: Path, destination: Path) -> list[PrunedTarget]:
             pruned.append(PrunedTarget(spec.key, len(full), len(best),
                                        sum(p.stat().st_size for p in staged_db.directory.iterdir())))
     return pruned
+
+
+def _cpu_and_cores(target: dict[str, object]) -> str:
+    """How a tuned target reads to a user: its CPU and cores (llvm) or its GPU arch (cuda)."""
+    if target.get("kind") == "cuda":
+        return f"cuda {target.get('arch')}"
+    return f"{target.get('mcpu')}, {target.get('num-cores')} cores"
 
 
 def _stamped_target(folder: Path) -> dict[str, object]:
