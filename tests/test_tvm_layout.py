@@ -199,9 +199,9 @@ def test_nchwc_changes_layout_only_at_the_networks_input_and_output(full_network
     assert not {"relax.take", "relax.strided_slice", "relax.concat", "relax.call_tir"} & set(ops)
 
 
-def _blocked_kernels(mod) -> dict[str, list[int]]:
-    """Name -> rank of the first argument, of every conv and PSConv kernel main calls."""
-    return {name: len(args[0].ty.shape) for name, args in _calls(mod) if "conv" in name}
+def _kernel_calls(mod) -> list[tuple[str, int]]:
+    """(name, rank of the data it reads) of every conv and PSConv kernel call in main."""
+    return [(name, len(args[0].ty.shape)) for name, args in _calls(mod) if "conv" in name]
 
 
 @pytest.mark.parametrize("mcpu, block", [("skylake-avx512", 16), ("haswell", 8)])
@@ -216,8 +216,8 @@ def test_every_lowering_is_exact_in_nchwc(digits, tmp_path, mcpu, block) -> None
     export_onnx(digits, path, "fused")
     layout = ConvLayout("nchwc", block)
     spec = parse_target("llvm", mcpu=mcpu)
-    kernels = _blocked_kernels(lower(import_onnx(path, ODD_SHAPE, layout), spec, 0, layout))
-    fused = [rank for name, rank in kernels.items() if name.startswith("fused_psconv")]
+    kernels = _kernel_calls(lower(import_onnx(path, ODD_SHAPE, layout), spec, 0, layout))
+    fused = [rank for name, rank in kernels if name.startswith("fused_psconv")]
     assert fused.count(5) == (4 if block == 8 else 2) and fused.count(4) == 6 - fused.count(5), kernels
     for lowering in ("grouped", "fused"):
         result = api.compile("seeded:ps_resnet_digits@4", target="llvm", mcpu=mcpu, output=tmp_path / lowering,
@@ -236,7 +236,7 @@ def test_blocked_fused_kernel_exact_at_the_te_level(groups, stride, size, block)
     from tvm import te
 
     from psdeploy.arch.psconv import PSGConv2d, released_init_mask
-    from psdeploy.backends.tvm.fused import block_weight, psconv_blocked_compute, slot_rates, slot_weights
+    from psdeploy.backends.tvm.fused import block_weight, psconv_compute, slot_rates, slot_weights
     from psdeploy.rewrite.lattice import PSConvLayer
     from psdeploy.rewrite.lowerings import get_lowering
     from tests.conftest import TVM_TOL
@@ -251,7 +251,7 @@ def test_blocked_fused_kernel_exact_at_the_te_level(groups, stride, size, block)
     weights = [block_weight(w, block, block) for w in slot_weights(fused.weight.detach().numpy(), groups, 4)]
     x = te.placeholder((1, channels // block, *size, block), name="x")
     w = [te.placeholder(s.shape, name=f"w{j}") for j, s in enumerate(weights)]
-    func = te.create_prim_func([x, *w, psconv_blocked_compute(x, *w, stride=stride, groups=groups, rates=rates)])
+    func = te.create_prim_func([x, *w, psconv_compute(x, *w, stride=stride, groups=groups, rates=rates)])
     lib = tvm.compile(tvm.IRModule({"main": func}), target=tvm.target.Target(parse_target("llvm").tvm_target))
     data = torch.randn(1, channels, *size)
     with torch.no_grad():

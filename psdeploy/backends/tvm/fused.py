@@ -60,74 +60,42 @@ def psconv_compute(x, *weights, stride: int, groups: int, rates: list[int]):
     index makes TIR's region analysis give the read a variable extent, and the rule refuses
     the block). Each slot reads its own view and weight: the rule also refuses a block that
     reads one buffer twice.
+
+    NCHW data with ``(C_out, bi, 3, 3)`` slot weights, or ``NCHW{b}c`` data with ``OIHW{b}i{b}o`` ones:
+    the same sum with channels counted in vector blocks (a part is then ``bi`` blocks wide, each slot
+    view rotates whole blocks, and the lanes of a block are one more reduction and one more output axis).
     """
     from tvm import te, tirx
 
-    n, c_in, height, width = (int(v) for v in x.shape)
+    n, c_in, height, width, *lanes = (int(v) for v in x.shape)
     c_out, bi = int(weights[0].shape[0]), int(weights[0].shape[1])
     in_card, out_card = c_in // groups, c_out // groups
     bo = out_card * bi // in_card
 
     def view(j: int, d: int):
-        def element(b, c, h, w):
+        def element(b, c, h, w, *lane):
             inside = tirx.all(h >= d, h < height + d, w >= d, w < width + d)
             source = (c // in_card) * in_card + (c % in_card + j * bi) % in_card
-            return tirx.if_then_else(inside, x[b, source, h - d, w - d], tirx.const(0.0, x.dtype))
+            return tirx.if_then_else(inside, x[(b, source, h - d, w - d, *lane)], tirx.const(0.0, x.dtype))
 
-        return te.compute((n, c_in, height + 2 * d, width + 2 * d), element, name=f"psconv_view{j}")
+        return te.compute((n, c_in, height + 2 * d, width + 2 * d, *lanes), element, name=f"psconv_view{j}")
 
     views = [view(j, d) for j, d in enumerate(rates)]
     r = te.reduce_axis((0, bi), "rc")
     kh = te.reduce_axis((0, 3), "kh")
     kw = te.reduce_axis((0, 3), "kw")
+    in_lane = [te.reduce_axis((0, lanes[0]), "ri")] if lanes else []
 
-    def body(b, o, h, w):
+    def body(b, o, h, w, *out_lane):
         c = (o // out_card) * in_card + ((o % out_card) // bo) * bi + r
-        terms = [views[j][b, c, h * stride + kh * d, w * stride + kw * d] * weights[j][o, r, kh, kw]
-                 for j, d in enumerate(rates)]
+        terms = [views[j][(b, c, h * stride + kh * d, w * stride + kw * d, *in_lane)]
+                 * weights[j][(o, r, kh, kw, *in_lane, *out_lane)] for j, d in enumerate(rates)]
         total = terms[0]
         for term in terms[1:]:
             total = total + term
-        return te.sum(total, axis=[r, kh, kw])
+        return te.sum(total, axis=[r, *in_lane, kh, kw])
 
-    shape = (n, c_out, (height - 1) // stride + 1, (width - 1) // stride + 1)
-    return te.compute(shape, body, name="psconv_fused")
-
-
-def psconv_blocked_compute(x, *weights, stride: int, groups: int, rates: list[int]):
-    """:func:`psconv_compute` over ``NCHW{b}c`` data and ``OIHW{b}i{b}o`` slot weights: the same sum, with
-    channel parts counted in blocks (a part is ``bi`` blocks wide), so each slot view rotates whole blocks."""
-    from tvm import te, tirx
-
-    n, in_blocks, height, width, block = (int(v) for v in x.shape)
-    out_blocks, bi = int(weights[0].shape[0]), int(weights[0].shape[1])
-    in_card, out_card = in_blocks // groups, out_blocks // groups
-    bo = out_card * bi // in_card
-
-    def view(j: int, d: int):
-        def element(b, c, h, w, cb):
-            inside = tirx.all(h >= d, h < height + d, w >= d, w < width + d)
-            source = (c // in_card) * in_card + (c % in_card + j * bi) % in_card
-            return tirx.if_then_else(inside, x[b, source, h - d, w - d, cb], tirx.const(0.0, x.dtype))
-
-        return te.compute((n, in_blocks, height + 2 * d, width + 2 * d, block), element, name=f"psconv_view{j}")
-
-    views = [view(j, d) for j, d in enumerate(rates)]
-    r = te.reduce_axis((0, bi), "rc")
-    ri = te.reduce_axis((0, block), "ri")
-    kh = te.reduce_axis((0, 3), "kh")
-    kw = te.reduce_axis((0, 3), "kw")
-
-    def body(b, o, h, w, ob):
-        c = (o // out_card) * in_card + ((o % out_card) // bo) * bi + r
-        terms = [views[j][b, c, h * stride + kh * d, w * stride + kw * d, ri] * weights[j][o, r, kh, kw, ri, ob]
-                 for j, d in enumerate(rates)]
-        total = terms[0]
-        for term in terms[1:]:
-            total = total + term
-        return te.sum(total, axis=[r, ri, kh, kw])
-
-    shape = (n, out_blocks, (height - 1) // stride + 1, (width - 1) // stride + 1, block)
+    shape = (n, c_out, (height - 1) // stride + 1, (width - 1) // stride + 1, *lanes)
     return te.compute(shape, body, name="psconv_fused")
 
 
@@ -163,11 +131,9 @@ class PlaceholderLayer:
         from tvm import relax
 
         slots = slot_weights(packed, self.groups, self.parts)
-        compute = psconv_compute
         if block:
             slots = [block_weight(w, block, block) for w in slots]
-            compute = psconv_blocked_compute
-        return bb.call_te(compute, data, *(relax.const(w) for w in slots), stride=self.stride, groups=self.groups,
+        return bb.call_te(psconv_compute, data, *(relax.const(w) for w in slots), stride=self.stride, groups=self.groups,
                           rates=list(self.rates), primfunc_name_hint="psconv_fused")
 
 
