@@ -43,3 +43,15 @@ def test_profile_against_sets_conv_beside_conv(plain_digits) -> None:
     assert "convs: tvm on tvm llvm" in result.output and "speed of plain.onnx" in result.output
     assert "16@32x32 r27" in result.output  # the stem: 16 channels out, 3 x 3x3 in
     assert "convs below 80% of plain.onnx's speed" in result.output
+
+
+def test_a_psconv_kernel_counts_the_multiply_adds_of_every_slot(tmp_path) -> None:
+    """A blocked PSConv kernel sums four slots: its recorded work is the layer's 3x3 multiply-adds, so the
+    kernels add up to the graph's (PSConv nodes counted as the 3x3 convs they are)."""
+    onnx_path = tmp_path / "fused.onnx"
+    export_onnx(load_model("seeded:ps_resnet_digits", None), onnx_path, "fused")
+    result = api.compile(str(onnx_path), target="llvm", mcpu="haswell", output=tmp_path / "tvm", layout="nchwc",
+                         tuning_db=tmp_path / "db")
+    assert any(k.op == "psconv_fused" for k in result.manifest.kernels.values())
+    profiled = api.profile(tmp_path / "tvm", runs=1)
+    assert sum(t.flops_per_run for t in profiled.convs) == pytest.approx(2 * count_file(str(onnx_path)).conv_macs)

@@ -1,5 +1,5 @@
-"""TVM conv layouts: NCHW as measured by default, NHWC on request, exact for every lowering, the weights'
-transposes folded at build time."""
+"""TVM conv layouts: channels blocked by the vector width by default on CPUs (as measured), NCHW and NHWC on
+request, exact for every lowering, the weights' transforms folded at build time, PSConv as one blocked kernel."""
 
 from __future__ import annotations
 
@@ -54,12 +54,12 @@ def _calls(mod):
 
 
 def test_defaults_per_target_and_winograd() -> None:
-    cpu, cuda = parse_target("llvm"), parse_target("cuda")
+    cpu, cuda = parse_target("llvm", mcpu="skylake-avx512"), parse_target("cuda")
 
     def resolved(layout, spec, tile=0) -> str:
         return str(resolve_layout(layout, spec, tile))
 
-    assert resolved(None, cpu) == "nchw" and resolved(None, cuda) == "nchw"
+    assert resolved(None, cpu) == "nchw16c" and resolved(None, cuda) == "nchw"
     assert resolved("nhwc", cpu) == "nhwc" and resolved("nhwc", cuda) == "nhwc"
     assert resolved(None, cpu, 4) == "nchw" and resolved("nchw", cpu) == "nchw"
     with pytest.raises(PsdeployError, match="--layout nhwc: Winograd convs are built in NCHW"):
@@ -102,10 +102,10 @@ def test_every_lowering_is_exact_in_nhwc(digits, tmp_path, lowering) -> None:
     assert result.manifest.layout == "nhwc" and result.ran and result.parity.passed
 
 
-def test_nchw_by_default_and_with_winograd_recorded(tmp_path) -> None:
-    plain = api.compile("seeded:ps_resnet_digits@4", target="llvm", output=tmp_path / "n",
+def test_nchwc_by_default_and_nchw_with_winograd_recorded(tmp_path) -> None:
+    plain = api.compile("seeded:ps_resnet_digits@4", target="llvm", mcpu="haswell", output=tmp_path / "n",
                         input_shape=",".join(map(str, ODD_SHAPE)), tuning_db=tmp_path / "db")
-    assert plain.manifest.layout == "nchw" and plain.parity.passed
+    assert plain.manifest.layout == "nchw8c" and plain.parity.passed
     wino = api.compile("seeded:ps_resnet_digits@4", target="llvm", output=tmp_path / "w", winograd="f2",
                        tuning_db=tmp_path / "db")
     assert wino.manifest.layout == "nchw" and wino.parity.passed
@@ -208,7 +208,7 @@ def _kernel_calls(mod) -> list[tuple[str, int]]:
 def test_every_lowering_is_exact_in_nchwc(digits, tmp_path, mcpu, block) -> None:
     """The digits network's parts are 4, 8 and 16 channels wide: with blocks of 8 its last two stages' PSConv
     layers (stride 2 included) run as blocked kernels, with 16 the last stage's, the rest stays NCHW; exact
-    every way, the fused kernels included."""
+    every way, the fused kernels included (built and run at blocks of 8; the TE-level test runs them at 16)."""
     from psdeploy.backends.tvm.build import import_onnx, lower
     from psdeploy.backends.tvm.layout import ConvLayout
 
@@ -219,7 +219,7 @@ def test_every_lowering_is_exact_in_nchwc(digits, tmp_path, mcpu, block) -> None
     kernels = _kernel_calls(lower(import_onnx(path, ODD_SHAPE, layout), spec, 0, layout))
     fused = [rank for name, rank in kernels if name.startswith("fused_psconv")]
     assert fused.count(5) == (4 if block == 8 else 2) and fused.count(4) == 6 - fused.count(5), kernels
-    for lowering in ("grouped", "fused"):
+    for lowering in ("grouped", "fused") if block == 8 else ():
         result = api.compile("seeded:ps_resnet_digits@4", target="llvm", mcpu=mcpu, output=tmp_path / lowering,
                              lowering=lowering, layout="nchwc", input_shape=",".join(map(str, ODD_SHAPE)),
                              tuning_db=tmp_path / "db")
@@ -265,3 +265,26 @@ def test_blocked_fused_kernel_exact_at_the_te_level(groups, stride, size, block)
     out = tvm.runtime.tensor(np.zeros(want.shape, "float32"))
     lib["main"](tvm.runtime.tensor(blocked(data.numpy())), *(tvm.runtime.tensor(s) for s in weights), out)
     assert np.abs(out.numpy() - want).max() / np.abs(want).max() < TVM_TOL
+
+
+@pytest.mark.parametrize("mcpu, stride, size", [("haswell", 2, (13, 11)), ("skylake-avx512", 1, (9, 12))])
+def test_a_ps_resnext_layer_with_off_design_kernels_is_exact_in_nchwc(tmp_path, mcpu, stride, size) -> None:
+    """PS-ResNeXt as released keeps non-zero "masked" kernels: the fused lowering adds them as plain grouped
+    convs. With 8 cards of 32 channels (parts of 8), blocks of 8 run the PSConv kernel blocked, blocks of 16
+    leave it NCHW between two transforms; the off-design convs block either way. Exact both ways."""
+    import torch
+
+    from psdeploy.arch.psconv import PSGConv2d
+    from psdeploy.bench.prepare import prepare_on_target
+    from psdeploy.rewrite.lattice import PSConvLayer
+    from psdeploy.rewrite.lowerings import get_lowering
+
+    torch.manual_seed(stride)
+    module = PSGConv2d(256, 256, 3, stride, 1, 2, 8, 4).eval()  # released init: the mask left unapplied
+    layer = PSConvLayer.from_released("l", module)
+    assert any(layer.off_design_blocks().values())
+    fused = get_lowering("fused").lower(layer, torch.zeros(256)).module
+    assert len(fused.remainders) > 0
+    prepared = prepare_on_target(fused, module, (1, 256, *size), parse_target("llvm", mcpu=mcpu),
+                                 BuildOptions(layout="nchwc", tuning_db=tmp_path / "db"), 1, "fused")
+    assert prepared.parity.passed

@@ -182,7 +182,7 @@ def accuracy(model: str, checkpoint: str, arch: str | None) -> None:
               help="TVM: Winograd F(2x2,3x3)/F(4x4,3x3) for every stride-1 3x3 conv, dilated ones included (default off).")
 @click.option("--layout", default=None, type=click.Choice(bounds.LAYOUTS),
               help="TVM: the data layout convs compile in: nchwc blocks channels by the CPU's vector width "
-                   "(default nchw: measured faster on llvm; Winograd needs it).")
+                   "(default on llvm, measured fastest; cuda and Winograd: nchw).")
 @click.option("--tolerance", type=_range(bounds.TOLERANCE), default=None, help=TOLERANCE_HELP + " (default 1e-4)")
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
 def compile_cmd(source, recipe, target, output, arch, input_shape, lowering, tune_trials, tune_time, rpc, rpc_key,

@@ -91,10 +91,10 @@ def build(onnx_path: Path, input_shape: tuple[int, ...], spec: Target, options: 
     mod = lower(import_onnx(onnx_path, input_shape, layout), spec, winograd_tile, layout)
     database, summary = tune(mod, spec, TuningDatabase(options.tuning_db, spec), options.tune_trials,
                              options.tune_time_s, options.rpc, options.on_batch)
+    kernels = kernel_work(mod)  # read before scheduling, where each kernel's computation is still one block
     target = tvm.target.Target(spec.tvm_target)
     with target, database:
         mod = tvm.transform.Sequential(post_tuning_passes(spec))(mod)
-    kernels = kernel_work(mod)
     try:
         executable = tvm.compile(mod, target=target)
         executable.export_library(str(out_file))

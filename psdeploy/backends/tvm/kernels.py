@@ -1,7 +1,7 @@
 """What each compiled kernel computes: the conv it holds, as the manifest records it.
 
 TVM's VM profile names kernels by symbol (``fused_conv2d_NCHWc3_add2_relu1``), which says neither
-which conv it is nor how fast it runs. Read from the module just before it is compiled, each
+which conv it is nor how fast it runs. Read from the module before its schedules are applied, each
 kernel's reduction block gives its output (channels, height, width) and the length of its
 reduction per output (C_in/groups x kh x kw; for a PSConv kernel, summed over its slots), so a
 profile can give GFLOP/s per kernel and set each conv beside the same conv on another runtime.
