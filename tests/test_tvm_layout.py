@@ -33,7 +33,9 @@ def _lowered(digits, tmp_path: Path, lowering: str, layout: str):
 
     path = tmp_path / f"{lowering}.onnx"
     export_onnx(digits, path, lowering)
-    return lower(import_onnx(path, ODD_SHAPE), parse_target("llvm"), 0, layout)
+    spec = parse_target("llvm")
+    conv_layout = resolve_layout(layout, spec, 0)
+    return lower(import_onnx(path, ODD_SHAPE, conv_layout), spec, 0, conv_layout)
 
 
 def _calls(mod):
