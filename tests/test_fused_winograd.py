@@ -192,39 +192,48 @@ def test_fused_and_winograd_build_for_cuda(tmp_path) -> None:
     assert result.ran == cuda_available()
 
 
-@pytest.mark.parametrize("groups, stride, size", [(1, 1, (11, 9)), (1, 2, (13, 7)), (4, 2, (9, 12)), (4, 1, (10, 10)),
-                                                  (8, 2, (7, 11))])
-def test_fused_kernel_exact_at_the_te_level(groups, stride, size) -> None:
+@pytest.mark.parametrize("groups, stride, size, channels, block", [
+    (1, 1, (11, 9), 64, 0), (1, 2, (13, 7), 64, 0), (4, 2, (9, 12), 64, 0), (4, 1, (10, 10), 64, 0),
+    (8, 2, (7, 11), 64, 0), (1, 1, (11, 9), 128, 16), (1, 2, (13, 7), 128, 8), (2, 2, (9, 12), 128, 16),
+    (4, 1, (10, 10), 128, 8)])
+def test_fused_kernel_exact_at_the_te_level(groups, stride, size, channels, block) -> None:
     """The TE computation alone (default schedule, no tuning) against the operator's definition (one
-    masked conv per rate), for the packed weight of a released layer: groups 1/4/8, stride 2, odd sizes."""
+    masked conv per rate), for the packed weight of a released layer: groups 1/2/4/8, stride 2, odd sizes,
+    in NCHW and (``block``) on NCHW{block}c data with blocked slot weights."""
     import numpy as np
     import torch
     from tvm import te
 
     from psdeploy.arch.psconv import PSGConv2d, released_init_mask
-    from psdeploy.backends.tvm.fused import psconv_compute, slot_rates, slot_weights
+    from psdeploy.backends.tvm.fused import block_weight, psconv_compute, slot_rates, slot_weights
     from psdeploy.rewrite.lattice import PSConvLayer
     from psdeploy.rewrite.lowerings import get_lowering
     from tests.conftest import TVM_TOL
 
-    torch.manual_seed(groups + stride)
-    channels = 64
+    torch.manual_seed(groups + stride + block)
     module = PSGConv2d(channels, channels, 3, stride, 1, 2, groups, 4).eval()
     with torch.no_grad():
         module.conv.weight[released_init_mask(module)] = 0.0
-    layer = PSConvLayer.from_released("l", module)
-    fused = get_lowering("fused").lower(layer, torch.zeros(channels)).module
+    fused = get_lowering("fused").lower(PSConvLayer.from_released("l", module), torch.zeros(channels)).module
     rates = slot_rates(4, list(fused.rates))
     weights = slot_weights(fused.weight.detach().numpy(), groups, 4)
-    x = te.placeholder((1, channels, *size), name="x")
+    if block:
+        weights = [block_weight(w, block, block) for w in weights]
+
+    def laid_out(t: np.ndarray) -> np.ndarray:  # NCHW -> NCHW{block}c
+        if not block:
+            return t
+        n, c, h, w_ = t.shape
+        return np.ascontiguousarray(t.reshape(n, c // block, block, h, w_).transpose(0, 1, 3, 4, 2))
+
+    data = torch.randn(1, channels, *size)
+    x = te.placeholder(laid_out(data.numpy()).shape, name="x")
     w = [te.placeholder(s.shape, name=f"w{j}") for j, s in enumerate(weights)]
     func = te.create_prim_func([x, *w, psconv_compute(x, *w, stride=stride, groups=groups, rates=rates)])
     lib = tvm.compile(tvm.IRModule({"main": func}), target=tvm.target.Target(parse_target("llvm").tvm_target))
-    data = torch.randn(1, channels, *size)
     with torch.no_grad():
-        expected = torch.ops.psdeploy.psconv(data, fused.weight, fused.bias, stride, groups, 4, list(fused.rates))
-    out = tvm.runtime.tensor(np.zeros(tuple(expected.shape), "float32"))
-    lib["main"](tvm.runtime.tensor(data.numpy()), *(tvm.runtime.tensor(s) for s in weights), out)
-    got = out.numpy()
-    assert got.shape == tuple(expected.shape)
-    assert np.abs(got - expected.numpy()).max() / np.abs(expected.numpy()).max() < TVM_TOL
+        expected = laid_out(torch.ops.psdeploy.psconv(data, fused.weight, fused.bias, stride, groups, 4,
+                                                      list(fused.rates)).numpy())
+    out = tvm.runtime.tensor(np.zeros(expected.shape, "float32"))
+    lib["main"](tvm.runtime.tensor(laid_out(data.numpy())), *(tvm.runtime.tensor(s) for s in weights), out)
+    assert np.abs(out.numpy() - expected).max() / np.abs(expected).max() < TVM_TOL

@@ -228,47 +228,6 @@ def test_every_lowering_is_exact_in_nchwc(digits, tmp_path, mcpu, block) -> None
         assert result.manifest.layout == f"nchw{block}c" and result.ran and result.parity.passed
 
 
-@pytest.mark.parametrize("groups, stride, size, block", [(1, 1, (11, 9), 16), (1, 2, (13, 7), 8),
-                                                         (2, 2, (9, 12), 16), (4, 1, (10, 10), 8)])
-def test_blocked_fused_kernel_exact_at_the_te_level(groups, stride, size, block) -> None:
-    """The blocked PSConv kernel alone, on blocked data and weights, against the operator's definition."""
-    import numpy as np
-    import torch
-    import tvm
-    from tvm import te
-
-    from psdeploy.arch.psconv import PSGConv2d, released_init_mask
-    from psdeploy.backends.tvm.fused import block_weight, psconv_compute, slot_rates, slot_weights
-    from psdeploy.rewrite.lattice import PSConvLayer
-    from psdeploy.rewrite.lowerings import get_lowering
-    from tests.conftest import TVM_TOL
-
-    torch.manual_seed(groups + stride + block)
-    channels = 128
-    module = PSGConv2d(channels, channels, 3, stride, 1, 2, groups, 4).eval()
-    with torch.no_grad():
-        module.conv.weight[released_init_mask(module)] = 0.0
-    fused = get_lowering("fused").lower(PSConvLayer.from_released("l", module), torch.zeros(channels)).module
-    rates = slot_rates(4, list(fused.rates))
-    weights = [block_weight(w, block, block) for w in slot_weights(fused.weight.detach().numpy(), groups, 4)]
-    x = te.placeholder((1, channels // block, *size, block), name="x")
-    w = [te.placeholder(s.shape, name=f"w{j}") for j, s in enumerate(weights)]
-    func = te.create_prim_func([x, *w, psconv_compute(x, *w, stride=stride, groups=groups, rates=rates)])
-    lib = tvm.compile(tvm.IRModule({"main": func}), target=tvm.target.Target(parse_target("llvm").tvm_target))
-    data = torch.randn(1, channels, *size)
-    with torch.no_grad():
-        expected = torch.ops.psdeploy.psconv(data, fused.weight, fused.bias, stride, groups, 4, list(fused.rates))
-
-    def blocked(t: np.ndarray) -> np.ndarray:  # NCHW -> NCHW{block}c
-        n, c, h, w_ = t.shape
-        return np.ascontiguousarray(t.reshape(n, c // block, block, h, w_).transpose(0, 1, 3, 4, 2))
-
-    want = blocked(expected.numpy())
-    out = tvm.runtime.tensor(np.zeros(want.shape, "float32"))
-    lib["main"](tvm.runtime.tensor(blocked(data.numpy())), *(tvm.runtime.tensor(s) for s in weights), out)
-    assert np.abs(out.numpy() - want).max() / np.abs(want).max() < TVM_TOL
-
-
 @pytest.mark.parametrize("mcpu, stride, size", [("haswell", 2, (13, 11)), ("skylake-avx512", 1, (9, 12))])
 def test_a_ps_resnext_layer_with_off_design_kernels_is_exact_in_nchwc(tmp_path, mcpu, stride, size) -> None:
     """PS-ResNeXt as released keeps non-zero "masked" kernels: the fused lowering adds them as plain grouped

@@ -166,7 +166,8 @@ def _layer_convs(profile: Profile, onnx_path: Path) -> list[ConvTime]:
     for r in profile.nodes:
         key = keys.get(layer_of(r.name), [])
         if "Conv" in r.op_type and len(key) == 1:
-            times.append(ConvTime(key[0], r.ms_per_run, r.calls_per_run, 2.0 * profile.batch * key[0].macs * r.calls_per_run))
+            flops = 2.0 * profile.batch * key[0].macs * r.calls_per_run
+            times.append(ConvTime(key[0], r.ms_per_run, r.calls_per_run, flops))
     return per_conv(times)
 
 

@@ -235,8 +235,9 @@ def show_convs(profile: Profile, other: Profile) -> None:
                       f"{y.ms_per_run:.3f}" if y else "-", f"{y.gflops:.1f}" if y else "-",
                       f"{share:.0%}" if share is not None else "-")
     console.print(table)
+    mine_ms, theirs_ms = sum(x.ms_per_run for x in profile.convs), sum(t.ms_per_run for t in other.convs)
     console.print(f"{slow} of {len(profile.convs)} convs below {CONV_SPEED_TARGET:.0%} of {b}'s speed; "
-                  f"convs {sum(x.ms_per_run for x in profile.convs):.3f} ms vs {sum(t.ms_per_run for t in other.convs):.3f} ms")
+                  f"convs {mine_ms:.3f} ms vs {theirs_ms:.3f} ms")
 
 
 def _layer_order(layer: str) -> tuple:

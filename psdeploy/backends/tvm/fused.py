@@ -133,8 +133,8 @@ class PlaceholderLayer:
         slots = slot_weights(packed, self.groups, self.parts)
         if block:
             slots = [block_weight(w, block, block) for w in slots]
-        return bb.call_te(psconv_compute, data, *(relax.const(w) for w in slots), stride=self.stride, groups=self.groups,
-                          rates=list(self.rates), primfunc_name_hint="psconv_fused")
+        return bb.call_te(psconv_compute, data, *(relax.const(w) for w in slots), stride=self.stride,
+                          groups=self.groups, rates=list(self.rates), primfunc_name_hint="psconv_fused")
 
 
 _PLACEHOLDERS: dict[str, PlaceholderLayer] = {}  # digest of the packed weight -> the layer it is
