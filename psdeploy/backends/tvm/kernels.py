@@ -17,7 +17,10 @@ SPATIAL, REDUCE = 0, 2  # IterVar types
 def _reduction_block(func):
     """The first reduction block of a PrimFunc (a fused kernel holds one: its conv or matmul)."""
     from tvm import s_tir
+    from tvm.s_tir.stmt import SBlockRealize
 
+    if not isinstance(func.body, SBlockRealize):  # no root block: not written as blocks (TE writes them)
+        return None
     sch = s_tir.Schedule(func)
     for block in sch.get_child_blocks(sch.get_sblock("root")):
         stmt = sch.get(block)
