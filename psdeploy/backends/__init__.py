@@ -166,8 +166,7 @@ def _layer_convs(profile: Profile, onnx_path: Path) -> list[ConvTime]:
     for r in profile.nodes:
         key = keys.get(layer_of(r.name), [])
         if "Conv" in r.op_type and len(key) == 1:
-            flops = 2.0 * profile.batch * key[0].macs * r.calls_per_run
-            times.append(ConvTime(key[0], r.ms_per_run, r.calls_per_run, flops))
+            times.append(ConvTime(key[0], r.ms_per_run, r.calls_per_run, key[0].flops(profile.batch) * r.calls_per_run))
     return per_conv(times)
 
 

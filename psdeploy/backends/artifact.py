@@ -38,8 +38,8 @@ class KernelWork(Strict):
         return ConvKey(self.out_channels, self.out_height, self.out_width, self.reduction)
 
     @property
-    def flops(self) -> float:  # per call, two per multiply-add
-        return 2.0 * self.batch * self.key.macs
+    def flops(self) -> float:  # per call
+        return self.key.flops(self.batch)
 
 
 class Manifest(Strict):

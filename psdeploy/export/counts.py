@@ -26,6 +26,9 @@ class ConvKey:
     def macs(self) -> int:  # per sample
         return self.out_channels * self.out_height * self.out_width * self.reduction
 
+    def flops(self, batch: int) -> float:  # two per multiply-add
+        return 2.0 * batch * self.macs
+
     def __str__(self) -> str:
         return f"{self.out_channels}@{self.out_height}x{self.out_width} r{self.reduction}"
 

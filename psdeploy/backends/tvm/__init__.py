@@ -52,8 +52,6 @@ class TvmBackend(Backend):
                                 "KEY, or build from a tuned --tuning-db with no budget")
 
     def layout(self, target: Target, options: BuildOptions) -> str:
-        from psdeploy.backends.tvm.layout import resolve_layout
-
         return str(self.conv_layout(target, options))
 
     def conv_layout(self, target: Target, options: BuildOptions):

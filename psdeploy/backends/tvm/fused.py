@@ -146,7 +146,7 @@ def _digest(weight: np.ndarray) -> str:
 
 def placeholder_layer(weight: np.ndarray) -> PlaceholderLayer | None:
     """The PSConv layer a conv over this (packed, OIHW) weight stands for, if the importer wrote it."""
-    return _PLACEHOLDERS.get(_digest(weight)) if weight.ndim == 4 and weight.shape[2:] == (3, 3) else None
+    return _PLACEHOLDERS.get(_digest(weight))
 
 
 def _converter(placeholders: bool):

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from psdeploy.backends.targets import Target
-from psdeploy.backends.tvm.fused import placeholder_layer, unblock_weight
+from psdeploy.backends.tvm.fused import PlaceholderLayer, placeholder_layer, unblock_weight
 from psdeploy.errors import PsdeployError
 
 DEFAULT_LAYOUT = {"cpu": "nchwc", "cuda": "nchw"}
@@ -66,7 +66,7 @@ def resolve_layout(requested: str | None, spec: Target, winograd_tile: int) -> C
         if requested not in (None, "nchw"):
             raise PsdeployError(f"--layout {requested}: Winograd convs are built in NCHW; "
                                 f"give --layout nchw (or no --layout) with --winograd")
-        return ConvLayout("nchw")
+        return NCHW
     name = requested or DEFAULT_LAYOUT[spec.device]
     if name == "nchwc":
         if spec.device != "cpu":
@@ -76,10 +76,17 @@ def resolve_layout(requested: str | None, spec: Target, winograd_tile: int) -> C
     return ConvLayout(name)
 
 
-def _constant(expr) -> np.ndarray | None:
+def _placeholder(weight) -> tuple[PlaceholderLayer, np.ndarray] | None:
+    """The PSConv layer a conv's weight (OIHW, or blocked by ConvertLayout) stands for, with its packed
+    OIHW weight; only a constant 3x3 weight is read and hashed."""
     from tvm.ir.expr import Constant
 
-    return expr.value.numpy() if isinstance(expr, Constant) else None
+    if not isinstance(weight, Constant) or [int(v) for v in weight.ty.shape][2:4] != [3, 3]:
+        return None
+    value = weight.value.numpy()
+    packed = unblock_weight(value) if value.ndim == 6 else value
+    layer = placeholder_layer(packed)
+    return (layer, packed) if layer else None
 
 
 def blocked_conv_layouts(call, block: int) -> list[str] | None:
@@ -91,10 +98,10 @@ def blocked_conv_layouts(call, block: int) -> list[str] | None:
     groups = int(call.attrs.groups)
     if call.attrs.data_layout != "NCHW" or call.attrs.kernel_layout != "OIHW" or (c_out // groups) % block:
         return None
-    packed = _constant(call.args[1])
-    psconv = placeholder_layer(packed) if packed is not None else None
+    psconv = _placeholder(call.args[1])
     if psconv is not None:
-        return [f"NCHW{block}c", f"OIHW{block}i{block}o", f"NCHW{block}c"] if psconv.blocks(packed.shape, block) \
+        layer, packed = psconv
+        return [f"NCHW{block}c", f"OIHW{block}i{block}o", f"NCHW{block}c"] if layer.blocks(packed.shape, block) \
             else None
     if c_in_group % block == 0:
         in_block = block
@@ -136,13 +143,11 @@ def legalize_blocked_conv(bb, call):
     from tvm.relax.transform.legalize_ops.nn import _nn_conv2d
 
     a = call.attrs
-    weight = _constant(call.args[1])
     blocked = len(a.data_layout) > 4
-    if weight is not None:
-        packed = unblock_weight(weight) if blocked else weight
-        psconv = placeholder_layer(packed)
-        if psconv is not None:
-            return psconv.emit(bb, call.args[0], packed, weight.shape[-1] if blocked else 0)
+    psconv = _placeholder(call.args[1])
+    if psconv is not None:
+        layer, packed = psconv
+        return layer.emit(bb, call.args[0], packed, int(call.args[1].ty.shape[-1]) if blocked else 0)
     if not blocked:
         return _nn_conv2d(bb, call)
     return bb.call_te(topi.nn.conv2d_NCHWc, call.args[0], call.args[1], [int(v) for v in a.strides],
