@@ -192,17 +192,44 @@ def test_fused_and_winograd_build_for_cuda(tmp_path) -> None:
     assert result.ran == cuda_available()
 
 
+def test_blocked_fused_kernel_is_register_tiled_and_passes_the_postprocs() -> None:
+    """In NCHW{b}c the kernel's space is psdeploy's register-tiled rule (two sampled tile sizes, so MetaSchedule
+    tunes them), and MetaSchedule's own postprocs (parallel/vectorize/unroll, reduction init) accept it."""
+    import numpy as np
+    from tvm import te
+    from tvm.s_tir import meta_schedule as ms
+
+    from psdeploy.backends.tvm.fused import block_weight, psconv_compute, slot_weights
+    from psdeploy.backends.tvm.register_tiling import MARK, register_schedule_rules
+
+    register_schedule_rules()
+    x = te.placeholder((1, 8, 14, 14, 8), name="x")
+    weights = [te.placeholder(block_weight(w, 8, 8).shape, name=f"w{j}")
+               for j, w in enumerate(slot_weights(np.zeros((64, 64, 3, 3), "float32"), 1, 4))]
+    func = te.create_prim_func([x, *weights, psconv_compute(x, *weights, stride=2, groups=1, rates=[2, 1, 4, 1])])
+    context = ms.TuneContext(mod=tvm.IRModule({"main": func}), target=tvm.target.Target(parse_target("llvm").tvm_target),
+                             space_generator="post-order-apply", search_strategy="evolutionary", task_name="fused")
+    (space,) = context.space_generator.generate_design_space(context.mod)
+    kinds = [i.kind.name for i in space.trace.insts]
+    assert kinds.count("SamplePerfectTile") == 2 and kinds.count("CacheWrite") == 1
+    assert MARK in space.mod.script()
+    assert all(postproc.apply(space) for postproc in context.space_generator.postprocs)
+
+
 @pytest.mark.parametrize("groups, stride, size, channels, block", [
     (1, 1, (11, 9), 64, 0), (1, 2, (13, 7), 64, 0), (4, 2, (9, 12), 64, 0), (4, 1, (10, 10), 64, 0),
     (8, 2, (7, 11), 64, 0), (1, 1, (11, 9), 128, 16), (1, 2, (13, 7), 128, 8), (2, 2, (9, 12), 128, 16),
     (4, 1, (10, 10), 128, 8)])
 def test_fused_kernel_exact_at_the_te_level(groups, stride, size, channels, block) -> None:
-    """The TE computation alone (default schedule, no tuning) against the operator's definition (one
-    masked conv per rate), for the packed weight of a released layer: groups 1/2/4/8, stride 2, odd sizes,
-    in NCHW and (``block``) on NCHW{block}c data with blocked slot weights."""
+    """The TE computation alone (no tuning) against the operator's definition (one masked conv per rate),
+    for the packed weight of a released layer: groups 1/2/4/8, stride 2, odd sizes, in NCHW and (``block``)
+    on NCHW{block}c data with blocked slot weights; blocked, both unscheduled and register-tiled (the tile
+    sizes the rule samples with three seeds)."""
     import numpy as np
     import torch
-    from tvm import te
+    from tvm import s_tir, te
+
+    from psdeploy.backends.tvm.register_tiling import register_tiled
 
     from psdeploy.arch.psconv import PSGConv2d, released_init_mask
     from psdeploy.backends.tvm.fused import block_weight, psconv_compute, slot_rates, slot_weights
@@ -230,10 +257,16 @@ def test_fused_kernel_exact_at_the_te_level(groups, stride, size, channels, bloc
     x = te.placeholder(laid_out(data.numpy()).shape, name="x")
     w = [te.placeholder(s.shape, name=f"w{j}") for j, s in enumerate(weights)]
     func = te.create_prim_func([x, *w, psconv_compute(x, *w, stride=stride, groups=groups, rates=rates)])
-    lib = tvm.compile(tvm.IRModule({"main": func}), target=tvm.target.Target(parse_target("llvm").tvm_target))
     with torch.no_grad():
         expected = laid_out(torch.ops.psdeploy.psconv(data, fused.weight, fused.bias, stride, groups, 4,
                                                       list(fused.rates)).numpy())
-    out = tvm.runtime.tensor(np.zeros(expected.shape, "float32"))
-    lib["main"](tvm.runtime.tensor(laid_out(data.numpy())), *(tvm.runtime.tensor(s) for s in weights), out)
-    assert np.abs(out.numpy() - expected).max() / np.abs(expected).max() < TVM_TOL
+    schedules = [func]
+    for seed in range(3 if block else 0):
+        sch = s_tir.Schedule(func, seed=seed)
+        register_tiled(sch, sch.get_sblock("psconv_fused"))
+        schedules.append(sch.mod["main"])
+    for scheduled in schedules:
+        lib = tvm.compile(tvm.IRModule({"main": scheduled}), target=tvm.target.Target(parse_target("llvm").tvm_target))
+        out = tvm.runtime.tensor(np.zeros(expected.shape, "float32"))
+        lib["main"](tvm.runtime.tensor(laid_out(data.numpy())), *(tvm.runtime.tensor(s) for s in weights), out)
+        assert np.abs(out.numpy() - expected).max() / np.abs(expected).max() < TVM_TOL

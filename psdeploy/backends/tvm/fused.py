@@ -14,7 +14,9 @@ block is read at its rate where it lies. Relax's ``ConvertLayout`` knows only it
 the importer writes the layer as a *placeholder* ``conv2d`` over the packed weight (which
 ``ConvertLayout`` blocks like any conv, and no other op need move), and records the packed
 weight's digest: the conv legalization (``layout.py``) finds the layer by its weight and
-emits this kernel instead, so a PSConv layer moves no data at all.
+emits this kernel instead, so a PSConv layer moves no data at all. Its block names psdeploy's
+register-tiled schedule rule (``register_tiling.py``), which MetaSchedule tunes in place of its
+generic tiling; each view is computed whole before the kernel.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from psdeploy.backends.tvm.register_tiling import RULE
 from psdeploy.errors import PsdeployError
 from psdeploy.rewrite.lowerings.fused_op import OP_TYPE
 
@@ -64,6 +67,7 @@ def psconv_compute(x, *weights, stride: int, groups: int, rates: list[int]):
     NCHW data with ``(C_out, bi, 3, 3)`` slot weights, or ``NCHW{b}c`` data with ``OIHW{b}i{b}o`` ones:
     the same sum with channels counted in vector blocks (a part is then ``bi`` blocks wide, each slot
     view rotates whole blocks, and the lanes of a block are one more reduction and one more output axis).
+    The blocked kernel is scheduled by psdeploy's register-tiled rule, with its views left whole.
     """
     from tvm import te, tirx
 
@@ -72,13 +76,16 @@ def psconv_compute(x, *weights, stride: int, groups: int, rates: list[int]):
     in_card, out_card = c_in // groups, c_out // groups
     bo = out_card * bi // in_card
 
+    rule, at_root = ({"schedule_rule": RULE}, {"schedule_rule": "None"}) if lanes else ({}, {})
+
     def view(j: int, d: int):
         def element(b, c, h, w, *lane):
             inside = tirx.all(h >= d, h < height + d, w >= d, w < width + d)
             source = (c // in_card) * in_card + (c % in_card + j * bi) % in_card
             return tirx.if_then_else(inside, x[(b, source, h - d, w - d, *lane)], tirx.const(0.0, x.dtype))
 
-        return te.compute((n, c_in, height + 2 * d, width + 2 * d, *lanes), element, name=f"psconv_view{j}")
+        return te.compute((n, c_in, height + 2 * d, width + 2 * d, *lanes), element, name=f"psconv_view{j}",
+                          attrs=at_root)
 
     views = [view(j, d) for j, d in enumerate(rates)]
     r = te.reduce_axis((0, bi), "rc")
@@ -96,7 +103,7 @@ def psconv_compute(x, *weights, stride: int, groups: int, rates: list[int]):
         return te.sum(total, axis=[r, *in_lane, kh, kw])
 
     shape = (n, c_out, (height - 1) // stride + 1, (width - 1) // stride + 1, *lanes)
-    return te.compute(shape, body, name="psconv_fused")
+    return te.compute(shape, body, name="psconv_fused", attrs=rule)
 
 
 def block_weight(weight: np.ndarray, in_block: int, out_block: int) -> np.ndarray:
