@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from psdeploy.backends import BuildOptions, Manifest, open_runner, parse_target
-from psdeploy.backends.tvm import cuda_available
+from psdeploy.backends.tvm.host import cuda_available
 from psdeploy.backends.tvm.tuning_db import META_NAME, RECORDS, TuningDatabase
 from psdeploy.compile import CompileRequest, CompileResult, compile_model
 from psdeploy.errors import PsdeployError
@@ -52,6 +52,30 @@ def test_cuda_builds_without_gpu_and_refuses_to_run(tmp_path) -> None:
             open_runner(tmp_path / "cuda")
 
 
+def test_code_for_a_cpu_this_one_cannot_run_builds_and_is_never_run_here(tmp_path, monkeypatch) -> None:
+    """A module for AVX-512 dies with SIGILL/SIGSEGV on an AVX2 CPU: it is built, not verified, and
+    running or tuning it here is refused in one line (this CPU is made to look AVX2-only)."""
+    from click.testing import CliRunner
+
+    from psdeploy.backends.tvm import host
+    from psdeploy.cli import main
+
+    monkeypatch.setattr(host, "host_cpu_flags", lambda: frozenset({"avx", "avx2", "fma", "f16c"}))
+    result = compile_model(CompileRequest("seeded:ps_resnet_digits", parse_target("llvm", mcpu="skylake-avx512"),
+                                          tmp_path / "x", BuildOptions(tuning_db=tmp_path / "db")))
+    status = Manifest.read(tmp_path / "x").parity["status"]
+    assert not result.ran and (tmp_path / "x" / "module.so").stat().st_size > 0
+    assert status.startswith("not run:") and "lacks avx512f" in status and "skylake-avx512" in status
+    with pytest.raises(PsdeployError, match="lacks avx512f"):
+        open_runner(tmp_path / "x")
+    for args in (["run", str(tmp_path / "x")],
+                 ["compile", "seeded:ps_resnet_digits", "--target", "llvm", "--mcpu", "skylake-avx512",
+                  "--tune-trials", "8", "--tuning-db", str(tmp_path / "db"), "-o", str(tmp_path / "tuned")]):
+        cli = CliRunner().invoke(main, args)
+        assert cli.exit_code == 2 and "lacks avx512f" in cli.output and len(cli.output.strip().splitlines()) == 1
+    assert not (tmp_path / "tuned").exists()
+
+
 @pytest.mark.skipif("cuda_available()", reason="a GPU is visible: tuning for cuda can measure here")
 def test_cuda_tuning_without_a_gpu_is_refused_before_any_work(tmp_path) -> None:
     from click.testing import CliRunner
@@ -61,7 +85,7 @@ def test_cuda_tuning_without_a_gpu_is_refused_before_any_work(tmp_path) -> None:
     out = tmp_path / "cu"
     result = CliRunner().invoke(main, ["compile", "seeded:ps_resnet_digits", "--target", "cuda", "--tune-time", "1m",
                                        "-o", str(out), "--tuning-db", str(tmp_path / "db")])
-    assert result.exit_code == 2 and "none is visible here" in result.output and "--rpc" in result.output
+    assert result.exit_code == 2 and "no CUDA GPU is visible here" in result.output and "--rpc" in result.output
     assert not out.exists() and not (tmp_path / "db").exists()
 
 
@@ -148,7 +172,9 @@ def test_ctrl_c_keeps_records_tuning_resumes_and_tuned_module_is_exact(tmp_path)
     onnx_path = tmp_path / "layer.onnx"
     export_to_file(case.module, onnx_path, spec.shape, ["y"])
     target = parse_target("llvm")
-    mod = lower(import_onnx(onnx_path, spec.shape), target)
+    backend, options = TvmBackend(), BuildOptions(tune_trials=1, tuning_db=tmp_path / "db")
+    layout = backend.conv_layout(target, options)  # the tasks the build will tune: in its default layout
+    mod = lower(import_onnx(onnx_path, spec.shape, layout), target, 0, layout)
     tasks = len(plan_tuning(mod, target, TuningDatabase(tmp_path / "db", target), 1).tasks)
     records = tmp_path / "db" / target.key / RECORDS
 
@@ -161,7 +187,7 @@ def test_ctrl_c_keeps_records_tuning_resumes_and_tuned_module_is_exact(tmp_path)
     plan = plan_tuning(mod, target, TuningDatabase(tmp_path / "db", target), tasks)
     assert plan.per_task == 1 and len(plan.todo) == tasks - 1
 
-    backend, options = TvmBackend(), BuildOptions(tune_trials=tasks, tuning_db=tmp_path / "db")
+    options = BuildOptions(tune_trials=tasks, tuning_db=tmp_path / "db")
     resumed = backend.build(onnx_path, spec.shape, target, options, tmp_path)["tuning"]
     assert resumed["tasks_already_tuned"] == 1 and resumed["tasks_tuned"] == tasks - 1
     measured = records.read_text()

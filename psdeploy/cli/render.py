@@ -134,8 +134,8 @@ def show_compile(result: CompileResult) -> None:
     if result.parity is not None:
         console.print(parity_table(result.parity))
     else:
-        err_console.print("[bold yellow]built but NOT run: this artifact targets CUDA and no GPU is visible "
-                          "here; run 'psdeploy verify' on a GPU machine[/]")
+        err_console.print(f"[bold yellow]built but NOT run ({m.parity['status']}): run 'psdeploy verify' on "
+                          f"the machine it is for[/]")
     console.print(f"[green]wrote[/] {result.output} ({m.backend} {m.target}, {m.arch}, lowering {m.lowering}"
                   f"{', layout ' + m.layout if m.layout else ''}{', winograd ' + m.winograd if m.winograd != 'off' else ''})")
 

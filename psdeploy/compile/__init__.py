@@ -16,7 +16,7 @@ import onnx
 
 from psdeploy.arch.registry import default_input_shape
 from psdeploy.backends import BuildOptions, Manifest, Target, backend_for, open_artifact
-from psdeploy.backends.tvm import cuda_available
+from psdeploy.backends.tvm.host import cannot_run_here
 from psdeploy.bounds import check_memory
 from psdeploy.demo_data import IMAGE_SIZE
 from psdeploy.errors import PsdeployError
@@ -100,9 +100,9 @@ def _onnx_input_shape(meta: dict[str, str], path: Path) -> tuple[int, ...]:
 
 def _search(request: CompileRequest, loaded: LoadedModel, shape: tuple[int, ...]):
     """``--lowering auto`` for this very target: candidates are built with the request's target and options."""
-    if request.target.device == "cuda" and not cuda_available():
-        raise PsdeployError("--lowering auto with --target cuda times candidates on the GPU, and none is "
-                            "visible here; choose a lowering (grouped, polyphase, fused) or run on the GPU machine")
+    if reason := cannot_run_here(request.target):
+        raise PsdeployError(f"--lowering auto with --target {request.target.name} times candidates here, and "
+                            f"{reason}; choose a lowering (grouped, polyphase, fused) or run on the target machine")
     cores = os.cpu_count() or 1
     threads = min(int((request.target.tvm_target or {}).get("num-cores") or cores), cores)
     return search_lowerings(loaded.model, shape, request.target, request.options, threads)
@@ -146,7 +146,7 @@ def compile_model(request: CompileRequest) -> CompileResult:
         )
         manifest.write(stage)
         parity, ran = verify_staged(stage, loaded, onnx_path, request.tolerance)
-        manifest.parity = parity.to_dict() if parity else {"status": "not run: no CUDA GPU on this machine"}
+        manifest.parity = parity.to_dict() if parity else {"status": f"not run: {cannot_run_here(target)}"}
         if ran and loaded is not None and arch in DEMO_ARCHS and tuple(shape[2:]) == (IMAGE_SIZE, IMAGE_SIZE):
             manifest.accuracy = check_top1(stage, loaded)
         manifest.write(stage)
@@ -177,7 +177,7 @@ def checked_shapes(manifest: Manifest) -> list[tuple[int, ...]]:
 def verify_staged(directory: Path, loaded: LoadedModel | None, onnx_path: Path,
                   tolerance: float) -> tuple[ParityReport | None, bool]:
     manifest = Manifest.read(directory)
-    if manifest.target_object.device == "cuda" and not cuda_available():
+    if manifest.target_object.tvm_target and cannot_run_here(manifest.target_object):
         return None, False
     runner = open_artifact(directory)
     if loaded is not None:

@@ -15,18 +15,13 @@ import numpy as np
 
 from psdeploy.backends.base import Backend, BuildOptions, NodeTime, summed
 from psdeploy.backends.targets import Target
+from psdeploy.backends.tvm.host import cannot_run_here
 from psdeploy.errors import PsdeployError
 from psdeploy.rewrite.lowerings.fused_op import OP_NAME
 from psdeploy.verify.parity import Runner
 
 WINOGRAD_TILES = {"off": 0, "f2": 2, "f4": 4}
 WARMUP_RUNS = 3
-
-
-def cuda_available() -> bool:
-    import tvm
-
-    return bool(tvm.cuda(0).exist)
 
 
 class TvmBackend(Backend):
@@ -46,10 +41,11 @@ class TvmBackend(Backend):
     def check_options(self, target: Target, options: BuildOptions) -> None:
         super().check_options(target, options)
         self.layout(target, options)  # refuses a layout the Winograd convs cannot take
-        if target.device == "cuda" and options.tunes and options.rpc is None and not cuda_available():
-            raise PsdeployError("--target cuda with a tuning budget: candidates are measured on an NVIDIA GPU and "
-                                "none is visible here; measure them on a GPU machine with --rpc HOST:PORT --rpc-key "
-                                "KEY, or build from a tuned --tuning-db with no budget")
+        if options.tunes and options.rpc is None and (reason := cannot_run_here(target)):
+            machine = "an NVIDIA GPU" if target.device == "cuda" else "a CPU that has them"
+            raise PsdeployError(f"--target {target.name} with a tuning budget: candidates are measured here and "
+                                f"{reason}; measure them on {machine} with --rpc HOST:PORT --rpc-key KEY, "
+                                f"or build from a tuned --tuning-db with no budget")
 
     def layout(self, target: Target, options: BuildOptions) -> str:
         return str(self.conv_layout(target, options))
@@ -79,9 +75,9 @@ class TvmBackend(Backend):
         import tvm
         from tvm import relax
 
-        if target.device == "cuda" and not cuda_available():
-            raise PsdeployError(f"{module.parent}: this artifact targets CUDA and no CUDA GPU is visible here; "
-                                f"run it on a machine with an NVIDIA GPU")
+        if reason := cannot_run_here(target):
+            raise PsdeployError(f"{module.parent}: built for {target.label} and {reason}; run it on the machine "
+                                f"it was built for")
         device = tvm.cuda(0) if target.device == "cuda" else tvm.cpu(0)
         try:
             library = tvm.runtime.load_module(str(module))
