@@ -210,17 +210,28 @@ def _kernel_calls(mod) -> list[tuple[str, int]]:
 def test_every_lowering_is_exact_in_nchwc(digits, tmp_path, mcpu, block) -> None:
     """The digits network's parts are 4, 8 and 16 channels wide: with blocks of 8 its last two stages' PSConv
     layers (stride 2 included) run as blocked kernels, with 16 the last stage's, the rest stays NCHW; exact
-    every way, the fused kernels included (built and run at blocks of 8; the TE-level test runs them at 16)."""
+    every way, the fused kernels included (built and run at blocks of 8; the TE-level test runs them at 16),
+    every blocked conv scheduled by psdeploy's register-tiled rule."""
+    import tvm
+
     from psdeploy.backends.tvm.build import import_onnx, lower
     from psdeploy.backends.tvm.layout import ConvLayout
+    from psdeploy.backends.tvm.register_tiling import RULE
 
     path = tmp_path / "fused.onnx"
     export_onnx(digits, path, "fused")
     layout = ConvLayout("nchwc", block)
     spec = parse_target("llvm", mcpu=mcpu)
-    kernels = _kernel_calls(lower(import_onnx(path, ODD_SHAPE, layout), spec, 0, layout))
+    lowered = lower(import_onnx(path, ODD_SHAPE, layout), spec, 0, layout)
+    kernels = _kernel_calls(lowered)
     fused = [rank for name, rank in kernels if name.startswith("fused_psconv")]
     assert fused.count(5) == (4 if block == 8 else 2) and fused.count(4) == 6 - fused.count(5), kernels
+    # every blocked conv but the stem (3 channels in, as one block) asks for the register-tiled rule; NCHW ones don't
+    blocked = {name for name, args in _calls(lowered) if "conv" in name and len(args[0].ty.shape) == 5
+               and int(args[0].ty.shape[-1]) == block}
+    requested = {gv.name_hint for gv, func in lowered.functions.items()
+                 if isinstance(func, tvm.tirx.PrimFunc) and f'"schedule_rule": "{RULE}"' in func.script()}
+    assert blocked and requested == blocked
     for lowering in ("grouped", "fused") if block == 8 else ():
         result = api.compile("seeded:ps_resnet_digits@4", target="llvm", mcpu=mcpu, output=tmp_path / lowering,
                              lowering=lowering, layout="nchwc", input_shape=",".join(map(str, ODD_SHAPE)),
@@ -254,3 +265,49 @@ def test_a_ps_resnext_layer_with_off_design_kernels_is_exact_in_nchwc(tmp_path, 
                                  BuildOptions(layout="nchwc", tuning_db=tmp_path / "db"), 1, "fused")
     assert prepared.parity.passed
 
+
+@pytest.mark.parametrize("kernel, stride, size, block", [(3, 1, (11, 9), 8), (1, 2, (13, 7), 16), (3, 2, (9, 12), 16),
+                                                        (1, 1, (7, 10), 8)])
+def test_blocked_convs_are_register_tiled_exactly(kernel, stride, size, block) -> None:
+    """TOPI's ``conv2d_NCHWc`` under psdeploy's register-tiled rule (each of its design spaces): exact against
+    torch for 3x3 and 1x1 convs, stride 2 and odd sizes included; its space passes MetaSchedule's postprocs."""
+    import numpy as np
+    import torch
+    import tvm
+    from tvm import s_tir, te, topi
+    from tvm.s_tir import meta_schedule as ms
+
+    from psdeploy.backends.tvm.fused import block_weight
+    from psdeploy.backends.tvm.register_tiling import RULE, register_schedule_rules, register_tiled
+    from tests.conftest import TVM_TOL
+
+    channels, pad = 2 * block, kernel // 2
+    data = torch.randn(1, channels, *size)
+    weight = torch.randn(3 * block, channels, kernel, kernel)
+    expected = torch.nn.functional.conv2d(data, weight, stride=stride, padding=pad).numpy()
+    blocked_data = data.numpy().reshape(1, 2, block, *size).transpose(0, 1, 3, 4, 2).copy()
+    target = tvm.target.Target(parse_target("llvm").tvm_target)
+    layout = f"NCHW{block}c"
+    with target:
+        x = te.placeholder(blocked_data.shape, name="x")
+        w = te.placeholder(block_weight(weight.numpy(), block, block).shape, name="w")
+        out = topi.nn.conv2d_NCHWc(x, w, [stride] * 2, [pad] * 2, [1, 1], layout, layout, "float32")
+    func = te.create_prim_func([x, w, out])
+    register_schedule_rules()
+    annotated = s_tir.Schedule(func)
+    annotated.annotate(annotated.get_sblock("conv2d_NCHWc"), "schedule_rule", RULE)
+    context = ms.TuneContext(mod=annotated.mod, target=target, space_generator="post-order-apply",
+                             search_strategy="evolutionary", task_name="conv")
+    spaces = context.space_generator.generate_design_space(context.mod)
+    assert len(spaces) == 2  # 3 output blocks: tiles of 1 and of 3 (3 x 4 pixels fit AVX2's registers)
+    for space in spaces:
+        assert [i.kind.name for i in space.trace.insts].count("SamplePerfectTile") == 1
+        assert all(postproc.apply(space) for postproc in context.space_generator.postprocs)
+    sch = s_tir.Schedule(func, seed=1)
+    for space in register_tiled(sch, sch.get_sblock("conv2d_NCHWc")):
+        lib = tvm.compile(space.mod, target=target)
+        result = tvm.runtime.tensor(np.zeros([int(v) for v in out.shape], "float32"))
+        lib["main"](tvm.runtime.tensor(blocked_data), tvm.runtime.tensor(block_weight(weight.numpy(), block, block)),
+                    result)
+        got = result.numpy().transpose(0, 1, 4, 2, 3).reshape(expected.shape)
+        assert np.abs(got - expected).max() / np.abs(expected).max() < TVM_TOL

@@ -32,6 +32,8 @@ from psdeploy.backends.tvm.register_tiling import RULE
 from psdeploy.errors import PsdeployError
 from psdeploy.rewrite.lowerings.fused_op import OP_TYPE
 
+SLOT_AXIS = "slot"  # the blocked kernel's reduction over its slots (kernels.py counts its work by it)
+
 
 def slot_rates(parts: int, rates: list[int]) -> list[int]:
     """Rate of slot j (output block ob reads input block (ob + j) % parts); the lattice must be cyclic."""
@@ -67,7 +69,10 @@ def psconv_compute(x, *weights, stride: int, groups: int, rates: list[int]):
     NCHW data with ``(C_out, bi, 3, 3)`` slot weights, or ``NCHW{b}c`` data with ``OIHW{b}i{b}o`` ones:
     the same sum with channels counted in vector blocks (a part is then ``bi`` blocks wide, each slot
     view rotates whole blocks, and the lanes of a block are one more reduction and one more output axis).
-    The blocked kernel is scheduled by psdeploy's register-tiled rule, with its views left whole.
+    Blocked, the slots are one more reduction axis (a choice among the four products, which the
+    register-tiled rule of ``register_tiling.py`` unrolls away), so each step is one multiply-add into an
+    accumulator, as in a plain conv, instead of four products summed first; the views are computed whole
+    before the kernel.
     """
     from tvm import te, tirx
 
@@ -92,15 +97,21 @@ def psconv_compute(x, *weights, stride: int, groups: int, rates: list[int]):
     kh = te.reduce_axis((0, 3), "kh")
     kw = te.reduce_axis((0, 3), "kw")
     in_lane = [te.reduce_axis((0, lanes[0]), "ri")] if lanes else []
+    slot = [te.reduce_axis((0, len(rates)), SLOT_AXIS)] if lanes else []
 
     def body(b, o, h, w, *out_lane):
         c = (o // out_card) * in_card + ((o % out_card) // bo) * bi + r
         terms = [views[j][(b, c, h * stride + kh * d, w * stride + kw * d, *in_lane)]
                  * weights[j][(o, r, kh, kw, *in_lane, *out_lane)] for j, d in enumerate(rates)]
+        if slot:  # one multiply-add per step, as in a plain conv; the rule unrolls the slot loop, folding the choice
+            chosen = terms[-1]
+            for j in reversed(range(len(terms) - 1)):
+                chosen = tirx.if_then_else(slot[0] == j, terms[j], chosen)
+            return te.sum(chosen, axis=[r, *slot, kh, kw, *in_lane])
         total = terms[0]
         for term in terms[1:]:
             total = total + term
-        return te.sum(total, axis=[r, *in_lane, kh, kw])
+        return te.sum(total, axis=[r, kh, kw])
 
     shape = (n, c_out, (height - 1) // stride + 1, (width - 1) // stride + 1, *lanes)
     return te.compute(shape, body, name="psconv_fused", attrs=rule)

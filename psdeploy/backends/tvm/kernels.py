@@ -3,13 +3,14 @@
 TVM's VM profile names kernels by symbol (``fused_conv2d_NCHWc3_add2_relu1``), which says neither
 which conv it is nor how fast it runs. Read from the module before its schedules are applied, each
 kernel's reduction block gives its output (channels, height, width) and the length of its
-reduction per output (C_in/groups x kh x kw; for a PSConv kernel, summed over its slots), so a
+reduction per output (C_in/groups x kh x kw; for a PSConv kernel, over all its slots), so a
 profile can give GFLOP/s per kernel and set each conv beside the same conv on another runtime.
 """
 
 from __future__ import annotations
 
 from psdeploy.backends.artifact import KernelWork
+from psdeploy.backends.tvm.fused import SLOT_AXIS
 
 SPATIAL, REDUCE = 0, 2  # IterVar types
 
@@ -49,8 +50,9 @@ def kernel_work(mod) -> dict[str, KernelWork]:
             spatial = [spatial[0], spatial[1] * spatial[4], spatial[2], spatial[3]]
         if len(spatial) != 4:
             continue
-        if block.name_hint == "psconv_fused":  # one view and one weight read per slot, each its own reduction
-            reduction *= len(block.reads) // 2
+        if block.name_hint == "psconv_fused" and SLOT_AXIS not in {iv.var.name.removeprefix("v_")
+                                                                    for iv in block.iter_vars}:
+            reduction *= len(block.reads) // 2  # NCHW: one view and one weight read per slot, each summed whole
         work[gv.name_hint] = KernelWork(op=block.name_hint, batch=spatial[0], out_channels=spatial[1],
                                         out_height=spatial[2], out_width=spatial[3], reduction=reduction)
     return work

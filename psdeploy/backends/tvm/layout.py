@@ -7,7 +7,8 @@ transforms at build time):
 - ``nhwc``: channels innermost, every conv NHWC/OHWI.
 - ``nchwc``: channels blocked by the target's vector width (16 floats on AVX-512, 8 on AVX2),
   every conv ``NCHW{b}c``/``OIHW{b}i{b}o`` and legalized to TOPI's ``conv2d_NCHWc``: the
-  layout oneDNN and NeoCPU compute in, where one output block is one vector register. The stem
+  layout oneDNN and NeoCPU compute in, where one output block is one vector register (and
+  MetaSchedule tunes it in psdeploy's register-tiled space, ``register_tiling.py``). The stem
   (3 input channels) reads its input as one block of 3 and writes blocks of ``b``, so the
   network's input is the first transform; relu, the bias and residual adds, pooling and the
   mean stay blocked, so the classifier's flatten is the only other. A conv whose channels per
@@ -27,6 +28,7 @@ import numpy as np
 
 from psdeploy.backends.targets import Target
 from psdeploy.backends.tvm.fused import PlaceholderLayer, placeholder_layer, unblock_weight
+from psdeploy.backends.tvm.register_tiling import request_register_tiling
 from psdeploy.errors import PsdeployError
 
 DEFAULT_LAYOUT = {"cpu": "nchwc", "cuda": "nchw"}
@@ -138,7 +140,8 @@ def layout_passes(layout: ConvLayout) -> list:
 
 def legalize_blocked_conv(bb, call):
     """``relax.nn.conv2d`` in ``NCHW{b}c`` -> TOPI's ``conv2d_NCHWc`` (Relax's own legalization refuses
-    chunked layouts); plain layouts keep Relax's; a PSConv placeholder (``fused.py``) -> its kernel."""
+    chunked layouts), scheduled by psdeploy's register-tiled rule; plain layouts keep Relax's; a PSConv
+    placeholder (``fused.py``) -> its kernel."""
     from tvm import topi
     from tvm.relax.transform.legalize_ops.nn import _nn_conv2d
 
@@ -150,6 +153,9 @@ def legalize_blocked_conv(bb, call):
         return layer.emit(bb, call.args[0], packed, int(call.args[1].ty.shape[-1]) if blocked else 0)
     if not blocked:
         return _nn_conv2d(bb, call)
-    return bb.call_te(topi.nn.conv2d_NCHWc, call.args[0], call.args[1], [int(v) for v in a.strides],
+    conv = bb.call_te(topi.nn.conv2d_NCHWc, call.args[0], call.args[1], [int(v) for v in a.strides],
                       [int(v) for v in a.padding], [int(v) for v in a.dilation], a.data_layout, a.out_layout,
                       a.out_dtype or "float32", primfunc_name_hint="conv2d_NCHWc")
+    if a.data_layout == a.out_layout:  # whole blocks in and out: every conv but the stem
+        request_register_tiling(bb, conv, "conv2d_NCHWc")
+    return conv

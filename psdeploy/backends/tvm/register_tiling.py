@@ -1,60 +1,90 @@
-"""A MetaSchedule rule for the blocked PSConv kernel: the register-tiled direct-conv structure.
+"""A MetaSchedule rule for blocked convs: the register-tiled direct-conv structure.
 
-MetaSchedule's x86 space (multi-level tiling "SSRSRS") stalls on the fused PSConv kernel of
-``fused.py``: in NCHW{b}c it sums four slot views per reduction step, and the tuned kernels ran at
-about half the GFLOP/s of the plain 3x3 convs they replace. The structure oneDNN and NeoCPU use for
-direct convs fits it: a tile of ``ow_tile`` output pixels x ``oc_tile`` output blocks is held in
-vector registers (one register per pixel and block) across the whole reduction; each step loads one
-weight vector per block and broadcasts one input value per pixel into it. Here the reduction runs
-input block, kh, kw, lane, with every slot's multiply-add in the step, and the tile is written out
-once, with the kernel's bias and relu applied on the way.
+MetaSchedule's x86 space (multi-level tiling "SSRSRS") stalls on convs in ``NCHW{b}c``: tuned, the
+fused PSConv kernel of ``fused.py`` (four slot views summed per reduction step) ran at about half
+the GFLOP/s of the plain 3x3 convs it replaces, and those at half of onnxruntime's. The structure
+oneDNN and NeoCPU use for direct convs fits both: a tile of ``ow_tile`` output pixels x ``oc_tile``
+output blocks is held in vector registers (one register per pixel and block) across the whole
+reduction; each step loads one weight vector per block and broadcasts one input value per pixel
+into it. The reduction runs input block, (for the PSConv kernel) slot, kh, kw, lane, and the tile is
+written out once, with the kernel's bias, residual add and relu applied on the way. A tile fits the
+registers: ``ow_tile x oc_tile`` accumulators, ``oc_tile`` weight vectors and one broadcast value
+(16 registers on AVX2 allow 14 x 1 or 6 x 2, 32 on AVX-512 30 x 1 ... 6 x 4); past that they spill
+and every multiply-add waits on memory.
 
-The kernel's block asks for this rule by name (its ``schedule_rule`` annotation); MetaSchedule's
-``ApplyCustomRule`` calls it in place of its default rules, and the two tile sizes are sampled, so
-the search still tunes them (its tile-size mutator moves them) and the trace replays from a database.
+A conv's block asks for this rule by name (its ``schedule_rule`` annotation: set in the PSConv
+kernel's TE compute, and on TOPI's ``conv2d_NCHWc`` by the legalization); MetaSchedule's
+``ApplyCustomRule`` calls it in place of its default rules. Each output-block tile width is a design
+space of its own, with the pixel tile width sampled, so the search still tunes it (its tile-size
+mutator moves it) and the trace replays from a database.
 """
 
 from __future__ import annotations
 
 RULE = "psdeploy_register_tiled"
 TARGET_KEY = "cpu"  # llvm targets' key: the rule is looked up as s_tir.meta_schedule.cpu.<RULE>
-MARK = "psdeploy.register_tiled"  # on the loops this rule made parallel or vector
+# on the loops this rule made parallel or vector: MetaSchedule's RewriteParallelVectorizeUnroll postproc leaves
+# annotated loops alone (without it, it adds its sampled auto-unroll to the tile loop: an isolated 64@56 PSConv
+# kernel ran 1.7x slower with that postproc than without it)
+MARK = "psdeploy.register_tiled"
 VECTOR_REGISTERS = {16: 32, 8: 16}  # fp32 lanes of a block -> vector registers (AVX-512, AVX2); else SSE's 16
+MAX_OC_TILE = 4  # output blocks per tile: oneDNN's widest on AVX2 and AVX-512
 
 
 def register_tiled(sch, block):
-    """Schedule one blocked conv block (``b, o, h, w, lane`` spatial, then its reductions): the design space
-    of register tiles, as one schedule with sampled tile sizes."""
-    b, oc, oh, ow, lane, *reductions = sch.get_loops(block)
-    lanes = int(sch.get(lane).extent)
+    """Schedule one blocked conv block (``b, o, h, w, lane`` spatial, then its reductions): one design space
+    per output-block tile width, each with its pixel tile width sampled up to what the registers hold."""
+    oc = sch.get_loops(block)[1]
+    lanes = int(sch.get(sch.get_loops(block)[4]).extent)
     registers = VECTOR_REGISTERS.get(lanes, 16)
-    in_block, in_lane, kh, kw = _reduction_order(sch, reductions, lanes)
-    ow_outer, ow_tile = sch.split(ow, sch.sample_perfect_tile(ow, n=2, max_innermost_factor=registers - 4))
-    oc_outer, oc_tile = sch.split(oc, sch.sample_perfect_tile(oc, n=2, max_innermost_factor=4 if lanes >= 16 else 2))
-    sch.reorder(b, oc_outer, oh, ow_outer, in_block, kh, kw, in_lane, oc_tile, ow_tile, lane)
+    spaces = []
+    for oc_tile in (t for t in range(1, MAX_OC_TILE + 1) if int(sch.get(oc).extent) % t == 0):
+        # the accumulators, one weight vector per output block and one broadcast input value
+        ow_tile_max = (registers - oc_tile - 1) // oc_tile
+        if oc_tile == 1 or ow_tile_max >= 2:
+            space = sch.copy()
+            _tile(space, block, oc_tile, ow_tile_max)
+            spaces.append(space)
+    return spaces  # the reduction's init is split off by MetaSchedule's postproc, at the input-block loop
+
+
+def _tile(sch, block, oc_tile: int, ow_tile_max: int) -> None:
+    b, oc, oh, ow, lane, *reductions = sch.get_loops(block)
+    outer, kh, kw, in_lane = _reduction_order(sch, reductions, int(sch.get(lane).extent))
+    ow_outer, ow_tile = sch.split(ow, sch.sample_perfect_tile(ow, n=2, max_innermost_factor=ow_tile_max))
+    oc_outer, oc_tile_loop = sch.split(oc, [None, oc_tile])
+    sch.reorder(b, oc_outer, oh, ow_outer, *outer, kh, kw, in_lane, oc_tile_loop, ow_tile, lane)
     written = sch.cache_write(block, 0, "local")
     _inline_epilogue(sch, written)
     sch.reverse_compute_at(written, ow_outer, preserve_unit_loops=True)  # same loops whatever the tiles
     rows = sch.fuse(b, oc_outer, oh)
     sch.parallel(rows)
     sch.vectorize(lane)
-    sch.unroll(ow_tile)
-    sch.unroll(oc_tile)
+    for loop in (*outer[1:], oc_tile_loop, ow_tile):  # a PSConv kernel's slot choice folds once unrolled
+        sch.unroll(loop)
     written_lane = sch.get_loops(written)[-1]
     sch.vectorize(written_lane)
-    for loop in (rows, lane, written_lane):  # MetaSchedule's parallel/vectorize postproc passes marked loops by
+    marked = [rows, lane, written_lane]
+    for producer in sch.get_producers(block):  # left to this rule (the PSConv kernel's slot views): copied in
+        if sch.get(producer).annotations.get("schedule_rule") == "None":  # parallel, whole vectors at a time
+            *spatial, producer_lane = sch.get_loops(producer)
+            producer_rows = sch.fuse(*spatial[:3])
+            sch.parallel(producer_rows)
+            sch.vectorize(producer_lane)
+            marked += [producer_rows, producer_lane]
+    for loop in marked:
         sch.annotate(loop, MARK, 1)
-    return [sch]  # the reduction's init is split off by MetaSchedule's postproc, at the input-block loop
 
 
 def _reduction_order(sch, reductions, lanes: int):
-    """``(input block, input lane, kh, kw)`` loops: the PSConv kernel's own (r, lane, kh, kw), or TOPI
-    ``conv2d_NCHWc``'s (ic, kh, kw) with ic split into blocks."""
-    if len(reductions) == 4:
-        return reductions
+    """``([input block, slot], kh, kw, input lane)`` loops: the PSConv kernel's own (r, slot, kh, kw, lane),
+    or TOPI ``conv2d_NCHWc``'s (ic, kh, kw) with ic split into blocks."""
+    if len(reductions) == 5:
+        r, slot, kh, kw, in_lane = reductions
+        return [r, slot], kh, kw, in_lane
     ic, kh, kw = reductions
     in_block, in_lane = sch.split(ic, [None, lanes])
-    return in_block, in_lane, kh, kw
+    return [in_block], kh, kw, in_lane
 
 
 def _inline_epilogue(sch, written) -> None:
@@ -66,6 +96,16 @@ def _inline_epilogue(sch, written) -> None:
             sch.reverse_compute_inline(consumers[0])
         except ScheduleError:
             return
+
+
+def request_register_tiling(bb, call, block_name: str) -> None:
+    """Annotate the block ``block_name`` of the PrimFunc a Relax ``call_tir`` calls with this rule."""
+    from tvm import s_tir
+
+    function = call.args[0]
+    sch = s_tir.Schedule(bb.get()[function])
+    sch.annotate(sch.get_sblock(block_name), "schedule_rule", RULE)
+    bb.update_func(function, sch.mod["main"])
 
 
 def register_schedule_rules() -> None:
