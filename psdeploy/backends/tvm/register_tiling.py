@@ -34,9 +34,8 @@ MAX_OC_TILE = 4  # output blocks per tile: oneDNN's widest on AVX2 and AVX-512
 def register_tiled(sch, block):
     """Schedule one blocked conv block (``b, o, h, w, lane`` spatial, then its reductions): one design space
     per output-block tile width, each with its pixel tile width sampled up to what the registers hold."""
-    oc = sch.get_loops(block)[1]
-    lanes = int(sch.get(sch.get_loops(block)[4]).extent)
-    registers = VECTOR_REGISTERS.get(lanes, 16)
+    _, oc, _, _, lane, *_ = sch.get_loops(block)
+    registers = VECTOR_REGISTERS.get(int(sch.get(lane).extent), 16)
     spaces = []
     for oc_tile in (t for t in range(1, MAX_OC_TILE + 1) if int(sch.get(oc).extent) % t == 0):
         # the accumulators, one weight vector per output block and one broadcast input value
