@@ -214,3 +214,29 @@ def test_the_demos_default_lowering_tunes_through_two_servers(tmp_path, fleet, m
     _, summary = tuning.tune(mod, target, db, trials=tasks, rpc=fleet.rpc)
     assert summary.trials_measured >= tasks and summary.tasks_all_failed == []
     assert len(fleet.servers) == 2 and all(s.poll() is None for s in fleet.servers)  # no server died
+
+
+def test_a_worker_stuck_holding_the_interpreter_ends_at_its_deadline() -> None:
+    """A worker's own timeout is a Python timer, which cannot fire while a call holds the interpreter (as
+    TVM's RPC client did with a server killed mid-session): the pool thread waiting on it hung, and every
+    measurement queued behind it. Its hard deadline ends the process, so the thread is free again."""
+    from tvm.support.popen_pool import PopenPoolExecutor
+
+    from psdeploy.backends.tvm.ms_build import hard_deadline, send_by_value
+
+    def stuck() -> None:
+        import re
+
+        with hard_deadline(2):
+            re.match(r"(a+)+$", "a" * 64 + "b")  # backtracks for ages in C without releasing the interpreter
+
+    send_by_value()
+    pool = PopenPoolExecutor(max_workers=1, timeout=1)
+    started = time.monotonic()
+    try:
+        with pytest.raises(ChildProcessError):
+            pool.submit(stuck).result(timeout=120)
+        assert pool.submit(lambda: 7).result(timeout=120) == 7  # the same pool thread serves the next one
+    finally:
+        pool.shutdown()
+    assert time.monotonic() - started < 60

@@ -2,7 +2,8 @@
 
 MetaSchedule's ``RPCRunner`` waits for each result without a deadline: a server that dies while
 the tracker still hands it out, or one that hangs, stalls the whole run with no output. Here every
-measurement runs in a worker process with a deadline (session request, upload, run), so a lost
+measurement runs in a worker process with a deadline (session request, upload, run), enforced by the
+kernel when TVM's RPC client holds the interpreter and the worker's own timer cannot fire, so a lost
 server costs only the candidates it held; each failed measurement is made once more (on whichever
 server the tracker gives next) before the candidate counts as failed. The fleet is lost when the
 tracker lists no server under the key any more or no longer answers (asked at each failure, and
@@ -14,7 +15,6 @@ sent, the scheduler stops, and the caller says so in one line with what the data
 from __future__ import annotations
 
 import concurrent.futures
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -24,6 +24,7 @@ from psdeploy.backends.tvm.ms_build import SERVER_FAULT, THREADS_MISMATCH, send_
 from psdeploy.errors import PsdeployError
 
 MEASURE_TIMEOUT_S = RUN_TIMEOUT_S + 30  # a session request and an upload on top of the run itself
+WORKER_DEADLINE_S = MEASURE_TIMEOUT_S + 5  # the worker ends itself here if its own timer could not fire
 RETRIES = 1  # measurements of a candidate after the first, when its server failed
 TRACKER_POLL_S = 10  # while a measurement is awaited, how often the tracker is asked whether a server is left
 
@@ -50,7 +51,7 @@ def check_fleet_threads(rpc: RpcTracker, threads: int | None) -> int:
     error when none is registered, none answers in time, or it runs another count than the target's."""
     from tvm.support.popen_pool import PopenPoolExecutor, StatusKind
 
-    from psdeploy.backends.tvm.ms_build import server_session
+    from psdeploy.backends.tvm.ms_build import server_threads
 
     servers = tracker_servers(rpc)
     if servers == 0:
@@ -61,12 +62,11 @@ def check_fleet_threads(rpc: RpcTracker, threads: int | None) -> int:
     pool = PopenPoolExecutor(max_workers=1, timeout=MEASURE_TIMEOUT_S)
     try:
         config = _rpc_config(rpc)
-        answer = list(pool.map_with_error_catching(
-            lambda _: server_session(config, None).get_function("runtime.NumThreads")(), [0]))[0]
+        answer = list(pool.map_with_error_catching(lambda _: server_threads(config, WORKER_DEADLINE_S), [0]))[0]
     finally:
         pool.shutdown()
     if answer.status != StatusKind.COMPLETE:
-        timed_out = answer.status == StatusKind.TIMEOUT
+        timed_out = answer.status == StatusKind.TIMEOUT or isinstance(answer.value, ChildProcessError)
         detail = "no answer in time" if timed_out else str(answer.value).strip().splitlines()[-1]
         raise PsdeployError(f"--rpc {rpc.address}: no server under key {rpc.key} gave a session within "
                             f"{MEASURE_TIMEOUT_S} s ({detail})")
@@ -90,7 +90,8 @@ def fleet_runner(rpc: RpcTracker, threads: int | None, health: FleetHealth, wait
 
     def submit(runner_input):
         return pool.submit(measure_on_server, config, threads, evaluator, str(runner_input.artifact_path),
-                           str(runner_input.device_type), tuple(a.as_json() for a in runner_input.args_info))
+                           str(runner_input.device_type), tuple(a.as_json() for a in runner_input.args_info),
+                           WORKER_DEADLINE_S)
 
     def check_registered() -> int:
         """Servers the tracker lists under the key; the fleet is lost when it lists none or stops answering."""
@@ -127,23 +128,14 @@ def fleet_runner(rpc: RpcTracker, threads: int | None, health: FleetHealth, wait
                 self.outcome = RunnerResult(None, f"not measured: the fleet is lost ({health.lost})")
                 return None
             self.attempts += 1
-            self.sent_at = time.monotonic()
             return submit(self.input)
-
-        def _overdue(self) -> bool:
-            """Past its deadline with no answer: a worker stuck where its own timer cannot fire (a call into
-            TVM's RPC client that holds the interpreter) is given up on here; the pool's shutdown kills it."""
-            return time.monotonic() - self.sent_at > MEASURE_TIMEOUT_S + TRACKER_POLL_S
 
         def _settle(self) -> None:
             """Read the finished future: an outcome, or a second attempt in flight."""
             try:
-                if not self.future.done():  # overdue: not waited for, and not started if still queued
-                    self.future.cancel()
-                    raise TimeoutError
                 secs = self.future.result()
-            except Exception as exc:  # the pool's TimeoutError, or what the worker raised
-                timed_out = isinstance(exc, TimeoutError)
+            except Exception as exc:  # the pool's TimeoutError, a worker ended by its deadline, or what it raised
+                timed_out = isinstance(exc, (TimeoutError, ChildProcessError))
                 fault = f"{SERVER_FAULT}: no answer within {MEASURE_TIMEOUT_S} s" if timed_out else str(exc).strip()
                 if SERVER_FAULT in fault or THREADS_MISMATCH in fault:
                     note_fault(fault)  # no server, or a dead or misconfigured one: the fleet's health
@@ -166,20 +158,18 @@ def fleet_runner(rpc: RpcTracker, threads: int | None, health: FleetHealth, wait
 
         def done(self) -> bool:
             self._abandon_if_lost()
-            while self.outcome is None and (self.future.done() or self._overdue()):
+            while self.outcome is None and self.future.done():
                 self._settle()
             return self.outcome is not None
 
         def result(self):
             self._abandon_if_lost()
             while self.outcome is None:
-                try:  # the pool's deadline bounds the attempt; meanwhile the tracker is asked if any server is left
+                try:  # the worker's deadline bounds the attempt; meanwhile the tracker is asked if any server is left
                     self.future.exception(timeout=TRACKER_POLL_S)
                 except concurrent.futures.TimeoutError:
                     check_registered()
                     self._abandon_if_lost()
-                    if self.outcome is None and self._overdue():
-                        self._settle()
                     continue
                 except concurrent.futures.CancelledError:
                     pass  # settled below like any failure

@@ -16,6 +16,8 @@ server has its own environment, so its count is read and a mismatch refused.
 
 from __future__ import annotations
 
+import math
+import signal
 import sys
 
 
@@ -73,6 +75,25 @@ def checked_local_evaluator(threads: int):
     return evaluate
 
 
+class hard_deadline:
+    """Ends this worker process ``seconds`` from now unless the block has finished.
+
+    The worker's own timeout is a Python timer thread, which never runs while a call into TVM's RPC
+    client holds the interpreter (seen with a server killed mid-session): the process then hung, and
+    so did the pool thread waiting on it, and every measurement queued behind. SIGALRM's default
+    action ends the process in the kernel, so the waiting side sees its worker exit."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = max(1, math.ceil(seconds))
+
+    def __enter__(self) -> None:
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        signal.alarm(self.seconds)
+
+    def __exit__(self, *_exc) -> None:
+        signal.alarm(0)
+
+
 def server_session(rpc_config, threads: int | None, request_timeout_s: float = 30.0):
     """A session on a free server of the tracker, checked to run ``threads`` TVM threads. The request
     has a deadline: the tracker queues it while no server is free, forever once none is left."""
@@ -93,32 +114,40 @@ def server_session(rpc_config, threads: int | None, request_timeout_s: float = 3
 
 
 def measure_on_server(rpc_config, threads: int | None, evaluator_config, artifact_path: str, device_type: str,
-                      args_info) -> list[float]:
-    """Upload one built candidate to a server of the tracker and time it there. Failures before the
-    kernel runs say ``SERVER_FAULT``: the fleet, not the candidate, is at fault."""
+                      args_info, deadline_s: float) -> list[float]:
+    """Upload one built candidate to a server of the tracker and time it there, this process ending
+    after ``deadline_s`` whatever it waits on. Failures before the kernel runs say ``SERVER_FAULT``:
+    the fleet, not the candidate, is at fault."""
     import os
 
     from tvm.s_tir.meta_schedule.runner import rpc_runner
     from tvm.s_tir.meta_schedule.runner.utils import run_evaluator_common
 
     remote = os.path.basename(artifact_path)
-    try:
-        session = server_session(rpc_config, threads)
-        device = session.device(device_type, 0)
-        module = rpc_runner.default_upload_module(session, artifact_path, remote)
-    except Exception as exc:  # sockets, TVM's RPC errors, a tracker that hands out a dead server
-        if THREADS_MISMATCH in str(exc):
-            raise
-        lines = str(exc).strip().splitlines()
-        raise RuntimeError(f"{SERVER_FAULT}: {lines[-1] if lines else type(exc).__name__}") from None
-    try:
-        arguments = rpc_runner.default_alloc_argument(session, device, args_info, 1)
-        return run_evaluator_common(module, device, evaluator_config, arguments)
-    finally:
+    with hard_deadline(deadline_s):
         try:
-            rpc_runner.default_cleanup(session, remote)
-        except Exception:  # the server went away while running: the result says so already
-            pass
+            session = server_session(rpc_config, threads)
+            device = session.device(device_type, 0)
+            module = rpc_runner.default_upload_module(session, artifact_path, remote)
+        except Exception as exc:  # sockets, TVM's RPC errors, a tracker that hands out a dead server
+            if THREADS_MISMATCH in str(exc):
+                raise
+            lines = str(exc).strip().splitlines()
+            raise RuntimeError(f"{SERVER_FAULT}: {lines[-1] if lines else type(exc).__name__}") from None
+        try:
+            arguments = rpc_runner.default_alloc_argument(session, device, args_info, 1)
+            return run_evaluator_common(module, device, evaluator_config, arguments)
+        finally:
+            try:
+                rpc_runner.default_cleanup(session, remote)
+            except Exception:  # the server went away while running: the result says so already
+                pass
+
+
+def server_threads(rpc_config, deadline_s: float) -> int:
+    """How many TVM threads a server of the tracker runs, this process ending after ``deadline_s``."""
+    with hard_deadline(deadline_s):
+        return int(server_session(rpc_config, None).get_function("runtime.NumThreads")())
 
 
 def send_by_value() -> None:
