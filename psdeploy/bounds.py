@@ -66,6 +66,7 @@ TUNE_TRIALS = Bound("--tune-trials", 0)
 # exporter writes opset 18 for one it does not know
 OPSET = Bound("--opset", 13, 28)
 TOLERANCE = Bound("--tolerance", 0, 1, real=True)  # max|err| / max|ref|: 0 asks for exact, beyond 1 checks nothing
+DEFAULT_TOLERANCE = 1e-4  # fp32 parity every artifact must meet unless the user says otherwise
 SECONDS = Bound("min_seconds", 0, real=True)
 
 # Memory an input needs, estimated from its element count: 4 bytes (fp32) times the input plus the

@@ -13,7 +13,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, PositiveFloat, PositiveInt, field_validator
 
 from psdeploy.backends.tune_options import parse_tracker, recipe_duration
-from psdeploy.bounds import NUM_CORES, TOLERANCE, TUNE_TRIALS
+from psdeploy.backends.base import DEFAULT_TUNING_DB
+from psdeploy.bounds import DEFAULT_TOLERANCE, NUM_CORES, TOLERANCE, TUNE_TRIALS
 from psdeploy.errors import PsdeployError
 from psdeploy.schema import Strict, read_yaml, validated
 
@@ -39,7 +40,7 @@ class TuningSection(Strict):
     time: str | PositiveFloat | PositiveInt | None = None  # a deadline: "90s", "20m", "1h", or seconds
     rpc: str | None = None  # HOST:PORT of a TVM RPC tracker that measures the candidates
     rpc_key: str | None = None  # the key its servers registered under
-    database: str = "tuning-db"
+    database: str = str(DEFAULT_TUNING_DB)
 
     @field_validator("time")
     @classmethod
@@ -62,7 +63,7 @@ class Recipe(Strict):
     lowering: str | None = None  # None: the target's default form
     backend: BackendSection
     tuning: TuningSection = TuningSection()
-    tolerance: Annotated[float, TOLERANCE.constraint] = 1e-4
+    tolerance: Annotated[float, TOLERANCE.constraint] = DEFAULT_TOLERANCE
     output: str | None = None
 
 

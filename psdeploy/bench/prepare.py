@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from psdeploy.backends import BuildOptions, Target, build_and_open
+from psdeploy.bounds import DEFAULT_TOLERANCE
 from psdeploy.export.onnx_export import export_to_file
 from psdeploy.verify.parity import ParityReport, Runner, compare, make_input
 from psdeploy.verify.runners import torch_runner
@@ -48,7 +49,7 @@ def _verified(run: Runner, reference: nn.Module, shape: tuple[int, ...], label: 
 
 
 def prepare_on_target(module: nn.Module, reference: nn.Module, shape: tuple[int, ...], target: Target,
-                      options: BuildOptions, threads: int, name: str, tolerance: float = 1e-4,
+                      options: BuildOptions, threads: int, name: str, tolerance: float = DEFAULT_TOLERANCE,
                       onnx_path: Path | None = None) -> Prepared:
     """Export ``module`` (unless ``onnx_path`` is given), build it for ``target``, check it against ``reference``."""
     if onnx_path is None:
@@ -60,7 +61,7 @@ def prepare_on_target(module: nn.Module, reference: nn.Module, shape: tuple[int,
 
 
 def prepare_eager(module: nn.Module, reference: nn.Module, shape: tuple[int, ...], threads: int, name: str,
-                  tolerance: float = 1e-4) -> Prepared:
+                  tolerance: float = DEFAULT_TOLERANCE) -> Prepared:
     """``module`` in PyTorch eager mode (the paper's own baseline runtime)."""
     torch.set_num_threads(threads)
     module = module.eval()

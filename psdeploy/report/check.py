@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from psdeploy.bounds import DEFAULT_TOLERANCE
 from psdeploy.errors import PsdeployError
 from psdeploy.report.run import SCHEMA
 
@@ -31,7 +32,7 @@ def check_report(directory: Path) -> int:
         missing = [k for k in REQUIRED_STATS if k not in m["stats"]]
         if missing or m["stats"]["iterations"] < 30 or not m["ratio"] > 0:
             raise PsdeployError(f"{directory}/report.json: {m['backend']} {m['group']} {m['case']} is incomplete")
-        if m["parity_rel_err"] > 1e-4:
+        if m["parity_rel_err"] > DEFAULT_TOLERANCE:
             raise PsdeployError(f"{directory}/report.json: {m['case']} failed parity ({m['parity_rel_err']:.2g})")
     rows = list(csv.DictReader((directory / "report.csv").open()))
     if len(rows) != len(measurements):

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field, PositiveFloat, PositiveInt, field_validator
 
 from psdeploy.backends import BuildOptions, Target, parse_target
+from psdeploy.backends.base import DEFAULT_TUNING_DB
 from psdeploy.backends.tune_options import recipe_duration
 from psdeploy.bounds import BATCH, ITERS, MAX_WARMUP, SECONDS, THREADS, TUNE_TRIALS, WARMUP, check_memory
 from psdeploy.errors import PsdeployError
@@ -73,7 +74,7 @@ class _Networks(Strict):
 class _Tvm(Strict):
     trials: Annotated[int, TUNE_TRIALS.constraint] = 0  # per compiled case; with ``time``, a cap
     time: str | PositiveFloat | PositiveInt | None = None  # per compiled case: "90s", "5m", or seconds
-    database: str = "tuning-db"
+    database: str = str(DEFAULT_TUNING_DB)
 
     @field_validator("time")
     @classmethod
@@ -112,7 +113,7 @@ class ReportConfig:
     network_backends: list[str] | None = None  # None: every backend
     tvm_trials: int = 0
     tvm_time_s: float | None = None
-    tvm_database: str = "tuning-db"
+    tvm_database: str = str(DEFAULT_TUNING_DB)
     source: str = ""
 
 

@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from psdeploy.bounds import DEFAULT_TOLERANCE
 from psdeploy.errors import VerificationError
 
-DEFAULT_TOLERANCE = 1e-4
 Runner = Callable[[np.ndarray], list[np.ndarray]]
 
 

@@ -87,11 +87,14 @@ def fleet_runner(rpc: RpcTracker, threads: int | None, health: FleetHealth, wait
     send_by_value()
     config, evaluator = _rpc_config(rpc), EvaluatorConfig._normalized(None)
     pool = PopenPoolExecutor(max_workers=health.servers, timeout=MEASURE_TIMEOUT_S)
+    sent: list[concurrent.futures.Future] = []
 
     def submit(runner_input):
-        return pool.submit(measure_on_server, config, threads, evaluator, str(runner_input.artifact_path),
-                           str(runner_input.device_type), tuple(a.as_json() for a in runner_input.args_info),
-                           WORKER_DEADLINE_S)
+        sent[:] = [f for f in sent if not f.done()]  # only those still queued or in flight matter at shutdown
+        sent.append(pool.submit(measure_on_server, config, threads, evaluator, str(runner_input.artifact_path),
+                                str(runner_input.device_type), tuple(a.as_json() for a in runner_input.args_info),
+                                WORKER_DEADLINE_S))
+        return sent[-1]
 
     def check_registered() -> int:
         """Servers the tracker lists under the key; the fleet is lost when it lists none or stops answering."""
@@ -186,6 +189,18 @@ def fleet_runner(rpc: RpcTracker, threads: int | None, health: FleetHealth, wait
             return [RunnerFuture(m.done, m.result) for m in measurements]
 
         def shutdown(self) -> None:
-            pool.shutdown()  # kills the workers first: a measurement in flight on a lost server ends with them
+            """Measurements still queued (batches MetaSchedule sent but never read, when it stopped early) are
+            dropped: the pool would otherwise run them all, each up to its deadline on a lost fleet."""
+            for future in sent:
+                future.cancel()
+            # End the measurements in flight (a lost server's included) and let their pool threads see their
+            # workers exit before the pool's own shutdown kills what is left: TVM's PopenWorker.kill reads its
+            # process twice, and a pool thread killing the same worker between the two reads raised in shutdown.
+            for worker in list(pool._worker_map.values()):
+                process = worker._proc
+                if process is not None:
+                    process.kill()
+            concurrent.futures.wait(sent, timeout=MEASURE_TIMEOUT_S)
+            pool.shutdown()
 
     return FleetRunner()
