@@ -120,7 +120,8 @@ def inspect(checkpoint: str, arch: str | None) -> None:
                    "(branch sums fused into the convs), polyphase, fused (one PSConv node per layer, for TVM), or "
                    "auto (fastest per layer geometry, timed on --on); default: --on's fastest form (grouped on "
                    "onnxruntime-cpu, sliced on openvino-cpu).")
-@click.option("--tolerance", default=bounds.DEFAULT_TOLERANCE, show_default=True, type=_range(bounds.TOLERANCE), help=TOLERANCE_HELP)
+@click.option("--tolerance", default=bounds.DEFAULT_TOLERANCE, show_default=True, type=_range(bounds.TOLERANCE),
+              help=TOLERANCE_HELP)
 @click.option("--on", "on", default="onnxruntime-cpu", show_default=True,
               type=click.Choice(["onnxruntime-cpu", "openvino-cpu"]),
               help="The runtime the file is for: its default lowering, and where --lowering auto times the candidates.")
@@ -183,7 +184,8 @@ def accuracy(model: str, checkpoint: str, arch: str | None) -> None:
 @click.option("--layout", default=None, type=click.Choice(bounds.LAYOUTS),
               help="TVM: the data layout convs compile in: nchwc blocks channels by the CPU's vector width "
                    "(default on llvm, measured fastest; cuda and Winograd: nchw).")
-@click.option("--tolerance", type=_range(bounds.TOLERANCE), default=None, help=TOLERANCE_HELP + f" (default {bounds.DEFAULT_TOLERANCE:g})")
+@click.option("--tolerance", type=_range(bounds.TOLERANCE), default=None,
+              help=TOLERANCE_HELP + f" (default {bounds.DEFAULT_TOLERANCE:g})")
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
 def compile_cmd(source, recipe, target, output, arch, input_shape, lowering, tune_trials, tune_time, rpc, rpc_key,
                 tuning_db, mcpu, num_cores, cuda_arch, precision, winograd, layout, tolerance, force) -> None:
@@ -224,7 +226,8 @@ def run(artifact: str, input_file: str | None, save_output: str | None, threads:
 @click.argument("artifact", type=click.Path(exists=True, file_okay=False))
 @click.option("--against", "checkpoint", required=True, help="The checkpoint the artifact was compiled from.")
 @ARCH_OPTION
-@click.option("--tolerance", type=_range(bounds.TOLERANCE), default=bounds.DEFAULT_TOLERANCE, show_default=True, help=TOLERANCE_HELP)
+@click.option("--tolerance", type=_range(bounds.TOLERANCE), default=bounds.DEFAULT_TOLERANCE, show_default=True,
+              help=TOLERANCE_HELP)
 def verify(artifact: str, checkpoint: str, arch: str | None, tolerance: float) -> None:
     """Parity report of an artifact against its checkpoint; non-zero exit on failure."""
     from psdeploy import api

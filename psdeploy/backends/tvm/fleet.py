@@ -29,6 +29,11 @@ RETRIES = 1  # measurements of a candidate after the first, when its server fail
 TRACKER_POLL_S = 10  # while a measurement is awaited, how often the tracker is asked whether a server is left
 
 
+def _no_answer(exc: BaseException) -> bool:
+    """The pool's timeout, or a worker ended by its hard deadline: the server never answered."""
+    return isinstance(exc, (TimeoutError, ChildProcessError))
+
+
 @dataclass
 class FleetHealth:
     """What the runner knows of the fleet; ``lost`` says why no server is left (None while one is)."""
@@ -66,8 +71,7 @@ def check_fleet_threads(rpc: RpcTracker, threads: int | None) -> int:
     finally:
         pool.shutdown()
     if answer.status != StatusKind.COMPLETE:
-        timed_out = answer.status == StatusKind.TIMEOUT or isinstance(answer.value, ChildProcessError)
-        detail = "no answer in time" if timed_out else str(answer.value).strip().splitlines()[-1]
+        detail = "no answer in time" if _no_answer(answer.value) else str(answer.value).strip().splitlines()[-1]
         raise PsdeployError(f"--rpc {rpc.address}: no server under key {rpc.key} gave a session within "
                             f"{MEASURE_TIMEOUT_S} s ({detail})")
     if threads and int(answer.value) != threads:
@@ -138,8 +142,8 @@ def fleet_runner(rpc: RpcTracker, threads: int | None, health: FleetHealth, wait
             try:
                 secs = self.future.result()
             except Exception as exc:  # the pool's TimeoutError, a worker ended by its deadline, or what it raised
-                timed_out = isinstance(exc, (TimeoutError, ChildProcessError))
-                fault = f"{SERVER_FAULT}: no answer within {MEASURE_TIMEOUT_S} s" if timed_out else str(exc).strip()
+                fault = (f"{SERVER_FAULT}: no answer within {MEASURE_TIMEOUT_S} s" if _no_answer(exc)
+                         else str(exc).strip())
                 if SERVER_FAULT in fault or THREADS_MISMATCH in fault:
                     note_fault(fault)  # no server, or a dead or misconfigured one: the fleet's health
                 # a failure while running is the candidate's or its server's (killed mid-run): measured again once

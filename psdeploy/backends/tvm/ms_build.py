@@ -16,9 +16,11 @@ server has its own environment, so its count is read and a mismatch refused.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import sys
+from collections.abc import Iterator
 
 
 def build_candidate(mod, target, _params):
@@ -75,22 +77,19 @@ def checked_local_evaluator(threads: int):
     return evaluate
 
 
-class hard_deadline:
+@contextlib.contextmanager
+def hard_deadline(seconds: float) -> Iterator[None]:
     """Ends this worker process ``seconds`` from now unless the block has finished.
 
     The worker's own timeout is a Python timer thread, which never runs while a call into TVM's RPC
     client holds the interpreter (seen with a server killed mid-session): the process then hung, and
     so did the pool thread waiting on it, and every measurement queued behind. SIGALRM's default
     action ends the process in the kernel, so the waiting side sees its worker exit."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = max(1, math.ceil(seconds))
-
-    def __enter__(self) -> None:
-        signal.signal(signal.SIGALRM, signal.SIG_DFL)
-        signal.alarm(self.seconds)
-
-    def __exit__(self, *_exc) -> None:
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    signal.alarm(max(1, math.ceil(seconds)))
+    try:
+        yield
+    finally:
         signal.alarm(0)
 
 
