@@ -28,14 +28,14 @@ def digits():
     return load_model("seeded:ps_resnet_digits@4", None)
 
 
-def _lowered(digits, tmp_path: Path, lowering: str, layout: str):
+def _lowered(digits, tmp_path: Path, lowering: str, layout: str, winograd_tile: int = 0):
     from psdeploy.backends.tvm.build import import_onnx, lower
 
     path = tmp_path / f"{lowering}.onnx"
     export_onnx(digits, path, lowering)
     spec = parse_target("llvm")
-    conv_layout = resolve_layout(layout, spec, 0)
-    return lower(import_onnx(path, ODD_SHAPE, conv_layout), spec, 0, conv_layout)
+    conv_layout = resolve_layout(layout, spec, winograd_tile)
+    return lower(import_onnx(path, ODD_SHAPE, conv_layout), spec, winograd_tile, conv_layout)
 
 
 def _calls(mod):
@@ -63,11 +63,10 @@ def test_defaults_per_target_and_winograd() -> None:
 
     assert resolved(None, cpu) == "nchw16c" and resolved(None, cuda) == "nchw"
     assert resolved("nhwc", cpu) == "nhwc" and resolved("nhwc", cuda) == "nhwc"
-    assert resolved(None, cpu, 4) == "nchw" and resolved("nchw", cpu) == "nchw"
-    with pytest.raises(PsdeployError, match="--layout nhwc: Winograd convs are built in NCHW"):
+    assert resolved(None, cpu, 4) == "nchw16c" and resolved("nchw", cpu, 2) == "nchw"
+    assert resolved(None, cuda, 2) == "nchw"
+    with pytest.raises(PsdeployError, match="--layout nhwc: Winograd convs are built in NCHW or NCHW"):
         resolve_layout("nhwc", cpu, 2)
-    with pytest.raises(PsdeployError, match="--layout nchwc: Winograd convs are built in NCHW"):
-        resolve_layout("nchwc", cpu, 4)
     with pytest.raises(PsdeployError, match="--layout nchwc: blocks channels by a CPU's vector width"):
         resolve_layout("nchwc", cuda, 0)
 
@@ -104,13 +103,14 @@ def test_every_lowering_is_exact_in_nhwc(digits, tmp_path, lowering) -> None:
     assert result.manifest.layout == "nhwc" and result.ran and result.parity.passed
 
 
-def test_nchwc_by_default_and_nchw_with_winograd_recorded(tmp_path) -> None:
+def test_nchwc_by_default_with_or_without_winograd_recorded(tmp_path) -> None:
     plain = api.compile("seeded:ps_resnet_digits@4", target="llvm", mcpu="haswell", output=tmp_path / "n",
                         input_shape=",".join(map(str, ODD_SHAPE)), tuning_db=tmp_path / "db")
     assert plain.manifest.layout == "nchw8c" and plain.parity.passed
-    wino = api.compile("seeded:ps_resnet_digits@4", target="llvm", output=tmp_path / "w", winograd="f2",
+    wino = api.compile("seeded:ps_resnet_digits@4", target="llvm", mcpu="haswell", output=tmp_path / "w",
+                       winograd="f2", lowering="grouped", input_shape=",".join(map(str, ODD_SHAPE)),
                        tuning_db=tmp_path / "db")
-    assert wino.manifest.layout == "nchw" and wino.parity.passed
+    assert wino.manifest.layout == "nchw8c" and wino.parity.passed
 
 
 def test_bad_layouts_are_one_line_and_write_nothing(tmp_path) -> None:
@@ -204,6 +204,22 @@ def test_nchwc_changes_layout_only_at_the_networks_input_and_output(full_network
 def _kernel_calls(mod) -> list[tuple[str, int]]:
     """(name, rank of the data it reads) of every conv and PSConv kernel call in main."""
     return [(name, len(args[0].ty.shape)) for name, args in _calls(mod) if "conv" in name]
+
+
+def test_winograd_keeps_the_blocked_layout(digits, tmp_path) -> None:
+    """Winograd in ``nchwc``: each stride-1 3x3 conv (the plain ones and ``grouped``'s dilated groups) reads
+    the layout its direct conv reads (blocks, or NCHW where its groups do not fill blocks), and the build
+    changes layout exactly where the direct blocked build does."""
+    direct, wino = (_lowered(digits, tmp_path, "grouped", "nchwc", tile) for tile in (0, 2))
+    pairs = list(zip(_kernel_calls(direct), _kernel_calls(wino), strict=True))
+    replaced = [(name, rank, direct_rank) for (_, direct_rank), (name, rank) in pairs if "winograd_f2" in name]
+    assert all(rank == direct_rank for _, rank, direct_rank in replaced), replaced
+    assert {(name, rank) for name, rank, _ in replaced} >= {("conv2d_winograd_f2", 5), ("conv2d_winograd_f2_d2", 4)}
+
+    def transforms(mod) -> list[str]:
+        return sorted(name for name, _ in _calls(mod) if "layout_transform" in name)
+
+    assert transforms(wino) == transforms(direct)
 
 
 @pytest.mark.parametrize("mcpu, block", [("skylake-avx512", 16), ("haswell", 8)])

@@ -24,7 +24,7 @@ from psdeploy.schema import Strict, read_yaml, validated
 
 TORCH = "torch"
 # name -> (target name, Winograd, layout); "-wino2"/"-wino4": Winograd F(2x2,3x3)/F(4x4,3x3) for every
-# eligible conv (in NCHW); "-nchw"/"-nhwc"/"-nchwc": that conv layout; neither: the target's default layout
+# eligible conv (in the target's default layout); "-nchw"/"-nhwc"/"-nchwc": that conv layout; neither: the target's default layout
 ONNX_BACKENDS: dict[str, tuple[str, str, str | None]] = {
     "onnxruntime": ("onnxruntime-cpu", "off", None), "openvino": ("openvino-cpu", "off", None),
     **{f"tvm-{kind}{suffix}": (kind, wino, layout) for kind in ("llvm", "cuda")

@@ -31,7 +31,7 @@ def import_onnx(path: Path, input_shape: tuple[int, ...], layout: ConvLayout = N
         return from_onnx(model, shape_dict={model.graph.input[0].name: list(input_shape)}, keep_params_in_input=False)
 
 
-def pre_tuning_passes(winograd_tile: int = 0, layout: ConvLayout = NCHW):
+def pre_tuning_passes(winograd_tile: int = 0, layout: ConvLayout = NCHW, device: str = "cpu"):
     """The Relax passes before tuning, as data: convs to ``layout``, legalize to TIR (Winograd convs
     if asked), fold, fuse.
 
@@ -39,16 +39,16 @@ def pre_tuning_passes(winograd_tile: int = 0, layout: ConvLayout = NCHW):
     """
     from tvm import relax
 
-    from psdeploy.backends.tvm.layout import layout_passes, legalize_blocked_conv
+    from psdeploy.backends.tvm.layout import blocked_conv_legalization, layout_passes
     from psdeploy.backends.tvm.take import use_baked_take
     from psdeploy.backends.tvm.winograd import winograd_legalize
 
     use_baked_take()
     legalize = {}
-    if winograd_tile:
-        legalize["relax.nn.conv2d"] = winograd_legalize(winograd_tile)
-    elif layout.name == "nchwc":
-        legalize["relax.nn.conv2d"] = legalize_blocked_conv
+    if layout.name == "nchwc":
+        legalize["relax.nn.conv2d"] = blocked_conv_legalization(winograd_tile)
+    elif winograd_tile:
+        legalize["relax.nn.conv2d"] = winograd_legalize(winograd_tile, device)
     t = relax.transform
     return [
         *layout_passes(layout),
@@ -78,7 +78,7 @@ def lower(mod, spec: Target, winograd_tile: int = 0, layout: ConvLayout = NCHW):
     import tvm
 
     with tvm.target.Target(spec.tvm_target):
-        return tvm.transform.Sequential(pre_tuning_passes(winograd_tile, layout))(mod)
+        return tvm.transform.Sequential(pre_tuning_passes(winograd_tile, layout, spec.device))(mod)
 
 
 def build(onnx_path: Path, input_shape: tuple[int, ...], spec: Target, options: BuildOptions, out_file: Path,

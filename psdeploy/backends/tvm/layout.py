@@ -16,8 +16,8 @@ transforms at build time):
 
 The defaults are what was measured (README, "Data layout"), not folklore: on x86 ``nchwc`` won
 every case of the layout report and brought ResNet-50 to onnxruntime's speed; CUDA keeps the
-exported NCHW (nothing measured on a GPU yet). TOPI's Winograd convs are NCHW, so a Winograd
-build compiles in NCHW.
+exported NCHW (nothing measured on a GPU yet). Winograd convs read and write either NCHW or the
+blocked layout, so a Winograd build keeps the target's layout (not NHWC).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from psdeploy.backends.targets import Target
+from psdeploy.backends.tvm import winograd
 from psdeploy.backends.tvm.fused import PlaceholderLayer, placeholder_layer, unblock_weight
 from psdeploy.backends.tvm.register_tiling import request_register_tiling
 from psdeploy.errors import PsdeployError
@@ -64,11 +65,9 @@ def channel_block(spec: Target) -> int:
 
 def resolve_layout(requested: str | None, spec: Target, winograd_tile: int) -> ConvLayout:
     """The layout to build in: the one asked for, else the target's measured default."""
-    if winograd_tile:
-        if requested not in (None, "nchw"):
-            raise PsdeployError(f"--layout {requested}: Winograd convs are built in NCHW; "
-                                f"give --layout nchw (or no --layout) with --winograd")
-        return NCHW
+    if winograd_tile and requested == "nhwc":
+        raise PsdeployError("--layout nhwc: Winograd convs are built in NCHW or NCHW{b}c; "
+                            "give --layout nchw or nchwc (or no --layout) with --winograd")
     name = requested or DEFAULT_LAYOUT[spec.device]
     if name == "nchwc":
         if spec.device != "cpu":
@@ -138,24 +137,31 @@ def layout_passes(layout: ConvLayout) -> list:
     return [convert, t.FoldConstant(), t.EliminateCommonSubexpr()]
 
 
-def legalize_blocked_conv(bb, call):
-    """``relax.nn.conv2d`` in ``NCHW{b}c`` -> TOPI's ``conv2d_NCHWc`` (Relax's own legalization refuses
-    chunked layouts), scheduled by psdeploy's register-tiled rule; plain layouts keep Relax's; a PSConv
-    placeholder (``fused.py``) -> its kernel."""
-    from tvm import topi
-    from tvm.relax.transform.legalize_ops.nn import _nn_conv2d
+def blocked_conv_legalization(winograd_tile: int = 0):
+    """A ``relax.nn.conv2d`` legalization for a blocked build: a PSConv placeholder (``fused.py``) -> its
+    kernel; with ``winograd_tile``, an eligible conv (NCHW or blocked) -> Winograd (``winograd.py``); a conv in
+    ``NCHW{b}c`` -> TOPI's ``conv2d_NCHWc`` (Relax's own legalization refuses chunked layouts), scheduled by
+    psdeploy's register-tiled rule; plain layouts keep Relax's."""
 
-    a = call.attrs
-    blocked = len(a.data_layout) > 4
-    psconv = _placeholder(call.args[1])
-    if psconv is not None:
-        layer, packed = psconv
-        return layer.emit(bb, call.args[0], packed, int(call.args[1].ty.shape[-1]) if blocked else 0)
-    if not blocked:
-        return _nn_conv2d(bb, call)
-    conv = bb.call_te(topi.nn.conv2d_NCHWc, call.args[0], call.args[1], [int(v) for v in a.strides],
-                      [int(v) for v in a.padding], [int(v) for v in a.dilation], a.data_layout, a.out_layout,
-                      a.out_dtype or "float32", primfunc_name_hint="conv2d_NCHWc")
-    if a.data_layout == a.out_layout:  # whole blocks in and out: every conv but the stem
-        request_register_tiling(bb, conv, "conv2d_NCHWc")
-    return conv
+    def legalize(bb, call):
+        from tvm import topi
+        from tvm.relax.transform.legalize_ops.nn import _nn_conv2d
+
+        a = call.attrs
+        blocked = len(a.data_layout) > 4
+        psconv = _placeholder(call.args[1])
+        if psconv is not None:
+            layer, packed = psconv
+            return layer.emit(bb, call.args[0], packed, int(call.args[1].ty.shape[-1]) if blocked else 0)
+        if winograd_tile and winograd.eligible(call):
+            return winograd.legalize_one(bb, call, winograd_tile)
+        if not blocked:
+            return _nn_conv2d(bb, call)
+        conv = bb.call_te(topi.nn.conv2d_NCHWc, call.args[0], call.args[1], [int(v) for v in a.strides],
+                          [int(v) for v in a.padding], [int(v) for v in a.dilation], a.data_layout, a.out_layout,
+                          a.out_dtype or "float32", primfunc_name_hint="conv2d_NCHWc")
+        if a.data_layout == a.out_layout:  # whole blocks in and out: every conv but the stem
+            request_register_tiling(bb, conv, "conv2d_NCHWc")
+        return conv
+
+    return legalize

@@ -25,12 +25,13 @@ from dataclasses import asdict, dataclass, field
 from psdeploy.backends.targets import Target
 from psdeploy.backends.tune_options import RpcTracker
 from psdeploy.backends.tvm.intrinsics import register_tensor_intrinsics
-from psdeploy.backends.tvm.register_tiling import register_schedule_rules
+from psdeploy.backends.tvm.register_tiling import TARGET_KEY, register_schedule_rules
 from psdeploy.backends.tvm.fleet import FleetHealth, check_fleet_threads, fleet_runner
 from psdeploy.backends.tvm.measure import PhaseClock, local_runner, pooled_builder, timed_runner
 from psdeploy.backends.tvm.progress import make_callbacks, sigint_sets
 from psdeploy.backends.tvm.scheduler import make_scheduler
 from psdeploy.backends.tvm.tuning_db import TuningDatabase
+from psdeploy.backends.tvm.winograd import register_data_pack_rule
 from psdeploy.errors import PsdeployError
 from psdeploy.quiet import is_verbose
 
@@ -176,6 +177,7 @@ def tune(mod, spec: Target, db: TuningDatabase, trials: int, time_s: float | Non
     quiet_metaschedule_console()
     register_tensor_intrinsics(spec)
     register_schedule_rules()
+    register_data_pack_rule(TARGET_KEY)
     with tempfile.TemporaryDirectory(prefix="psdeploy-ms-") as work_dir:
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
             plan.todo, work_dir, strategy=search_strategy(plan.batch), seed=0)
