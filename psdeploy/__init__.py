@@ -1,9 +1,6 @@
 """psdeploy: deploy Poly-Scale Convolution networks (load, rewrite, export, compile, verify, bench).
 
-The public API (``psdeploy.api``) is bound here: ``psdeploy.compile(...)`` is the function, and
-the pipeline packages of the same names are reached by ``from psdeploy.compile import ...``.
+The Python API is ``psdeploy.api`` (``from psdeploy import api; api.compile(...)``); the package's
+subpackages are the pipeline's stages under their own names (``import psdeploy.compile``), so no
+function shadows a package.
 """
-
-from psdeploy.api import accuracy, bench, compile, export, inspect, load, profile, report, run, verify
-
-__all__ = ["load", "inspect", "export", "compile", "verify", "accuracy", "run", "bench", "profile", "report"]

@@ -44,6 +44,16 @@ def validated(model: type[M], data: Any, source: str) -> M:
         raise PsdeployError(f"{source}: {'; '.join(problems)}") from None
 
 
+def validated_json(model: type[M], text: str, source: str) -> M:
+    """``model`` parsed from JSON ``text`` (arrays may fill tuples), or a one-line ``PsdeployError`` naming ``source``."""
+    try:
+        return model.model_validate_json(text)
+    except ValidationError as exc:
+        problems = [_describe(e) if e["type"] != "json_invalid" else f"not JSON ({e['msg']})"
+                    for e in exc.errors(include_url=False)]
+        raise PsdeployError(f"{source}: {'; '.join(problems)}") from None
+
+
 class _AliasRefused(yaml.YAMLError):
     def __init__(self, mark: yaml.Mark) -> None:
         super().__init__(f"line {mark.line + 1}")

@@ -9,7 +9,7 @@ ratio that the manifest and the report carry.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -20,6 +20,7 @@ from psdeploy.backends import BuildOptions, Target, backend_for
 from psdeploy.bench.prepare import prepare_on_target
 from psdeploy.bench.timing import TimingPlan, run_interleaved
 from psdeploy.errors import PsdeployError
+from psdeploy.export.record import SearchRow
 from psdeploy.rewrite.lattice import PSConvLayer
 from psdeploy.rewrite.lowerings import LOWERINGS, LoweredReference, get_lowering
 
@@ -38,15 +39,6 @@ class Geometry:
     @property
     def label(self) -> str:
         return f"{self.channels}@{self.height}x{self.width} s{self.stride} g{self.groups}" + ("" if self.clean else " dense-d1")
-
-
-@dataclass
-class SearchRow:
-    geometry: str
-    layers: list[str]
-    lowering: str  # the winner
-    timings_ms: dict[str, float]  # lowering (and "plain") -> median ms
-    ratio_to_plain: float
 
 
 def layer_geometries(model: nn.Module, input_shape: tuple[int, ...]) -> dict[Geometry, list[tuple[str, PSGConv2d]]]:
@@ -88,12 +80,9 @@ def search_lowerings(model: nn.Module, input_shape: tuple[int, ...], target: Tar
         timed = run_interleaved({k: v.run for k, v in cases.items()}, SEARCH_PLAN)
         medians = {k: t.stats.median_ms for k, t in timed.items()}
         best = min(names, key=lambda n: medians[n])
-        rows.append(SearchRow(geometry.label, [m for m, _ in members], best, medians, medians[best] / medians["plain"]))
+        rows.append(SearchRow(geometry=geometry.label, layers=[m for m, _ in members], lowering=best,
+                              timings_ms=medians, ratio_to_plain=medians[best] / medians["plain"]))
         choices.update({m: best for m, _ in members})
     if not rows:
         raise PsdeployError("--lowering auto: the model has no PSConv layer to search over")
     return choices, rows
-
-
-def rows_as_dicts(rows: list[SearchRow]) -> list[dict[str, object]]:
-    return [asdict(r) for r in rows]

@@ -200,3 +200,50 @@ def test_damaged_artifact_directories(ort_artifact, tmp_path, damage, expect, co
 ], ids=["choice", "int", "missing"])
 def test_bad_flags_are_one_line_too(args, expect) -> None:
     _fails(*args, expect=expect)
+
+
+def _with_record(value: str | None, old_keys: bool = False):
+    """Write ``good`` to ``path`` with its export record replaced by ``value`` (None: removed)."""
+    import onnx
+
+    def make(path: Path, good: Path) -> None:
+        model = onnx.load(str(good))
+        kept = [p for p in model.metadata_props if p.key != "psdeploy.export"]
+        del model.metadata_props[:]
+        model.metadata_props.extend(kept)
+        for key, text in ([("psdeploy.export", value)] if value is not None else []) + \
+                ([("psdeploy.arch", "ps_resnet_digits")] if old_keys else []):
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, text
+        onnx.save(model, str(path))
+
+    return make
+
+
+def _record_of(good: Path) -> dict:
+    import onnx
+
+    model = onnx.load(str(good))
+    return json.loads(next(p.value for p in model.metadata_props if p.key == "psdeploy.export"))
+
+
+@pytest.mark.parametrize("change, expect", [
+    (lambda r: "{not json", "metadata 'psdeploy.export': not JSON"),
+    (lambda r: json.dumps({**r, "input_shape": [1, 3, 32]}), "'input_shape"),
+    (lambda r: json.dumps({**r, "dynamic_batch": "true"}), "'dynamic_batch': input should be a valid boolean"),
+    (lambda r: json.dumps({k: v for k, v in r.items() if k != "arch"}), "'arch' is required"),
+    (lambda r: json.dumps({**r, "input_shape": [100000, 3, 4096, 4096]}), "input shape 100000,3,4096,4096"),
+    (lambda r: None, "no 'psdeploy.export' metadata"),
+], ids=["not-json", "short-shape", "string-bool", "no-arch", "huge-shape", "no-record"])
+def test_damaged_export_records(onnx_file, tmp_path, change, expect) -> None:
+    path = tmp_path / "bad.onnx"
+    _with_record(change(_record_of(onnx_file)))(path, onnx_file)
+    _fails("compile", str(path), "--target", "onnxruntime-cpu", "-o", str(tmp_path / "out"), expect=expect)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.onnx"]
+
+
+def test_an_earlier_psdeploys_export_is_told_to_export_again(onnx_file, tmp_path) -> None:
+    path = tmp_path / "old.onnx"
+    _with_record(None, old_keys=True)(path, onnx_file)
+    _fails("compile", str(path), "--target", "onnxruntime-cpu", "-o", str(tmp_path / "out"),
+           expect="exported by an earlier psdeploy")

@@ -14,6 +14,7 @@ def test_every_arch_has_a_matching_card() -> None:
         arch = card["architecture"]
         assert card["name"] == name
         assert tuple(arch["layers"]) == cfg.layers
-        for key in ("groups", "width_per_group", "stem", "stem_width", "base_planes", "num_classes", "psconv"):
+        for key in ("groups", "width_per_group", "stem", "stem_width", "base_planes", "num_classes", "psconv",
+                    "input_size", "demo_data"):
             assert arch[key] == getattr(cfg, key), (name, key)
         assert ("psconv" in card) == cfg.psconv

@@ -29,7 +29,7 @@ def _compile(tmp_path: Path, target: str, name: str, trials: int = 0, **kw) -> C
 def test_llvm_untuned_builds_and_verifies(tmp_path) -> None:
     result = _compile(tmp_path, "llvm", "llvm")
     assert result.ran and result.parity.passed
-    assert result.manifest.tuning["untuned"] and (tmp_path / "llvm" / "module.so").exists()
+    assert result.manifest.tuning.untuned and (tmp_path / "llvm" / "module.so").exists()
     runner = open_runner(tmp_path / "llvm")
     assert_runs_like_torch(runner.run, load_model("seeded:ps_resnet_digits").model, (1, 3, 32, 32), TVM_TOL)
     from psdeploy import api
@@ -189,12 +189,12 @@ def test_ctrl_c_keeps_records_tuning_resumes_and_tuned_module_is_exact(tmp_path)
 
     options = BuildOptions(tune_trials=tasks, tuning_db=tmp_path / "db")
     resumed = backend.build(onnx_path, spec.shape, target, options, tmp_path)["tuning"]
-    assert resumed["tasks_already_tuned"] == 1 and resumed["tasks_tuned"] == tasks - 1
+    assert resumed.tasks_already_tuned == 1 and resumed.tasks_tuned == tasks - 1
     measured = records.read_text()
     left = len(plan_tuning(mod, target, TuningDatabase(tmp_path / "db", target), tasks).todo)  # a failed trial
     again = backend.build(onnx_path, spec.shape, target, options, tmp_path)["tuning"]
-    assert again["tasks_already_tuned"] == tasks - left and again["tasks_tuned"] == left
-    assert again["trials_measured"] <= left and records.read_text().startswith(measured)  # covered: reused
+    assert again.tasks_already_tuned == tasks - left and again.tasks_tuned == left
+    assert again.trials_measured <= left and records.read_text().startswith(measured)  # covered: reused
     run, _ = backend.open(tmp_path / backend.module_file, target, threads=1)
     assert_runs_like_torch(run, case.reference, spec.shape, TVM_TOL)
 

@@ -4,7 +4,6 @@ files included), and with --force the previous artifact must survive intact."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ def _tree(directory: Path) -> dict[str, bytes]:
 
 
 def test_export_fails_after_the_temporary_file_exists(tmp_path, monkeypatch) -> None:
-    export_module = sys.modules["psdeploy.export"]
+    import psdeploy.export as export_module
     real_runner = export_module.onnxruntime_runner
     seen: list[bool] = []
 

@@ -18,8 +18,15 @@ def test_import_contracts_hold() -> None:
     assert "3 kept, 0 broken" in result.stdout
 
 
-def test_public_api_is_the_package() -> None:
-    import psdeploy
+def test_stages_are_importable_by_name_and_the_api_is_psdeploy_api() -> None:
+    """No API function shadows a pipeline package: ``import psdeploy.compile`` gives the package."""
+    import importlib
 
-    assert {"load", "inspect", "export", "compile", "verify", "bench", "run", "profile", "report"} <= set(psdeploy.__all__)
-    assert psdeploy.compile.__module__ == "psdeploy.api"
+    import psdeploy
+    from psdeploy import api
+
+    for stage in ("load", "rewrite", "export", "compile", "verify", "bench", "report", "search"):
+        module = importlib.import_module(f"psdeploy.{stage}")
+        assert getattr(psdeploy, stage) is module, stage
+    assert {"load", "inspect", "export", "compile", "verify", "bench", "run", "profile", "report"} <= set(api.__all__)
+    assert api.compile.__module__ == "psdeploy.api"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import psdeploy
+from psdeploy import api
 from psdeploy.cli import main
 from tests.conftest import DEMO_CHECKPOINT, REPO
 
@@ -34,8 +34,8 @@ def _use_it_blocks() -> tuple[list[list[str]], str]:
 @pytest.fixture(scope="module")
 def plain_artifact(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("plain")
-    onnx = psdeploy.export("seeded:resnet_digits", work / "resnet50.onnx", dynamic_batch=True)
-    return psdeploy.compile(str(onnx.path), target="openvino-cpu", output=work / "resnet50-ov").output
+    onnx = api.export("seeded:resnet_digits", work / "resnet50.onnx", dynamic_batch=True)
+    return api.compile(str(onnx.path), target="openvino-cpu", output=work / "resnet50-ov").output
 
 
 def _manifest(artifact: Path) -> dict:
@@ -70,6 +70,6 @@ def test_readme_python_example(tmp_path, monkeypatch, plain_artifact) -> None:
 
 
 def test_verify_checks_a_dynamic_artifact_at_two_batches(plain_artifact) -> None:
-    report = psdeploy.verify(plain_artifact, "seeded:resnet_digits")
+    report = api.verify(plain_artifact, "seeded:resnet_digits")
     report.raise_if_failed()
     assert {c.input_shape[0] for c in report.cases} == {1, 3}

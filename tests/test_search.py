@@ -37,14 +37,26 @@ def test_unknown_choice_refused() -> None:
 
 
 def test_export_auto_records_search(tmp_path) -> None:
+    """The search's rows and per-layer choices travel in the file's export record, and compiling the export
+    (its result or its path) records them in the manifest."""
+    import onnx
+
+    from psdeploy.export import ExportRecord
+
     result = api.export("seeded:ps_resnet_digits", tmp_path / "auto.onnx", lowering="auto")
     assert result.onnx_parity.passed
     rows = result.search
-    assert len(rows) == 5 and all(set(r["timings_ms"]) == {"plain", "grouped", "sliced", "aligned", "polyphase"} for r in rows)
-    chosen = {layer: row["lowering"] for row in rows for layer in row["layers"]}
+    candidates = ("grouped", "sliced", "aligned", "polyphase")
+    assert len(rows) == 5 and all(set(r.timings_ms) == {"plain", *candidates} for r in rows)
+    chosen = {layer: row.lowering for row in rows for layer in row.layers}
     assert chosen == {r.name: r.lowering for r in result.deploy.layers}
-    assert all(row["timings_ms"][row["lowering"]] == min(row["timings_ms"][n] for n in ("grouped", "sliced", "aligned", "polyphase"))
-               for row in rows)
+    assert all(row.timings_ms[row.lowering] == min(row.timings_ms[n] for n in candidates) for row in rows)
+    record = ExportRecord.read(onnx.load(str(tmp_path / "auto.onnx"), load_external_data=False), "auto.onnx")
+    assert record == result.record and record.lowering == "auto" and record.choices == chosen
+    for source in (result, tmp_path / "auto.onnx"):
+        out = tmp_path / f"ort{len(str(source))}"
+        compiled = api.compile(source, target="onnxruntime-cpu", output=out)
+        assert compiled.manifest.lowering == "auto" and compiled.manifest.lowering_search == rows
 
 
 @pytest.mark.parametrize("target_name", ["onnxruntime-cpu", "openvino-cpu", "llvm"])

@@ -3,11 +3,11 @@ the build: ``--lowering auto`` times its candidates for the CPU, core count or C
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 from click.testing import CliRunner
 
+import psdeploy.compile
+import psdeploy.search
 from psdeploy.bench.prepare import Prepared
 from psdeploy.cli import main
 from psdeploy.errors import PsdeployError
@@ -30,7 +30,7 @@ def recorded(monkeypatch) -> list[tuple[str, object]]:
         seen.append(("build", target))
         raise PsdeployError("stopped before building: the target was recorded")
 
-    monkeypatch.setattr(sys.modules["psdeploy.search"], "prepare_on_target", fake_prepare)
+    monkeypatch.setattr(psdeploy.search, "prepare_on_target", fake_prepare)
     monkeypatch.setattr(TvmBackend, "build", fake_build)
     return seen
 
@@ -53,8 +53,7 @@ def test_auto_times_candidates_for_the_requested_cpu(tmp_path, recorded) -> None
 
 
 def test_auto_times_candidates_for_the_requested_cuda_arch(tmp_path, recorded, monkeypatch) -> None:
-    # psdeploy.compile is the API function; the pipeline package is reached through sys.modules
-    monkeypatch.setattr(sys.modules["psdeploy.compile"], "cannot_run_here", lambda target: None)
+    monkeypatch.setattr(psdeploy.compile, "cannot_run_here", lambda target: None)
     _compile(tmp_path, "--target", "cuda", "--cuda-arch", "sm_80", "--mcpu", "haswell")
     assert len(recorded) > 3
     for _, target in recorded:
@@ -81,7 +80,7 @@ def test_export_auto_times_candidates_on_the_runtime_the_file_is_for(tmp_path, m
         seen.append(target.name)
         return Prepared(lambda: None, None)
 
-    monkeypatch.setattr(sys.modules["psdeploy.search"], "prepare_on_target", fake_prepare)
+    monkeypatch.setattr(psdeploy.search, "prepare_on_target", fake_prepare)
     result = CliRunner().invoke(main, ["export", "seeded:ps_resnet_digits", "--lowering", "auto", "--on",
                                        "openvino-cpu", "-o", str(tmp_path / "net.onnx")])
     assert result.exit_code == 0, result.output
@@ -95,10 +94,10 @@ def test_no_lowering_named_gives_the_runtime_its_fastest_form(tmp_path) -> None:
 
     from psdeploy import api
     from psdeploy.backends import Manifest
-    from psdeploy.export import read_metadata
+    from psdeploy.export import ExportRecord
 
     def stamped(path) -> str:
-        return read_metadata(onnx.load(str(path), load_external_data=False))["lowering"]
+        return ExportRecord.read(onnx.load(str(path), load_external_data=False), str(path)).lowering
 
     api.export("seeded:ps_resnet_digits", tmp_path / "ort.onnx")
     api.export("seeded:ps_resnet_digits", tmp_path / "ov.onnx", on="openvino-cpu")

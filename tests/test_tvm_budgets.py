@@ -3,11 +3,10 @@ carry them, batches sized to the budget, and trials sent where the weighted time
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 from click.testing import CliRunner
 
+import psdeploy.api
 from psdeploy.backends import BuildOptions
 from psdeploy.backends.tune_options import (
     RpcTracker,
@@ -91,7 +90,7 @@ def test_recipe_budget_reaches_the_build_and_flags_override_it(tmp_path, monkeyp
     import psdeploy.api  # noqa: F401  (the module; psdeploy.compile is the function)
 
     seen = []
-    monkeypatch.setattr(sys.modules["psdeploy.api"], "compile_model", lambda request: seen.append(request.options))
+    monkeypatch.setattr(psdeploy.api, "compile_model", lambda request: seen.append(request.options))
     recipe = tmp_path / "r.yaml"
     recipe.write_text("model: {checkpoint: seeded:ps_resnet_digits}\nbackend: {target: llvm}\n"
                       "tuning: {trials: 500, time: 20m, rpc: 'tracker:9190', rpc_key: xeon}\noutput: out\n")

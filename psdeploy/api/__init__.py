@@ -1,10 +1,10 @@
 """psdeploy's Python API: what the ``psdeploy`` command does, callable from Python.
 
-    import psdeploy
-    loaded = psdeploy.load("ps_resnet50.pth")
-    psdeploy.export(loaded, "ps50.onnx")
-    psdeploy.compile("ps50.onnx", target="openvino-cpu", output="ps50-ov")
-    psdeploy.bench(["ps50-ov", "resnet50-ov"], batches=[1, 8])
+    from psdeploy import api
+    loaded = api.load("ps_resnet50.pth")
+    exported = api.export(loaded, "ps50.onnx")
+    api.compile(exported, target="openvino-cpu", output="ps50-ov")
+    api.bench(["ps50-ov", "resnet50-ov"], batches=[1, 8])
 
 Every function raises ``PsdeployError`` (one line naming the file, layer or option at
 fault) on bad input, and writes nothing half-done.
@@ -12,7 +12,6 @@ fault) on bad input, and writes nothing half-done.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ import numpy as np
 
 from psdeploy.api.recipes import Recipe, load_recipe
 from psdeploy.backends import BuildOptions, OpenedRunner, Profile, backend_for, open_runner, parse_target
-from psdeploy.backends import profile as profile_backend
+from psdeploy.backends.profiling import profile as profile_backend
 from psdeploy.backends.base import DEFAULT_TUNING_DB
 from psdeploy.backends.tune_options import parse_duration, rpc_tracker
 from psdeploy.backends.tvm.tuning_db import PrunedTarget, prune
@@ -31,7 +30,7 @@ from psdeploy.bench.timing import TimingPlan
 from psdeploy.bounds import BATCH, ITERS, OPSET, RUNS, THREADS, TOLERANCE, WARMUP, check_memory
 from psdeploy.compile import CompileRequest, CompileResult, compile_model, verify_artifact
 from psdeploy.errors import PsdeployError
-from psdeploy.export import AUTO, ExportResult, export_onnx, parse_shape, shape_from_text
+from psdeploy.export import AUTO, ExportResult, export_onnx, input_shape_of, parse_shape
 from psdeploy.export.inspect import Inspection, inspect_model
 from psdeploy.load import LoadedModel, load_model
 from psdeploy.report import (
@@ -44,7 +43,7 @@ from psdeploy.report import (
     write_report,
 )
 from psdeploy.report.compare import RatioChange
-from psdeploy.search import rows_as_dicts, search_lowerings
+from psdeploy.search import search_lowerings
 from psdeploy.verify.accuracy import AccuracyReport, held_out_top1
 from psdeploy.verify.parity import DEFAULT_TOLERANCE, ParityReport, make_input
 from psdeploy.verify.runners import torch_runner
@@ -60,14 +59,6 @@ def load(source: str | Path, arch: str | None = None) -> LoadedModel:
 
 def _loaded(source: Source, arch: str | None) -> LoadedModel:
     return source if isinstance(source, LoadedModel) else load_model(source, arch)
-
-
-def _shape_text(value: Shape) -> str | None:
-    return value if value is None or isinstance(value, str) else ",".join(map(str, value))
-
-
-def _shape(value: Shape, loaded: LoadedModel) -> tuple[int, ...]:
-    return parse_shape(_shape_text(value), loaded)
 
 
 def _threads(threads: int | None) -> int | None:
@@ -94,23 +85,24 @@ def export(source: Source, output: str | Path, *, arch: str | None = None, lower
     TOLERANCE.check(tolerance)
     _threads(threads)
     loaded = _loaded(source, arch)
-    shape = _shape(input_shape, loaded)
+    shape = parse_shape(input_shape, loaded)
     choices = search = None
     if lowering == AUTO:
-        choices, rows = search_lowerings(loaded.model, shape, target, BuildOptions(), threads or os.cpu_count() or 1)
-        search = rows_as_dicts(rows)
+        choices, search = search_lowerings(loaded.model, shape, target, BuildOptions(), threads or os.cpu_count() or 1)
     return export_onnx(loaded, output, lowering, shape, opset, dynamic_batch, tolerance, choices, search)
 
 
-def compile(source: str | None = None, *, recipe: str | Path | None = None, target: str | None = None,
-            output: str | Path | None = None, arch: str | None = None, input_shape: Shape = None,
-            lowering: str | None = None, tune_trials: int | None = None, tune_time: str | float | None = None,
-            rpc: str | None = None, rpc_key: str | None = None, tuning_db: str | Path | None = None,
-            mcpu: str | None = None, num_cores: int | None = None, cuda_arch: str | None = None,
+def compile(source: str | Path | ExportResult | None = None, *, recipe: str | Path | None = None,
+            target: str | None = None, output: str | Path | None = None, arch: str | None = None,
+            input_shape: Shape = None, lowering: str | None = None, tune_trials: int | None = None,
+            tune_time: str | float | None = None, rpc: str | tuple[str, int] | None = None,
+            rpc_key: str | None = None, tuning_db: str | Path | None = None, mcpu: str | None = None,
+            num_cores: int | None = None, cuda_arch: str | None = None,
             precision: str | None = None, winograd: str | None = None, layout: str | None = None,
             tolerance: float | None = None, force: bool = False, on_batch: Callable[[int], None] | None = None,
             on_untuned: Callable[[], None] | None = None) -> CompileResult:
-    """Build a verified artifact directory; options given here override the ``recipe``'s.
+    """Build a verified artifact directory; options given here override the ``recipe``'s. ``source`` is a
+    checkpoint, ``seeded:ARCH``, an ONNX file ``export`` wrote, or the result ``export`` returned.
 
     TVM tuning: ``tune_trials`` in total and/or ``tune_time`` (seconds, or ``"20m"``), stopping at
     whichever comes first; ``rpc="host:9190"`` with ``rpc_key`` measures candidates on the servers
@@ -128,14 +120,12 @@ def compile(source: str | None = None, *, recipe: str | Path | None = None, targ
     for flag, value in (("SOURCE", source), ("--target", target_text), ("-o/--output", output)):
         if not value:
             raise PsdeployError(f"{flag} is required (given directly or in --recipe)")
-    if isinstance(target_text, dict):  # a recipe may give the TVM target dict itself
-        target_text = json.dumps(target_text)
     parsed = parse_target(target_text, pick(mcpu, backend and backend.mcpu),
                           pick(num_cores, backend and backend.num_cores), pick(cuda_arch, backend and backend.cuda_arch))
     if input_shape is not None:
-        shape = shape_from_text(_shape_text(input_shape))
+        shape = input_shape_of(input_shape)
     elif model and model.input_shape:
-        shape = shape_from_text(_shape_text(model.input_shape), f"{recipe}: 'model.input_shape'")
+        shape = input_shape_of(model.input_shape, f"{recipe}: 'model.input_shape'")
     else:
         shape = None
     time_budget = pick(tune_time, tuning and tuning.time)
@@ -148,7 +138,8 @@ def compile(source: str | None = None, *, recipe: str | Path | None = None, targ
         rpc=rpc_tracker(pick(rpc, tuning and tuning.rpc), pick(rpc_key, tuning and tuning.rpc_key)),
         tuning_db=Path(pick(tuning_db, tuning and tuning.database, DEFAULT_TUNING_DB)), on_batch=on_batch)
     request = CompileRequest(
-        source=str(source), target=parsed, output=Path(output), options=options,
+        source=source if isinstance(source, ExportResult) else str(source), target=parsed, output=Path(output),
+        options=options,
         lowering=pick(lowering, r and r.lowering, backend_for(parsed).default_lowering),
         input_shape=shape,
         tolerance=TOLERANCE.check(pick(tolerance, r and r.tolerance, DEFAULT_TOLERANCE)), force=force,

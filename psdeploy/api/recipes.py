@@ -10,13 +10,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, PositiveFloat, PositiveInt, field_validator
+from pydantic import BeforeValidator, Field, PositiveFloat, PositiveInt, field_validator
 
 from psdeploy.backends.tune_options import parse_tracker, recipe_duration
 from psdeploy.backends.base import DEFAULT_TUNING_DB
-from psdeploy.bounds import DEFAULT_TOLERANCE, NUM_CORES, TOLERANCE, TUNE_TRIALS
+from psdeploy.bounds import DEFAULT_TOLERANCE, LAYOUTS, NUM_CORES, PRECISIONS, TOLERANCE, TUNE_TRIALS, WINOGRAD
 from psdeploy.errors import PsdeployError
 from psdeploy.schema import Strict, read_yaml, validated
+
+
+def _tracker(value: object) -> object:
+    """A recipe's ``tuning.rpc`` (``HOST:PORT``) as (host, port); the schema names the key when it is not one."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return parse_tracker(value, "")
+    except PsdeployError:
+        raise ValueError("expected HOST:PORT of a TVM RPC tracker") from None
 
 
 class ModelSection(Strict):
@@ -30,15 +40,15 @@ class BackendSection(Strict):
     mcpu: str | None = None
     num_cores: Annotated[int, NUM_CORES.constraint] | None = None
     cuda_arch: str | None = None
-    precision: Literal["f32", "f16", "bf16"] = "f32"
-    winograd: Literal["off", "f2", "f4"] = "off"
-    layout: Literal["nchw", "nhwc", "nchwc"] | None = None  # TVM; default: the target's measured best
+    precision: Literal[PRECISIONS] = "f32"  # the values are bounds' (the command line's choices too)
+    winograd: Literal[WINOGRAD] = "off"
+    layout: Literal[LAYOUTS] | None = None  # TVM; default: the target's measured best
 
 
 class TuningSection(Strict):
     trials: Annotated[int, TUNE_TRIALS.constraint] = 0  # in total; with ``time``, a cap
     time: str | PositiveFloat | PositiveInt | None = None  # a deadline: "90s", "20m", "1h", or seconds
-    rpc: str | None = None  # HOST:PORT of a TVM RPC tracker that measures the candidates
+    rpc: Annotated[tuple[str, int] | None, BeforeValidator(_tracker)] = None  # HOST:PORT of a TVM RPC tracker
     rpc_key: str | None = None  # the key its servers registered under
     database: str = str(DEFAULT_TUNING_DB)
 
@@ -46,14 +56,6 @@ class TuningSection(Strict):
     @classmethod
     def _duration(cls, value: str | float | None) -> float | None:
         return recipe_duration(value)
-
-    @field_validator("rpc")
-    @classmethod
-    def _tracker(cls, value: str | None) -> str | None:
-        try:
-            return None if value is None else ":".join(map(str, parse_tracker(value, "")))
-        except PsdeployError:
-            raise ValueError("expected HOST:PORT of a TVM RPC tracker") from None
 
 
 class Recipe(Strict):

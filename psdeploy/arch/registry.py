@@ -28,7 +28,8 @@ def _imagenet_family() -> dict[str, ResNetConfig]:
 
 def _digits_family() -> dict[str, ResNetConfig]:
     """The small 32x32 networks of the demo (3 stages, stride-2 blocks in stages 2 and 3)."""
-    common = dict(layers=(2, 2, 2), stem="cifar", stem_width=16, base_planes=16, num_classes=10)
+    common = dict(layers=(2, 2, 2), stem="cifar", stem_width=16, base_planes=16, num_classes=10, input_size=32,
+                  demo_data=True)
     return {
         "ps_resnet_digits": ResNetConfig("ps_resnet_digits", psconv=True, **common),  # type: ignore[arg-type]
         "resnet_digits": ResNetConfig("resnet_digits", psconv=False, **common),  # type: ignore[arg-type]
@@ -59,8 +60,7 @@ def build(cfg: ResNetConfig) -> ResNet:
 
 
 def default_input_shape(cfg: ResNetConfig, batch: int = 1) -> tuple[int, int, int, int]:
-    size = 224 if cfg.stem == "imagenet" else 32
-    return (batch, cfg.in_chans, size, size)
+    return (batch, cfg.in_chans, cfg.input_size, cfg.input_size)
 
 
 def odd_sizes(shape: tuple[int, ...]) -> list[tuple[int, ...]]:

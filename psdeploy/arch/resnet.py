@@ -31,6 +31,9 @@ class ResNetConfig:
     in_chans: int = 3
     psconv_parts: int = 4
     psconv_dilation: int = 2
+    # how the network is deployed and checked, beside what fixes its modules
+    input_size: int = 224  # the square image side it was trained at: the default input shape
+    demo_data: bool = False  # trained on the bundled digits split: artifacts get the held-out top-1 check
 
     @property
     def is_backbone(self) -> bool:

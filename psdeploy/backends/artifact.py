@@ -15,8 +15,10 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from psdeploy.backends.targets import Target
+from psdeploy.bounds import PRECISIONS, WINOGRAD
 from psdeploy.errors import PsdeployError
 from psdeploy.export.counts import ConvKey
+from psdeploy.export.record import SearchRow
 from psdeploy.schema import Strict, validated
 
 MANIFEST = "manifest.json"
@@ -42,6 +44,32 @@ class KernelWork(Strict):
         return self.key.flops(self.batch)
 
 
+class TuningSummary(Strict):
+    """What a TVM build's tuning step did (filled in as it runs, then recorded in the manifest)."""
+
+    model_config = {**Strict.model_config, "frozen": False}
+
+    requested_trials: int
+    per_task_budget: int  # records that make a task covered (its first batch); 0: nothing counts as covered
+    tasks: int
+    time_budget_s: float | None = None
+    batch: int = 0  # candidates built and measured per search round
+    measured_on: str = "local"  # or the RPC tracker and key
+    measured_threads: int | None = None  # TVM threads each candidate was timed with (the target's num-cores)
+    tasks_tuned: int = 0
+    tasks_already_tuned: int = 0
+    trials_measured: int = 0
+    stopped_by: str = ""  # "trials", "deadline" or "search space" (every task exhausted or capped)
+    tuning_s: float = 0.0  # wall time of the tuning step, task extraction included
+    trials_per_min: float = 0.0
+    phase_s: dict[str, float] = Field(default_factory=dict)  # setup, search, build, run, update
+    estimated_ms: float | None = None  # sum over tasks of the best measured kernel (weighted)
+    tasks_all_failed: list[str] = Field(default_factory=list)  # tasks measured this run with no candidate running
+    database: str = ""
+    untuned: bool = False
+    notes: list[str] = Field(default_factory=list)
+
+
 class Manifest(Strict):
     model_config = {**Strict.model_config, "frozen": False}
 
@@ -55,14 +83,14 @@ class Manifest(Strict):
     input_shape: list[Annotated[int, Field(ge=0)]] = Field(min_length=4, max_length=4)  # N,C,H,W; 0 where dynamic
     output_names: list[str] = Field(min_length=1)
     module_file: str
-    precision: Literal["f32", "f16", "bf16"] = "f32"
-    winograd: Literal["off", "f2", "f4"] = "off"
+    precision: Literal[PRECISIONS] = "f32"
+    winograd: Literal[WINOGRAD] = "off"
     layout: Annotated[str, Field(pattern=r"^(nchw|nhwc|nchw[0-9]+c)$")] | None = None  # TVM: its convs' layout (block)
     versions: dict[str, str] = Field(default_factory=dict)
-    tuning: dict[str, Any] | None = None
+    tuning: TuningSummary | None = None
     parity: dict[str, Any] | None = None
     accuracy: dict[str, Any] | None = None
-    lowering_search: list[dict[str, Any]] | None = None
+    lowering_search: list[SearchRow] | None = None
     kernels: dict[str, KernelWork] | None = None  # TVM: symbol -> the conv it computes
     created: str = Field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     format: Literal[1] = MANIFEST_FORMAT

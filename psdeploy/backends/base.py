@@ -170,6 +170,16 @@ class Profile:
     def total_ms(self) -> float:
         return sum(r.ms_per_run for r in self.nodes)
 
+    def beside(self, other: Profile) -> list[tuple[ConvTime, ConvTime | None, float | None]]:
+        """Each of this profile's convs with the same conv (output and reduction) in ``other``, and this one's
+        share of the other's speed (other's ms / this one's; None where ``other`` has no such conv)."""
+        theirs = {t.key: t for t in other.convs}
+        rows = []
+        for mine in self.convs:
+            match = theirs.get(mine.key)
+            rows.append((mine, match, match.ms_per_run / mine.ms_per_run if match and mine.ms_per_run > 0 else None))
+        return rows
+
     @property
     def layout_reorders(self) -> tuple[float, float]:
         """(reorder nodes run per inference, their ms per inference)."""

@@ -61,30 +61,34 @@ def host_cpu() -> str:
     return str(codegen.llvm_get_system_cpu())
 
 
-def _tvm_dict(text: str) -> dict[str, object]:
-    if text == "llvm":
+def _tvm_dict(text: str | dict[str, object]) -> dict[str, object]:
+    if isinstance(text, dict):  # a recipe's target dict, as written
+        target = dict(text)
+    elif text == "llvm":
         return {"kind": "llvm"}
-    if text == "cuda":
+    elif text == "cuda":
         return {"kind": "cuda"}
-    if not text.startswith("{"):
+    elif not text.startswith("{"):
         raise PsdeployError(f"--target {text!r}: unknown target; expected one of {', '.join(SHORT_NAMES)} "
                             f"or a TVM JSON target dict")
-    try:
-        target = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PsdeployError(f"--target: not valid JSON ({exc.msg}); expected a TVM target dict") from None
+    else:
+        try:
+            target = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PsdeployError(f"--target: not valid JSON ({exc.msg}); expected a TVM target dict") from None
     if not isinstance(target, dict) or "kind" not in target:
         raise PsdeployError('--target: a TVM target dict needs a "kind", e.g. {"kind": "llvm"}')
     return target
 
 
-def parse_target(text: str, mcpu: str | None = None, cores: int | None = None,
+def parse_target(text: str | dict[str, object], mcpu: str | None = None, cores: int | None = None,
                  cuda_arch: str | None = None) -> Target:
-    """Resolve ``--target`` and its refinements; unknown names and misplaced refinements are errors."""
-    text = text.strip()
+    """Resolve ``--target`` (a name, a TVM JSON target, or a recipe's target dict) and its refinements; unknown
+    names and misplaced refinements are errors."""
+    text = text.strip() if isinstance(text, str) else text
     if cores is not None:
         NUM_CORES.check(cores)
-    if text in RUNTIME_TARGETS:
+    if isinstance(text, str) and text in RUNTIME_TARGETS:
         for flag, value in (("--mcpu", mcpu), ("--num-cores", cores), ("--cuda-arch", cuda_arch)):
             if value is not None:
                 raise PsdeployError(f"{flag} {value}: a TVM target option; {text} chooses its own kernels")
@@ -109,4 +113,4 @@ def parse_target(text: str, mcpu: str | None = None, cores: int | None = None,
         tvm.target.Target(target)
     except Exception as exc:  # TVM raises its own error types for bad attributes
         raise PsdeployError(f"--target {json.dumps(target)}: TVM rejects it: {str(exc).splitlines()[-1]}") from None
-    return Target("tvm", text if not text.startswith("{") else "tvm-json", target)
+    return Target("tvm", text if isinstance(text, str) and not text.startswith("{") else "tvm-json", target)

@@ -62,12 +62,13 @@ def parse_tracker(text: str, option: str = "--rpc") -> tuple[str, int]:
     return host, int(port)
 
 
-def rpc_tracker(address: str | None, key: str | None) -> RpcTracker | None:
-    """Both of ``--rpc`` and ``--rpc-key``, or neither."""
+def rpc_tracker(address: str | tuple[str, int] | None, key: str | None) -> RpcTracker | None:
+    """Both of ``--rpc`` (``HOST:PORT``, or already parsed) and ``--rpc-key``, or neither."""
     if address is None and key is None:
         return None
     if address is None:
         raise PsdeployError(f"--rpc-key {key}: needs --rpc HOST:PORT (the tracker the servers registered with)")
+    host, port = parse_tracker(address) if isinstance(address, str) else address
     if not key or not str(key).strip():
-        raise PsdeployError(f"--rpc {address}: needs --rpc-key KEY (the key the servers registered under)")
-    return RpcTracker(*parse_tracker(address), str(key).strip())
+        raise PsdeployError(f"--rpc {host}:{port}: needs --rpc-key KEY (the key the servers registered under)")
+    return RpcTracker(host, port, str(key).strip())

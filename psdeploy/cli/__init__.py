@@ -61,17 +61,19 @@ TOLERANCE_HELP = "max|err|/max|ref| allowed."
 
 
 class _Parsed(click.ParamType):
-    """A value checked by the API's own parser before any work starts: a bad one is a usage error."""
+    """A value parsed by the API's own parser before any work starts (the parsed value is what the command
+    gets); a bad one is a usage error."""
 
     def __init__(self, name: str, parse) -> None:
         self.name, self._parse = name, parse
 
     def convert(self, value, param, ctx):
+        if not isinstance(value, str):  # parsed already (click converts a value it was handed once more)
+            return value
         try:
-            self._parse(value, "")
+            return self._parse(value, "")
         except PsdeployError as exc:
             self.fail(str(exc).strip(), param, ctx)
-        return value
 
 
 def _duration(value: str, option: str) -> float:
@@ -183,7 +185,7 @@ def accuracy(model: str, checkpoint: str, arch: str | None) -> None:
               help="TVM: Winograd F(2x2,3x3)/F(4x4,3x3) for every stride-1 3x3 conv, dilated ones included (default off).")
 @click.option("--layout", default=None, type=click.Choice(bounds.LAYOUTS),
               help="TVM: the data layout convs compile in: nchwc blocks channels by the CPU's vector width "
-                   "(default on llvm, measured fastest; cuda and Winograd: nchw).")
+                   "(default on llvm, measured fastest, Winograd or not; cuda: nchw).")
 @click.option("--tolerance", type=_range(bounds.TOLERANCE), default=None,
               help=TOLERANCE_HELP + f" (default {bounds.DEFAULT_TOLERANCE:g})")
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")

@@ -14,7 +14,7 @@ from psdeploy.backends import Profile
 from psdeploy.backends.tvm.tuning_db import PrunedTarget
 from psdeploy.bench import BenchResult
 from psdeploy.compile import CompileResult
-from psdeploy.export import ExportResult
+from psdeploy.export import ExportResult, SearchRow
 from psdeploy.export.inspect import Inspection
 from psdeploy.report.compare import RatioChange
 from psdeploy.verify.accuracy import AccuracyReport
@@ -53,16 +53,16 @@ def parity_table(report: ParityReport) -> Table:
     return table
 
 
-def search_table(rows: list[dict[str, object]]) -> Table:
+def search_table(rows: list[SearchRow]) -> Table:
     """--lowering auto: per layer geometry, each candidate's median and the one kept."""
-    names = [k for k in rows[0]["timings_ms"] if k != "plain"]
+    names = rows[0].lowerings
     table = _table("lowering search (median ms, interleaved with the plain 3x3 of the same shape)",
                    ("layer geometry", "layers", "plain 3x3", *names, "kept", "ratio to plain"),
                    left=("layer geometry", "kept"))
     for row in rows:
-        t = row["timings_ms"]
-        table.add_row(str(row["geometry"]), str(len(row["layers"])), f"{t['plain']:.3f}",
-                      *(f"{t[n]:.3f}" for n in names), str(row["lowering"]), f"{row['ratio_to_plain']:.3f}x")
+        t = row.timings_ms
+        table.add_row(row.geometry, str(len(row.layers)), f"{t['plain']:.3f}", *(f"{t[n]:.3f}" for n in names),
+                      row.lowering, f"{row.ratio_to_plain:.3f}x")
     return table
 
 
@@ -78,7 +78,7 @@ def show_inspection(source: str, info: Inspection) -> None:
         for layer in info.layers:
             off = ", ".join(f"d{d}:{n}" for d, n in layer.off_design.items() if n) or "none"
             table.add_row(layer.name, str(layer.channels), str(layer.stride), str(layer.groups), off,
-                          " + ".join(layer.stats.convs), str(layer.stats.shuffles))
+                          " + ".join(map(str, layer.stats.convs)), str(layer.stats.shuffles))
         console.print(table)
         clean = sum(layer.clean for layer in info.layers)
         console.print(f"{clean}/{len(info.layers)} layers clean: masked blocks really zero, deployed at 1.0x.")
@@ -113,21 +113,20 @@ def show_export(result: ExportResult, arch: str, opset: int) -> None:
 
 def show_compile(result: CompileResult) -> None:
     m = result.manifest
-    if m.tuning:
-        t = m.tuning
-        console.print(f"tuning: {t['tasks']} tasks, {t['tasks_tuned']} tuned now, {t['tasks_already_tuned']} "
-                      f"already in the database, {t['trials_measured']} trials measured; db {t['database']}")
-        if t["trials_measured"]:
-            phases = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in t["phase_s"].items())
-            threads = f" at {t['measured_threads']} TVM threads" if t.get("measured_threads") else ""
-            console.print(f"tuning throughput: {t['trials_per_min']:.1f} trials/min ({t['trials_measured']} in "
-                          f"{t['tuning_s']:.0f} s, batches of {t['batch']}, measured {t['measured_on']}{threads}, "
-                          f"stopped by {t['stopped_by']}); {phases}")
-        if t.get("tasks_all_failed"):
+    if t := m.tuning:
+        console.print(f"tuning: {t.tasks} tasks, {t.tasks_tuned} tuned now, {t.tasks_already_tuned} "
+                      f"already in the database, {t.trials_measured} trials measured; db {t.database}")
+        if t.trials_measured:
+            phases = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in t.phase_s.items())
+            threads = f" at {t.measured_threads} TVM threads" if t.measured_threads else ""
+            console.print(f"tuning throughput: {t.trials_per_min:.1f} trials/min ({t.trials_measured} in "
+                          f"{t.tuning_s:.0f} s, batches of {t.batch}, measured {t.measured_on}{threads}, "
+                          f"stopped by {t.stopped_by}); {phases}")
+        if t.tasks_all_failed:
             err_console.print(f"[bold yellow]WARNING: every candidate measured failed for "
-                              f"{len(t['tasks_all_failed'])} task(s): {', '.join(t['tasks_all_failed'])} "
+                              f"{len(t.tasks_all_failed)} task(s): {', '.join(t.tasks_all_failed)} "
                               f"(they build with MetaSchedule's untuned fallback; -v shows its errors)[/]")
-        for note in t["notes"]:
+        for note in t.notes:
             console.print(f"tuning-db: {note}")
     if m.lowering_search:
         console.print(search_table(m.lowering_search))
@@ -222,18 +221,15 @@ def show_convs(profile: Profile, other: Profile) -> None:
     """Conv by conv (the same conv on both, by what it computes): time, GFLOP/s, and the first's share of
     the second's speed; convs below 80% of it are counted (the target every conv should reach)."""
     a, b = Path(profile.model).name, Path(other.model).name
-    theirs = {t.key: t for t in other.convs}
     table = _table(f"convs: {a} on {profile.runs_on} vs {b} on {other.runs_on}, per run",
                    ("conv (out@HxW, MACs per output)", "calls", f"{a} ms", "GFLOP/s", f"{b} ms", "GFLOP/s",
                     f"speed of {b}"), left=("conv (out@HxW, MACs per output)",))
-    slow = 0
-    for x in profile.convs:
-        y = theirs.get(x.key)
-        share = y.ms_per_run / x.ms_per_run if y and x.ms_per_run > 0 else None
-        slow += share is not None and share < CONV_SPEED_TARGET
+    rows = profile.beside(other)
+    for x, y, share in rows:
         table.add_row(str(x.key), f"{x.calls_per_run:g}", f"{x.ms_per_run:.3f}", f"{x.gflops:.1f}",
                       f"{y.ms_per_run:.3f}" if y else "-", f"{y.gflops:.1f}" if y else "-",
                       f"{share:.0%}" if share is not None else "-")
+    slow = sum(share is not None and share < CONV_SPEED_TARGET for _, _, share in rows)
     console.print(table)
     mine_ms, theirs_ms = sum(x.ms_per_run for x in profile.convs), sum(t.ms_per_run for t in other.convs)
     console.print(f"{slow} of {len(profile.convs)} convs below {CONV_SPEED_TARGET:.0%} of {b}'s speed; "

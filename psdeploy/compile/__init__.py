@@ -18,24 +18,22 @@ from psdeploy.arch.registry import default_input_shape
 from psdeploy.backends import BuildOptions, Manifest, Target, backend_for, open_artifact
 from psdeploy.backends.tvm.host import cannot_run_here
 from psdeploy.bounds import check_memory
-from psdeploy.demo_data import IMAGE_SIZE
 from psdeploy.errors import PsdeployError
-from psdeploy.export import AUTO, export_onnx, read_metadata
+from psdeploy.export import AUTO, ExportRecord, ExportResult, export_onnx
 from psdeploy.fileio import atomic_output
 from psdeploy.load import LoadedModel, load_model
-from psdeploy.search import rows_as_dicts, search_lowerings
+from psdeploy.search import search_lowerings
 from psdeploy.verify.accuracy import held_out_top1
 from psdeploy.verify.parity import DEFAULT_TOLERANCE, ParityReport, compare
 from psdeploy.verify.runners import onnxruntime_runner, torch_runner
 
 VERSIONED = ("torch", "onnx", "onnxruntime", "openvino", "apache-tvm", "apache-tvm-ffi")
-DEMO_ARCHS = ("ps_resnet_digits", "resnet_digits")
 DYNAMIC_BATCH_CHECKED = 3  # besides batch 1, for an artifact that runs any batch
 
 
 @dataclass
 class CompileRequest:
-    source: str  # checkpoint, seeded:ARCH, or an ONNX file psdeploy exported
+    source: str | ExportResult  # checkpoint, seeded:ARCH, or an ONNX file psdeploy exported (or its result)
     target: Target
     output: Path
     options: BuildOptions = field(default_factory=BuildOptions)
@@ -64,38 +62,24 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _exported_onnx(path: Path) -> tuple[dict[str, str], list[str]]:
-    """psdeploy's metadata and the output names of an ONNX file ``psdeploy export`` wrote (one read)."""
+def _exported_onnx(path: Path) -> tuple[ExportRecord, list[str]]:
+    """The export record and the output names of an ONNX file ``psdeploy export`` wrote (one read)."""
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception:
         raise PsdeployError(f"{path}: not a readable ONNX model; expected an ONNX file from 'psdeploy export'") from None
-    meta = read_metadata(model)
-    if not {"arch", "lowering", "input_shape"} <= set(meta):
-        raise PsdeployError(f"{path}: not a PS-ResNet/ResNet exported by psdeploy (no psdeploy metadata); "
-                            f"export the checkpoint with 'psdeploy export' first, or compile the checkpoint")
-    return meta, [o.name for o in model.graph.output]
+    record = ExportRecord.read(model, str(path))
+    check_memory(f"{path}: input shape {','.join(map(str, record.input_shape))}", record.input_shape)
+    return record, [o.name for o in model.graph.output]
 
 
-def _reference_for_onnx(meta: dict[str, str]) -> LoadedModel | None:
+def _reference_for_onnx(record: ExportRecord) -> LoadedModel | None:
     """The checkpoint an exported ONNX came from, when it can still be found unchanged."""
-    source = meta.get("source", "")
-    if source.startswith("seeded:") or Path(source).is_file():
-        loaded = load_model(source, meta["arch"])
-        if loaded.sha256 == meta.get("source_sha256"):
+    if record.source.startswith("seeded:") or Path(record.source).is_file():
+        loaded = load_model(record.source, record.arch)
+        if loaded.sha256 == record.source_sha256:
             return loaded
     return None
-
-
-def _onnx_input_shape(meta: dict[str, str], path: Path) -> tuple[int, ...]:
-    try:
-        shape = tuple(int(v) for v in meta["input_shape"].split(","))
-    except ValueError:
-        shape = ()
-    if len(shape) != 4 or min(shape) < 1:
-        raise PsdeployError(f"{path}: psdeploy.input_shape {meta['input_shape']!r} in its metadata; expected N,C,H,W")
-    check_memory(f"{path}: psdeploy.input_shape {meta['input_shape']}", shape)
-    return shape
 
 
 def _search(request: CompileRequest, loaded: LoadedModel, shape: tuple[int, ...]):
@@ -114,42 +98,42 @@ def compile_model(request: CompileRequest) -> CompileResult:
     backend = backend_for(target)
     backend.check_options(target, options)
     with atomic_output(request.output, "-o", directory=True, force=request.force) as stage:
-        search = None
-        if request.source.endswith(".onnx"):
-            onnx_path = Path(request.source)
-            meta, names = _exported_onnx(onnx_path)
-            loaded = _reference_for_onnx(meta)
-            shape = _onnx_input_shape(meta, onnx_path)
-            arch, lowering, sha = meta["arch"], meta["lowering"], meta.get("source_sha256", "")
-            if meta.get("dynamic_batch") == "true" and backend.keeps_dynamic_batch:
+        from_onnx = isinstance(request.source, ExportResult) or request.source.endswith(".onnx")
+        if from_onnx:
+            onnx_path = request.source.path if isinstance(request.source, ExportResult) else Path(request.source)
+            record, names = _exported_onnx(onnx_path)
+            loaded = _reference_for_onnx(record)
+            shape = record.input_shape
+            if record.dynamic_batch and backend.keeps_dynamic_batch:
                 shape = (0, *shape[1:])  # the artifact runs any batch, as the ONNX does
-            elif meta.get("dynamic_batch") == "true" and request.input_shape:
+            elif record.dynamic_batch and request.input_shape:
                 shape = request.input_shape
         else:
             loaded = load_model(request.source, request.arch)
             shape = request.input_shape or default_input_shape(loaded.config)
             onnx_path = stage / "model.source.onnx"
-            choices = None
+            choices = search = None
             if request.lowering == AUTO:
-                choices, rows = _search(request, loaded, shape)
-                search = rows_as_dicts(rows)
-            exported = export_onnx(loaded, onnx_path, request.lowering, shape, tolerance=request.tolerance,
-                                   choices=choices, search=search)
-            arch, lowering, sha, names = loaded.arch, request.lowering, loaded.sha256, exported.output_names
+                choices, search = _search(request, loaded, shape)
+            record = export_onnx(loaded, onnx_path, request.lowering, shape, tolerance=request.tolerance,
+                                 choices=choices, search=search).record
+            names = loaded.model.output_names
         build_info = backend.build(onnx_path, shape, target, options, stage)
         manifest = Manifest(
-            backend=target.backend, target=target.name, target_spec=target.tvm_target, arch=arch, lowering=lowering,
-            source=request.source, source_sha256=sha, input_shape=list(shape), output_names=names,
+            backend=target.backend, target=target.name, target_spec=target.tvm_target, arch=record.arch,
+            lowering=record.lowering, source=str(onnx_path) if from_onnx else request.source,
+            source_sha256=record.source_sha256, input_shape=list(shape), output_names=names,
             module_file=backend.module_file, precision=options.precision, winograd=options.winograd,
             layout=backend.layout(target, options),
-            versions=_versions(), lowering_search=search, **(build_info or {}),
+            versions=_versions(), lowering_search=record.search, **(build_info or {}),
         )
         manifest.write(stage)
         not_here = cannot_run_here(target)  # a GPU or CPU features this machine lacks: built, never run here
         parity = None if not_here else verify_staged(stage, loaded, onnx_path, request.tolerance)
         ran = parity is not None
         manifest.parity = parity.to_dict() if parity else {"status": f"not run: {not_here}"}
-        if ran and loaded is not None and arch in DEMO_ARCHS and tuple(shape[2:]) == (IMAGE_SIZE, IMAGE_SIZE):
+        demo = loaded is not None and loaded.config.demo_data
+        if ran and demo and tuple(shape[2:]) == (loaded.config.input_size,) * 2:
             manifest.accuracy = check_top1(stage, loaded)
         manifest.write(stage)
         if onnx_path.parent == stage:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from psdeploy.bounds import check_memory
 from psdeploy.errors import PsdeployError
 from psdeploy.export.counts import GraphCounts, count_graph, count_torch
 from psdeploy.export.onnx_export import DEFAULT_OPSET, export_to_file
+from psdeploy.export.record import ExportRecord, SearchRow
 from psdeploy.fileio import atomic_output, check_destination
 from psdeploy.load.loader import LoadedModel
 from psdeploy.rewrite.deploy import DeployResult, rewrite
@@ -22,57 +24,50 @@ from psdeploy.verify.runners import onnxruntime_runner, torch_runner
 @dataclass
 class ExportResult:
     path: Path
+    record: ExportRecord  # what the file's metadata says it is
     deploy: DeployResult
-    input_shape: tuple[int, ...]
     output_names: list[str]
     rewrite_parity: ParityReport  # deploy model (PyTorch) vs checkpoint, several sizes
     onnx_parity: ParityReport  # ONNX in onnxruntime vs checkpoint
     graph: GraphCounts
     released_params: int
     released_macs: int
-    search: list[dict[str, object]] | None = None  # --lowering auto: per-geometry timings and choice
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.record.input_shape
+
+    @property
+    def search(self) -> list[SearchRow] | None:  # --lowering auto: per-geometry timings and choice
+        return self.record.search
 
 
-def shape_from_text(text: str, option: str = "--input-shape") -> tuple[int, ...]:
-    """``"N,C,H,W"`` -> a tuple of 4 positive integers that fits in memory, or a one-line error naming ``option``."""
+def input_shape_of(value: str | Sequence[int], option: str = "--input-shape") -> tuple[int, ...]:
+    """``"N,C,H,W"`` or a sequence of 4 positive integers -> a tuple that fits in memory, or a one-line error
+    naming ``option``."""
     try:
-        shape = tuple(int(v) for v in text.split(","))
-    except ValueError:
+        shape = tuple(int(v) for v in (value.split(",") if isinstance(value, str) else value))
+    except (TypeError, ValueError):
         shape = ()
     if len(shape) != 4 or min(shape) < 1:
-        raise PsdeployError(f"{option} {text!r}: expected N,C,H,W as 4 positive integers, e.g. 1,3,224,224")
-    check_memory(f"{option} {text}", shape)
+        raise PsdeployError(f"{option} {value!r}: expected N,C,H,W as 4 positive integers, e.g. 1,3,224,224")
+    check_memory(f"{option} {','.join(map(str, shape))}", shape)
     return shape
 
 
-def parse_shape(text: str | None, loaded: LoadedModel) -> tuple[int, ...]:
-    if text is None:
+def parse_shape(value: str | Sequence[int] | None, loaded: LoadedModel) -> tuple[int, ...]:
+    """The input shape asked for (default: the architecture's), with the model's input channels."""
+    if value is None:
         return default_input_shape(loaded.config)
-    shape = shape_from_text(text)
+    shape = input_shape_of(value)
     if shape[1] != loaded.config.in_chans:
-        raise PsdeployError(f"--input-shape {text!r}: expected N,C,H,W with C={loaded.config.in_chans}, "
+        raise PsdeployError(f"--input-shape {value!r}: expected N,C,H,W with C={loaded.config.in_chans}, "
                             f"e.g. 1,{loaded.config.in_chans},224,224")
     return shape
 
 
-METADATA_PREFIX = "psdeploy."
 AUTO = "auto"
 DEFAULT_LOWERING = "grouped"
-
-
-def stamp_metadata(model: onnx.ModelProto, loaded: LoadedModel, lowering: str, shape: tuple[int, ...],
-                   dynamic_batch: bool) -> None:
-    """Record where the graph came from, so compile can refuse ONNX that psdeploy did not verify."""
-    values = {"arch": loaded.arch, "lowering": lowering, "source": loaded.source, "source_sha256": loaded.sha256,
-              "input_shape": ",".join(map(str, shape)), "dynamic_batch": str(dynamic_batch).lower()}
-    for key, value in values.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = METADATA_PREFIX + key, value
-
-
-def read_metadata(model: onnx.ModelProto) -> dict[str, str]:
-    return {p.key.removeprefix(METADATA_PREFIX): p.value for p in model.metadata_props
-            if p.key.startswith(METADATA_PREFIX)}
 
 
 def verify_rewrite(loaded: LoadedModel, deploy: DeployResult, shape: tuple[int, ...],
@@ -94,7 +89,7 @@ def export_onnx(
     dynamic_batch: bool = False,
     tolerance: float = DEFAULT_TOLERANCE,
     choices: dict[str, str] | None = None,
-    search: list[dict[str, object]] | None = None,
+    search: list[SearchRow] | None = None,
 ) -> ExportResult:
     """Rewrite, export and verify; the file exists at ``output`` only if every check passed.
 
@@ -120,13 +115,17 @@ def export_onnx(
             tolerance=tolerance, seeds=(0, 1, 2),
         )
         onnx_parity.raise_if_failed()
+        record = ExportRecord(arch=loaded.arch, lowering=lowering, choices=choices if lowering == AUTO else None,
+                              search=search, input_shape=tuple(shape), dynamic_batch=dynamic_batch, source=loaded.source,
+                              source_sha256=loaded.sha256, opset=opset)
         model = onnx.load(str(tmp))
-        stamp_metadata(model, loaded, lowering, shape, dynamic_batch)
+        record.stamp(model)  # where the graph came from: compile refuses ONNX that psdeploy did not verify
         onnx.save(model, str(tmp))
         graph = count_graph(model)
     released_params, released_macs = count_torch(loaded.model, shape)
-    return ExportResult(output, deploy, shape, names, rewrite_parity, onnx_parity, graph,
-                        released_params, released_macs, search)
+    return ExportResult(output, record, deploy, names, rewrite_parity, onnx_parity, graph,
+                        released_params, released_macs)
 
 
-__all__ = ["AUTO", "DEFAULT_LOWERING", "DEFAULT_OPSET", "ExportResult", "export_onnx", "parse_shape", "shape_from_text", "read_metadata", "verify_rewrite"]
+__all__ = ["AUTO", "DEFAULT_LOWERING", "DEFAULT_OPSET", "ExportRecord", "ExportResult", "SearchRow", "export_onnx",
+           "input_shape_of", "parse_shape", "verify_rewrite"]

@@ -32,7 +32,7 @@ class Case:
 
 
 @dataclass
-class TimedCase:
+class ModuleCase:
     """A case with the module to time and the torch reference it must equal."""
 
     case: Case
@@ -66,7 +66,7 @@ class LayerSpec:
 
 
 def layer_cases(spec: LayerSpec, lowerings: list[str], seed: int = 0,
-                reference_cases: tuple[str, ...] = tuple(LAYER_REFERENCE_CASES)) -> list[TimedCase]:
+                reference_cases: tuple[str, ...] = tuple(LAYER_REFERENCE_CASES)) -> list[ModuleCase]:
     """The chosen reference cases, then one deployed case per lowering, all of the same seeded layer."""
     torch.manual_seed(seed)
     c, s = spec.channels, spec.stride
@@ -77,23 +77,23 @@ def layer_cases(spec: LayerSpec, lowerings: list[str], seed: int = 0,
     for name in reference_cases:
         case, dilation = LAYER_REFERENCE_CASES[name]
         module = released if case.role is Role.RELEASED else nn.Conv2d(c, c, 3, s, dilation, dilation, bias=False)
-        out.append(TimedCase(case, module.eval(), module.eval()))
+        out.append(ModuleCase(case, module.eval(), module.eval()))
     layer = PSConvLayer.from_released("layer", released)
     for lowering in lowerings:
         lowered = get_lowering(lowering).lower(layer, torch.zeros(c))
-        out.append(TimedCase(Case(Role.DEPLOYED, f"psconv_{lowering}", lowering), lowered.module,
+        out.append(ModuleCase(Case(Role.DEPLOYED, f"psconv_{lowering}", lowering), lowered.module,
                              LoweredReference(layer, lowered)))
     return out
 
 
-def network_cases(arch: str, plain: str, lowerings: list[str]) -> list[TimedCase]:
+def network_cases(arch: str, plain: str, lowerings: list[str]) -> list[ModuleCase]:
     """Plain ResNet deployed (the baseline), PS-ResNet as released, PS-ResNet deployed per lowering.
     ``auto``'s module depends on where it runs: the released model stands in until the report's search
     on that backend replaces it (``deployed_auto``)."""
     ps, base = seeded_model(arch), seeded_model(plain)
     return [
-        TimedCase(Case(Role.PLAIN, f"{plain} deployed", "grouped"), rewrite(base, "grouped").model, base),
-        TimedCase(Case(Role.RELEASED, f"{arch} released"), ps, ps),
-        *(TimedCase(Case(Role.DEPLOYED, f"{arch} deployed[{lowering}]", lowering),
+        ModuleCase(Case(Role.PLAIN, f"{plain} deployed", "grouped"), rewrite(base, "grouped").model, base),
+        ModuleCase(Case(Role.RELEASED, f"{arch} released"), ps, ps),
+        *(ModuleCase(Case(Role.DEPLOYED, f"{arch} deployed[{lowering}]", lowering),
                     ps if lowering == AUTO else rewrite(ps, lowering).model, ps) for lowering in lowerings),
     ]

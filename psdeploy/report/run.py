@@ -17,7 +17,7 @@ from psdeploy.bench.prepare import Prepared, export_case, prepare_eager, prepare
 from psdeploy.bench.stats import ratio_spread
 from psdeploy.bench.timing import TimingPlan, run_interleaved
 from psdeploy.export import AUTO
-from psdeploy.report.cases import LayerSpec, Role, TimedCase, layer_cases, network_cases
+from psdeploy.report.cases import LayerSpec, Role, ModuleCase, layer_cases, network_cases
 from psdeploy.report.config import Platform, ReportConfig, platform
 from psdeploy.rewrite.deploy import rewrite
 from psdeploy.search import search_lowerings
@@ -63,7 +63,7 @@ class Group:
     label: str
     batch: int
     shape: tuple[int, ...]
-    cases: list[TimedCase]
+    cases: list[ModuleCase]
 
 
 def _groups(config: ReportConfig) -> list[Group]:
@@ -86,7 +86,7 @@ def _runs_on(group: Group, where: Platform, config: ReportConfig) -> bool:
     return group.table != "network" or config.network_backends is None or where.name in config.network_backends
 
 
-def _timed_here(where: Platform, cases: list[TimedCase]) -> list[TimedCase]:
+def _timed_here(where: Platform, cases: list[ModuleCase]) -> list[ModuleCase]:
     """A lowering whose custom ops this backend does not compile runs its slow definition: not timed;
     ``auto`` is searched on a runtime, so eager PyTorch has none."""
     if where.target is None:
@@ -95,15 +95,15 @@ def _timed_here(where: Platform, cases: list[TimedCase]) -> list[TimedCase]:
     return [c for c in cases if c.case.role is not Role.DEPLOYED or c.case.lowering in native]
 
 
-def searched_case(timed_case: TimedCase, shape: tuple[int, ...], where: Platform, threads: int) -> tuple[TimedCase, str]:
+def searched_case(module_case: ModuleCase, shape: tuple[int, ...], where: Platform, threads: int) -> tuple[ModuleCase, str]:
     """An ``auto`` case as ``--lowering auto`` builds it for ``where``: each layer geometry's lowering timed
     there. Returns the case and what the search kept ("sliced 13, aligned 3": lowering, layers)."""
     assert where.target is not None
-    model = timed_case.reference
+    model = module_case.reference
     choices, _ = search_lowerings(model, shape, where.target, where.options, threads)
     kept = Counter(choices.values())
     summary = ", ".join(f"{name} {n}" for name, n in kept.most_common())
-    return TimedCase(timed_case.case, rewrite(model, "grouped", choices).model, model), summary
+    return ModuleCase(module_case.case, rewrite(model, "grouped", choices).model, model), summary
 
 
 def run_report(config: ReportConfig) -> ReportData:
@@ -119,23 +119,23 @@ def run_report(config: ReportConfig) -> ReportData:
         overall = progress.add_task("report", total=len(runs))
         for where, group in runs:
             progress.update(overall, description=f"{where.name}: {group.label}")
-            prepared: dict[str, tuple[TimedCase, Prepared]] = {}
+            prepared: dict[str, tuple[ModuleCase, Prepared]] = {}
             chosen: dict[str, str] = {}
-            for timed_case in _timed_here(where, group.cases):
-                label = timed_case.case.label
-                if timed_case.case.lowering == AUTO:
-                    timed_case, chosen[label] = searched_case(timed_case, group.shape, where, config.threads)
+            for module_case in _timed_here(where, group.cases):
+                label = module_case.case.label
+                if module_case.case.lowering == AUTO:
+                    module_case, chosen[label] = searched_case(module_case, group.shape, where, config.threads)
                 if where.target is None:
-                    ready = prepare_eager(timed_case.module, timed_case.reference, group.shape, config.threads,
+                    ready = prepare_eager(module_case.module, module_case.reference, group.shape, config.threads,
                                           label)
                 else:
                     key = (group.label, label, where.name if label in chosen else "")
                     if key not in exported:
-                        exported[key] = export_case(timed_case.module, group.shape, Path(scratch))
-                    ready = prepare_on_target(timed_case.module, timed_case.reference, group.shape,
+                        exported[key] = export_case(module_case.module, group.shape, Path(scratch))
+                    ready = prepare_on_target(module_case.module, module_case.reference, group.shape,
                                               where.target, where.options, config.threads, label,
                                               onnx_path=exported[key])
-                prepared[label] = (timed_case, ready)
+                prepared[label] = (module_case, ready)
             timed = run_interleaved({k: p.run for k, (_, p) in prepared.items()}, plan)
             baseline = timed[next(iter(timed))].samples_ms
             for label, result in timed.items():

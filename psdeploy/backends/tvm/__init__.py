@@ -62,7 +62,7 @@ class TvmBackend(Backend):
         self.require()
         summary, kernels = build(onnx_path, input_shape, target, options, out_dir / self.module_file,
                                  WINOGRAD_TILES[options.winograd], self.conv_layout(target, options))
-        return {"tuning": summary.to_dict(), "kernels": kernels}
+        return {"tuning": summary, "kernels": kernels}
 
     def _vm(self, module: Path, target: Target, threads: int | None):
         """The module's VM, and what it runs as: on CPU with the threads TVM's runtime really started

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from psdeploy.backends.artifact import KernelWork
+from psdeploy.backends.artifact import KernelWork, TuningSummary
 from psdeploy.backends.base import BuildOptions
 from psdeploy.backends.targets import Target
 from psdeploy.backends.tvm.layout import NCHW, ConvLayout
-from psdeploy.backends.tvm.tuning import TuningSummary, tune
+from psdeploy.backends.tvm.tuning import tune
 from psdeploy.backends.tvm.tuning_db import TuningDatabase
 from psdeploy.errors import PsdeployError
 

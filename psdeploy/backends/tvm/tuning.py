@@ -20,8 +20,9 @@ import math
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
+from psdeploy.backends.artifact import TuningSummary
 from psdeploy.backends.targets import Target
 from psdeploy.backends.tune_options import RpcTracker
 from psdeploy.backends.tvm.intrinsics import register_tensor_intrinsics
@@ -56,32 +57,6 @@ def quiet_metaschedule_console() -> None:
     logger.setLevel(logging.WARNING)
     if not any(isinstance(f, _DropLevelNag) for f in logger.filters):
         logger.addFilter(_DropLevelNag())
-
-
-@dataclass
-class TuningSummary:
-    requested_trials: int
-    per_task_budget: int  # records that make a task covered (its first batch); 0: nothing counts as covered
-    tasks: int
-    time_budget_s: float | None = None
-    batch: int = 0  # candidates built and measured per search round
-    measured_on: str = "local"  # or the RPC tracker and key
-    measured_threads: int | None = None  # TVM threads each candidate was timed with (the target's num-cores)
-    tasks_tuned: int = 0
-    tasks_already_tuned: int = 0
-    trials_measured: int = 0
-    stopped_by: str = ""  # "trials", "deadline" or "search space" (every task exhausted or capped)
-    tuning_s: float = 0.0  # wall time of the tuning step, task extraction included
-    trials_per_min: float = 0.0
-    phase_s: dict[str, float] = field(default_factory=dict)  # setup, search, build, run, update
-    estimated_ms: float | None = None  # sum over tasks of the best measured kernel (weighted)
-    tasks_all_failed: list[str] = field(default_factory=list)  # tasks measured this run with no candidate running
-    database: str = ""
-    untuned: bool = False
-    notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
 
 
 def cost_model(trials: int) -> str:
@@ -160,8 +135,9 @@ def tune(mod, spec: Target, db: TuningDatabase, trials: int, time_s: float | Non
     clock = PhaseClock()
     deadline = None if time_s is None else clock.origin + time_s
     plan = plan_tuning(mod, spec, db, trials, time_s)
-    summary = TuningSummary(trials, plan.per_task, len(plan.tasks), time_s, plan.batch,
-                            f"rpc {rpc.address} key {rpc.key}" if rpc else "local",
+    summary = TuningSummary(requested_trials=trials, per_task_budget=plan.per_task, tasks=len(plan.tasks),
+                            time_budget_s=time_s, batch=plan.batch,
+                            measured_on=f"rpc {rpc.address} key {rpc.key}" if rpc else "local",
                             database=str(db.directory), notes=list(db.notes))
     summary.untuned = trials <= 0 and time_s is None
     if summary.untuned:  # schedules come from the database alone: say how many tasks it covers

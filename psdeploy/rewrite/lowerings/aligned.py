@@ -18,6 +18,7 @@ from torch import nn
 from psdeploy.errors import PsdeployError
 from psdeploy.rewrite.lattice import PSConvLayer
 from psdeploy.rewrite.lowerings.base import (
+    EmittedConv,
     LoweredLayer,
     LoweringStats,
     block_index_to_channels,
@@ -80,7 +81,7 @@ class AlignedLowering(GroupedLowering):
                 raise PsdeployError(f"{layer.name}: the d{branch.dilation} branch cannot write the common "
                                  "block order; use --lowering sliced")
             by_reads.setdefault(reading.in_order, []).append(branch_conv(layer, reading, sigma))
-            stats.convs.append(f"3x3 d{branch.dilation} g{s.groups * branch.groups_per_card}")
+            stats.convs.append(EmittedConv((branch.dilation,), s.groups * branch.groups_per_card))
             stats.macs_per_pixel += s.out_channels * (s.in_channels // (s.groups * branch.groups_per_card)) * 9
         paths: list[tuple[list[nn.Conv2d], list[tuple[int, int]]]] = []
         for order, convs in sorted(by_reads.items(), key=lambda kv: kv[0] != pi):

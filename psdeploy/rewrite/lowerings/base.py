@@ -15,11 +15,30 @@ def block_index_to_channels(block_index: list[int], block: int) -> torch.Tensor:
     return torch.tensor([b * block + r for b in block_index for r in range(block)], dtype=torch.long)
 
 
+@dataclass(frozen=True)
+class EmittedConv:
+    """One 3x3 conv a lowering emitted: its dilation(s) and groups, and how it runs."""
+
+    dilations: tuple[int, ...]  # several: one fused kernel reading each block at its own rate
+    groups: int
+    form: str = ""  # "polyphase": space-to-batch around a dense conv; "fused": one psconv kernel
+    note: str = ""
+
+    @property
+    def dilated(self) -> bool:
+        return max(self.dilations) > 1
+
+    def __str__(self) -> str:  # e.g. "3x3 d2 g4", "3x3 polyphase-d2 g4", "3x3 fused d1/2/4 g1"
+        rates = "/".join(map(str, self.dilations))
+        kind = {"polyphase": f"polyphase-d{rates}", "fused": f"fused d{rates}"}.get(self.form, f"d{rates}")
+        return f"3x3 {kind} g{self.groups}" + (f" ({self.note})" if self.note else "")
+
+
 @dataclass
 class LoweringStats:
     """What a lowering emitted for one layer, for inspect and the report."""
 
-    convs: list[str] = field(default_factory=list)  # e.g. "3x3 d2 g4"
+    convs: list[EmittedConv] = field(default_factory=list)
     macs_per_pixel: int = 0  # conv multiply-adds per output pixel
     shuffles: int = 0  # channel-block gathers
     moved_per_pixel: int = 0  # elements moved by those gathers per output pixel

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from psdeploy.rewrite.lattice import PSConvLayer
-from psdeploy.rewrite.lowerings.base import LoweredLayer, Lowering, LoweringStats
+from psdeploy.rewrite.lowerings.base import EmittedConv, LoweredLayer, Lowering, LoweringStats
 from psdeploy.rewrite.lowerings.fused_op import OP_NAME, rate_masks  # also registers torch.ops.psdeploy.psconv
 
 
@@ -46,7 +46,7 @@ class FusedLowering(Lowering):
         weight_shape = tuple(next(iter(layer.weights.values())).shape)
         designed = rate_masks(weight_shape, s.groups, s.parts, rates)
         packed = sum(w * designed[d] for d, w in layer.weights.items())
-        stats = LoweringStats(convs=[f"3x3 fused d{'/'.join(map(str, s.dilations))} g{s.groups}"],
+        stats = LoweringStats(convs=[EmittedConv(tuple(s.dilations), s.groups, "fused")],
                               macs_per_pixel=s.macs_per_output_pixel())
         remainders = []
         for d, blocks in layer.off_design_blocks().items():
@@ -56,7 +56,7 @@ class FusedLowering(Lowering):
             with torch.no_grad():
                 conv.weight.copy_(layer.weights[d] * (1 - designed[d]))
             remainders.append(conv.eval())
-            stats.convs.append(f"3x3 d{d} g{s.groups} (off-design kernels)")
+            stats.convs.append(EmittedConv((d,), s.groups, note="off-design kernels"))
             stats.macs_per_pixel += s.macs_per_output_pixel()
             stats.notes.append(f"off-design kernels kept: d{d}: {blocks} blocks")
         module = FusedPSConv(packed, bias, s.stride, s.groups, s.parts, rates, remainders).eval()

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from psdeploy.rewrite.lattice import PSConvLayer
-from psdeploy.rewrite.lowerings.base import LoweredLayer, Lowering, LoweringStats, block_index_to_channels
+from psdeploy.rewrite.lowerings.base import EmittedConv, LoweredLayer, Lowering, LoweringStats, block_index_to_channels
 from psdeploy.rewrite.lowerings.plan import BranchPlan, LayerPlan, plan_layer
 
 
@@ -106,7 +106,7 @@ class GroupedLowering(Lowering):
         for branch in plan.branches:
             rows = branch.out_order(sigma)
             by_order.setdefault(rows, []).append(branch_conv(layer, branch, rows))
-            stats.convs.append(f"3x3 d{branch.dilation} g{s.groups * branch.groups_per_card}")
+            stats.convs.append(EmittedConv((branch.dilation,), s.groups * branch.groups_per_card))
             stats.macs_per_pixel += s.out_channels * (s.in_channels // (s.groups * branch.groups_per_card)) * 9
         paths: list[tuple[list[nn.Conv2d], torch.Tensor | None]] = []
         for rows, convs in sorted(by_order.items(), key=lambda kv: kv[0] != sigma):

@@ -15,6 +15,8 @@ fastest at; the price is the space-to-batch data movement, counted in the stats.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -67,8 +69,8 @@ class PolyphaseLowering(GroupedLowering):
                 if conv.dilation[0] > 1:
                     convs[i] = PolyphaseConv(conv).eval()
         stats = lowered.stats
-        dilated = [c for c in stats.convs if not c.startswith("3x3 d1 ")]
-        stats.convs = [c if c.startswith("3x3 d1 ") else c.replace("3x3 d", "3x3 polyphase-d") for c in stats.convs]
+        dilated = [c for c in stats.convs if c.dilated]
+        stats.convs = [replace(c, form="polyphase") if c.dilated else c for c in stats.convs]
         # space-to-batch in and batch-to-space out move input + output once per dilated branch
         stats.moved_per_pixel += len(dilated) * (layer.shape.in_channels * layer.shape.stride**2 + layer.shape.out_channels)
         return lowered

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from psdeploy.rewrite.lattice import PSConvLayer
-from psdeploy.rewrite.lowerings.base import LoweredLayer, Lowering, LoweringStats
+from psdeploy.rewrite.lowerings.base import EmittedConv, LoweredLayer, Lowering, LoweringStats
 
 
 class BiasAdded(nn.Module):
@@ -35,7 +35,7 @@ class ReferenceLowering(Lowering):
         s = layer.shape
         released = layer.to_released()
         stats = LoweringStats(
-            convs=[f"3x3 d{d} g{g}" for d, g in ((1, s.groups), (2, s.groups * 4), (4, s.groups * 4))],
+            convs=[EmittedConv((d,), g) for d, g in ((1, s.groups), (2, s.groups * 4), (4, s.groups * 4))],
             macs_per_pixel=s.macs_per_output_pixel() * 3 // 2, shuffles=1, moved_per_pixel=s.in_channels)
         module = BiasAdded(released, bias) if bias.any() else released
         identity = tuple(range(s.parts))
