@@ -33,7 +33,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# Mutation testing of rewrite/, load/, verify/ and export/counts.py (settings in pyproject.toml), outside CI.
+# Mutation testing of rewrite/, load/, parity/ and export/counts.py (settings in pyproject.toml), outside CI.
 # The whole set (~2,450 mutants) takes hours on 2 cores; the seeded sample of 200 about half an hour.
 mutation: $(STAMP)
 	$(BIN)/pip install -q -e '.[dev]'

@@ -10,12 +10,12 @@ import pytest
 
 from psdeploy import api
 from psdeploy.backends import Manifest, open_runner
-from psdeploy.compile import verify_artifact
+from psdeploy.verify import verify_artifact
 from psdeploy.errors import PsdeployError
 from psdeploy.export import export_onnx
 from psdeploy.load import load_model
 from psdeploy.verify.accuracy import held_out_top1
-from psdeploy.verify.runners import torch_runner
+from psdeploy.parity.runners import torch_runner
 from tests.conftest import DEMO_CHECKPOINT, OPENVINO_TOL, assert_runs_like_torch
 
 pytest.importorskip("openvino")

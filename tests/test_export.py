@@ -11,7 +11,7 @@ from psdeploy.export import export_onnx
 from psdeploy.export.counts import count_graph
 from psdeploy.load import load_model
 from psdeploy.verify.accuracy import held_out_top1
-from psdeploy.verify.runners import onnxruntime_runner, torch_runner
+from psdeploy.parity.runners import onnxruntime_runner, torch_runner
 from tests.conftest import DEMO_CHECKPOINT, ONNXRUNTIME_TOL, REWRITE_TOL
 
 

@@ -68,7 +68,7 @@ def test_timed_candidates_leave_no_files_behind(target_name, tmp_path, monkeypat
     import numpy as np
 
     from psdeploy.backends import BuildOptions, parse_target
-    from psdeploy.bench.prepare import prepare_on_target
+    from psdeploy.search.prepare import prepare_on_target
 
     pytest.importorskip({"openvino-cpu": "openvino", "llvm": "tvm"}.get(target_name, "onnxruntime"))
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 import psdeploy.compile
 import psdeploy.search
-from psdeploy.bench.prepare import Prepared
+from psdeploy.search.prepare import Prepared
 from psdeploy.cli import main
 from psdeploy.errors import PsdeployError
 

@@ -264,7 +264,7 @@ def test_a_ps_resnext_layer_with_off_design_kernels_is_exact_in_nchwc(tmp_path, 
 
     from psdeploy.arch.psconv import PSGConv2d
     from psdeploy.backends.tvm.host import cannot_run_here
-    from psdeploy.bench.prepare import prepare_on_target
+    from psdeploy.search.prepare import prepare_on_target
     from psdeploy.rewrite.lattice import PSConvLayer
     from psdeploy.rewrite.lowerings import get_lowering
 

@@ -8,8 +8,8 @@ import torch
 
 from psdeploy.errors import VerificationError
 from psdeploy.verify.accuracy import AccuracyReport, held_out_top1
-from psdeploy.verify.parity import CaseParity, OutputParity, ParityReport, compare, make_input, output_parity
-from psdeploy.verify.runners import onnxruntime_session, torch_runner
+from psdeploy.parity.compare import CaseParity, OutputParity, ParityReport, compare, make_input, output_parity
+from psdeploy.parity.runners import onnxruntime_session, torch_runner
 
 
 def test_output_parity_on_known_numbers() -> None:

@@ -28,7 +28,7 @@ from psdeploy.backends.tvm.tuning_db import PrunedTarget, prune
 from psdeploy.bench import BenchResult, bench_models
 from psdeploy.bench.timing import TimingPlan
 from psdeploy.bounds import BATCH, ITERS, OPSET, RUNS, THREADS, TOLERANCE, WARMUP, check_memory
-from psdeploy.compile import CompileRequest, CompileResult, compile_model, verify_artifact
+from psdeploy.compile import CompileRequest, CompileResult, compile_model
 from psdeploy.errors import PsdeployError
 from psdeploy.export import AUTO, ExportResult, export_onnx, input_shape_of, parse_shape
 from psdeploy.export.inspect import Inspection, inspect_model
@@ -43,10 +43,10 @@ from psdeploy.report import (
     write_report,
 )
 from psdeploy.report.compare import RatioChange
+from psdeploy.parity.compare import DEFAULT_TOLERANCE, ParityReport, make_input
+from psdeploy.parity.runners import torch_runner
 from psdeploy.search import search_lowerings
-from psdeploy.verify.accuracy import AccuracyReport, held_out_top1
-from psdeploy.verify.parity import DEFAULT_TOLERANCE, ParityReport, make_input
-from psdeploy.verify.runners import torch_runner
+from psdeploy.verify import AccuracyReport, held_out_top1, verify_artifact
 
 Source = str | Path | LoadedModel  # a checkpoint path, "seeded:ARCH[@SEED]", or a model already loaded
 Shape = str | Sequence[int] | None  # "N,C,H,W" or a tuple

@@ -21,7 +21,7 @@ from psdeploy.errors import PsdeployError
 from psdeploy.export.counts import ConvKey
 from psdeploy.export.node_names import layer_of
 from psdeploy.rewrite.lowerings import LOWERINGS
-from psdeploy.verify.parity import Runner
+from psdeploy.parity.compare import Runner
 
 DEFAULT_TUNING_DB = Path("tuning-db")
 

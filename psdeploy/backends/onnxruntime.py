@@ -27,8 +27,8 @@ from psdeploy.backends.base import (
 from psdeploy.backends.targets import Target
 from psdeploy.errors import PsdeployError
 from psdeploy.export.node_names import layer_of, value_layers, with_layer
-from psdeploy.verify.parity import Runner
-from psdeploy.verify.runners import onnxruntime_session
+from psdeploy.parity.compare import Runner
+from psdeploy.parity.runners import onnxruntime_session
 
 WARMUP_RUNS = 5
 RUNS_ON = "onnxruntime"

@@ -15,7 +15,7 @@ import numpy as np
 from psdeploy.backends.base import Backend, BuildOptions, NodeTime, summed
 from psdeploy.backends.targets import Target
 from psdeploy.errors import PsdeployError
-from psdeploy.verify.parity import Runner
+from psdeploy.parity.compare import Runner
 
 WARMUP_RUNS = 5
 

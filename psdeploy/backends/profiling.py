@@ -27,7 +27,7 @@ def profile(path: str | Path, batch: int | None, runs: int, threads: int | None 
             on: str | None = None) -> Profile:
     """Per-node time from the runtime's own counters: an artifact on its backend, an ONNX file on the
     runtime named by ``on`` (``onnxruntime-cpu``, the default, or ``openvino-cpu``)."""
-    from psdeploy.verify.parity import make_input
+    from psdeploy.parity.compare import make_input
 
     path = Path(path)
     if path.is_dir():

@@ -11,7 +11,7 @@ from psdeploy.bench.stats import LatencyStats, ratio_spread
 from psdeploy.bench.timing import TimingPlan, run_interleaved
 from psdeploy.bounds import check_memory
 from psdeploy.errors import PsdeployError
-from psdeploy.verify.parity import make_input
+from psdeploy.parity.compare import make_input
 
 
 @dataclass

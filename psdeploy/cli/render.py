@@ -18,7 +18,7 @@ from psdeploy.export import ExportResult, SearchRow
 from psdeploy.export.inspect import Inspection
 from psdeploy.report.compare import RatioChange
 from psdeploy.verify.accuracy import AccuracyReport
-from psdeploy.verify.parity import ParityReport
+from psdeploy.parity.compare import ParityReport
 
 _WIDTH = None if sys.stdout.isatty() else 120  # logs (CI, pipes) get wide, unwrapped tables
 console = Console(highlight=False, width=_WIDTH)

@@ -15,7 +15,7 @@ from pathlib import Path
 import onnx
 
 from psdeploy.arch.registry import default_input_shape
-from psdeploy.backends import BuildOptions, Manifest, Target, backend_for, open_artifact
+from psdeploy.backends import BuildOptions, Manifest, Target, backend_for
 from psdeploy.backends.tvm.host import cannot_run_here
 from psdeploy.bounds import check_memory
 from psdeploy.errors import PsdeployError
@@ -23,12 +23,11 @@ from psdeploy.export import AUTO, ExportRecord, ExportResult, export_onnx
 from psdeploy.fileio import atomic_output
 from psdeploy.load import LoadedModel, load_model
 from psdeploy.search import search_lowerings
-from psdeploy.verify.accuracy import held_out_top1
-from psdeploy.verify.parity import DEFAULT_TOLERANCE, ParityReport, compare
-from psdeploy.verify.runners import onnxruntime_runner, torch_runner
+from psdeploy.parity import DEFAULT_TOLERANCE, ParityReport
+from psdeploy.verify.accuracy import check_top1
+from psdeploy.verify.artifact import verify_staged
 
 VERSIONED = ("torch", "onnx", "onnxruntime", "openvino", "apache-tvm", "apache-tvm-ffi")
-DYNAMIC_BATCH_CHECKED = 3  # besides batch 1, for an artifact that runs any batch
 
 
 @dataclass
@@ -141,52 +140,4 @@ def compile_model(request: CompileRequest) -> CompileResult:
     return CompileResult(request.output, manifest, parity, ran)
 
 
-def check_top1(directory: Path, loaded: LoadedModel) -> dict[str, object]:
-    """Demo-family artifacts built for the demo images (32x32) must give the checkpoint's held-out top-1,
-    prediction for prediction."""
-    runner = open_artifact(directory)
-    report = held_out_top1(torch_runner(loaded.model), runner.run, runner.batch)
-    if not report.agree:
-        raise PsdeployError(f"{runner.description}: held-out top-1 {report.candidate_top1:.4f} differs from the "
-                            f"checkpoint's {report.reference_top1:.4f} (agreement {report.prediction_agreement:.4f})")
-    return {"split": "sklearn digits held-out (25%, seed 0)", "samples": report.samples,
-            "checkpoint_top1": report.reference_top1, "artifact_top1": report.candidate_top1,
-            "prediction_agreement": report.prediction_agreement}
-
-
-def checked_shapes(manifest: Manifest) -> list[tuple[int, ...]]:
-    """The input shapes an artifact is verified at: its own, or batch 1 and an odd batch when it runs any."""
-    batch, *rest = manifest.input_shape
-    return [(batch, *rest)] if batch else [(1, *rest), (DYNAMIC_BATCH_CHECKED, *rest)]
-
-
-def verify_staged(directory: Path, loaded: LoadedModel | None, onnx_path: Path,
-                  tolerance: float) -> ParityReport:
-    manifest = Manifest.read(directory)
-    runner = open_artifact(directory)
-    if loaded is not None:
-        reference, ref_name = torch_runner(loaded.model), "checkpoint (torch)"
-    else:
-        reference, ref_name = onnxruntime_runner(onnx_path), "source ONNX (onnxruntime)"
-    report = compare(reference, runner.run, checked_shapes(manifest), manifest.output_names,
-                     candidate_name=runner.description, reference_name=ref_name, tolerance=tolerance,
-                     seeds=(0, 1, 2))
-    report.raise_if_failed()
-    return report
-
-
-def verify_artifact(directory: Path, checkpoint: str, arch: str | None = None,
-                    tolerance: float = DEFAULT_TOLERANCE, threads: int | None = None) -> ParityReport:
-    """Parity of a compiled artifact against the checkpoint it claims to come from."""
-    manifest = Manifest.read(directory)
-    loaded = load_model(checkpoint, arch or manifest.arch)
-    if manifest.source_sha256 and loaded.sha256 != manifest.source_sha256:
-        raise PsdeployError(f"--against {checkpoint}: sha256 {loaded.sha256[:12]}… differs from the artifact's "
-                            f"source {manifest.source_sha256[:12]}…; expected the checkpoint it was compiled from")
-    runner = open_artifact(directory, threads)
-    return compare(torch_runner(loaded.model), runner.run, checked_shapes(manifest), manifest.output_names,
-                   candidate_name=runner.description, reference_name="checkpoint (torch)", tolerance=tolerance,
-                   seeds=(0, 1, 2))
-
-
-__all__ = ["CompileRequest", "CompileResult", "compile_model", "verify_artifact"]
+__all__ = ["CompileRequest", "CompileResult", "compile_model"]

@@ -17,8 +17,8 @@ from psdeploy.export.record import ExportRecord, SearchRow
 from psdeploy.fileio import atomic_output, check_destination
 from psdeploy.load.loader import LoadedModel
 from psdeploy.rewrite.deploy import DeployResult, rewrite
-from psdeploy.verify.parity import DEFAULT_TOLERANCE, ParityReport, compare
-from psdeploy.verify.runners import onnxruntime_runner, torch_runner
+from psdeploy.parity.compare import DEFAULT_TOLERANCE, ParityReport, compare
+from psdeploy.parity.runners import onnxruntime_runner, torch_runner
 
 
 @dataclass

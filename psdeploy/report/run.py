@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from psdeploy.arch.registry import default_input_shape, get_config
 from psdeploy.backends import backend_for
 from psdeploy.bench.environment import fingerprint
-from psdeploy.bench.prepare import Prepared, export_case, prepare_eager, prepare_on_target, set_threads
+from psdeploy.search.prepare import Prepared, export_case, prepare_eager, prepare_on_target, set_threads
 from psdeploy.bench.stats import ratio_spread
 from psdeploy.bench.timing import TimingPlan, run_interleaved
 from psdeploy.export import AUTO

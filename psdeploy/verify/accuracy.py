@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from psdeploy.backends import open_artifact
 from psdeploy.demo_data import digits_split, top1
-from psdeploy.verify.parity import Runner
+from psdeploy.errors import PsdeployError
+from psdeploy.load import LoadedModel
+from psdeploy.parity import Runner, torch_runner
 
 
 @dataclass
@@ -35,3 +39,16 @@ def held_out_top1(reference: Runner, candidate: Runner, batch: int = 1) -> Accur
     cand = _logits(candidate, xp, batch)[: len(x)]
     agreement = float((ref.argmax(1) == cand.argmax(1)).mean())
     return AccuracyReport(top1(ref, y), top1(cand, y), agreement, len(x))
+
+
+def check_top1(directory: Path, loaded: LoadedModel) -> dict[str, object]:
+    """Demo-family artifacts built for the demo images (32x32) must give the checkpoint's held-out top-1,
+    prediction for prediction."""
+    runner = open_artifact(directory)
+    report = held_out_top1(torch_runner(loaded.model), runner.run, runner.batch)
+    if not report.agree:
+        raise PsdeployError(f"{runner.description}: held-out top-1 {report.candidate_top1:.4f} differs from the "
+                            f"checkpoint's {report.reference_top1:.4f} (agreement {report.prediction_agreement:.4f})")
+    return {"split": "sklearn digits held-out (25%, seed 0)", "samples": report.samples,
+            "checkpoint_top1": report.reference_top1, "artifact_top1": report.candidate_top1,
+            "prediction_agreement": report.prediction_agreement}

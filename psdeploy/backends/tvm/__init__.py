@@ -18,7 +18,7 @@ from psdeploy.backends.targets import Target
 from psdeploy.backends.tvm.host import cannot_run_here
 from psdeploy.errors import PsdeployError
 from psdeploy.rewrite.lowerings.fused_op import OP_NAME
-from psdeploy.verify.parity import Runner
+from psdeploy.parity.compare import Runner
 
 WINOGRAD_TILES = {"off": 0, "f2": 2, "f4": 4}
 WARMUP_RUNS = 3

@@ -20,8 +20,8 @@ from torch import nn
 from psdeploy.backends import BuildOptions, Target, build_and_open
 from psdeploy.bounds import DEFAULT_TOLERANCE
 from psdeploy.export.onnx_export import export_to_file
-from psdeploy.verify.parity import ParityReport, Runner, compare, make_input
-from psdeploy.verify.runners import torch_runner
+from psdeploy.parity.compare import ParityReport, Runner, compare, make_input
+from psdeploy.parity.runners import torch_runner
 
 
 @dataclass

@@ -17,7 +17,7 @@ from torch import nn
 from psdeploy.arch.probe import probe
 from psdeploy.arch.psconv import PSGConv2d
 from psdeploy.backends import BuildOptions, Target, backend_for
-from psdeploy.bench.prepare import prepare_on_target
+from psdeploy.search.prepare import prepare_on_target
 from psdeploy.bench.timing import TimingPlan, run_interleaved
 from psdeploy.errors import PsdeployError
 from psdeploy.export.record import SearchRow

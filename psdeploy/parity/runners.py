@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from psdeploy.verify.parity import Runner
+from psdeploy.parity.compare import Runner
 
 
 def torch_runner(model: nn.Module) -> Runner:

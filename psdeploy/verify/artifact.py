@@ -1,0 +1,51 @@
+"""Artifact verification: a built artifact run on its backend against the checkpoint it came from.
+
+Compile runs it on the staged artifact before moving it into place; ``psdeploy verify`` runs it on
+an artifact already built.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from psdeploy.backends import Manifest, open_artifact
+from psdeploy.errors import PsdeployError
+from psdeploy.load import LoadedModel, load_model
+from psdeploy.parity import DEFAULT_TOLERANCE, ParityReport, compare, onnxruntime_runner, torch_runner
+
+DYNAMIC_BATCH_CHECKED = 3  # besides batch 1, for an artifact that runs any batch
+
+
+def checked_shapes(manifest: Manifest) -> list[tuple[int, ...]]:
+    """The input shapes an artifact is verified at: its own, or batch 1 and an odd batch when it runs any."""
+    batch, *rest = manifest.input_shape
+    return [(batch, *rest)] if batch else [(1, *rest), (DYNAMIC_BATCH_CHECKED, *rest)]
+
+
+def verify_staged(directory: Path, loaded: LoadedModel | None, onnx_path: Path,
+                  tolerance: float) -> ParityReport:
+    manifest = Manifest.read(directory)
+    runner = open_artifact(directory)
+    if loaded is not None:
+        reference, ref_name = torch_runner(loaded.model), "checkpoint (torch)"
+    else:
+        reference, ref_name = onnxruntime_runner(onnx_path), "source ONNX (onnxruntime)"
+    report = compare(reference, runner.run, checked_shapes(manifest), manifest.output_names,
+                     candidate_name=runner.description, reference_name=ref_name, tolerance=tolerance,
+                     seeds=(0, 1, 2))
+    report.raise_if_failed()
+    return report
+
+
+def verify_artifact(directory: Path, checkpoint: str, arch: str | None = None,
+                    tolerance: float = DEFAULT_TOLERANCE, threads: int | None = None) -> ParityReport:
+    """Parity of a compiled artifact against the checkpoint it claims to come from."""
+    manifest = Manifest.read(directory)
+    loaded = load_model(checkpoint, arch or manifest.arch)
+    if manifest.source_sha256 and loaded.sha256 != manifest.source_sha256:
+        raise PsdeployError(f"--against {checkpoint}: sha256 {loaded.sha256[:12]}… differs from the artifact's "
+                            f"source {manifest.source_sha256[:12]}…; expected the checkpoint it was compiled from")
+    runner = open_artifact(directory, threads)
+    return compare(torch_runner(loaded.model), runner.run, checked_shapes(manifest), manifest.output_names,
+                   candidate_name=runner.description, reference_name="checkpoint (torch)", tolerance=tolerance,
+                   seeds=(0, 1, 2))
