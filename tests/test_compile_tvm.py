@@ -76,6 +76,22 @@ def test_code_for_a_cpu_this_one_cannot_run_builds_and_is_never_run_here(tmp_pat
     assert not (tmp_path / "tuned").exists()
 
 
+def test_a_build_with_tasks_the_database_lacks_says_how_many_built_untuned(tmp_path) -> None:
+    """With no budget, the warning counts the tasks the database holds no record of (none: no warning)."""
+    import re
+
+    from click.testing import CliRunner
+
+    from psdeploy.cli import main
+
+    cli = CliRunner().invoke(main, ["compile", "seeded:ps_resnet_digits", "--target", "llvm", "--tuning-db",
+                                    str(tmp_path / "db"), "-o", str(tmp_path / "x")])
+    assert cli.exit_code == 0, cli.output
+    tasks = Manifest.read(tmp_path / "x").tuning.tasks
+    warning = re.search(r"WARNING: (\d+) of (\d+) tasks have no record", " ".join(cli.output.split()))
+    assert tasks > 0 and warning and warning.groups() == (str(tasks), str(tasks))
+
+
 @pytest.mark.skipif("cuda_available()", reason="a GPU is visible: tuning for cuda can measure here")
 def test_cuda_tuning_without_a_gpu_is_refused_before_any_work(tmp_path) -> None:
     from click.testing import CliRunner
@@ -223,7 +239,7 @@ def test_a_baked_gather_computes_what_take_does(indices) -> None:
     import tvm
     from tvm import relax
 
-    from psdeploy.backends.tvm.take import index_runs, use_baked_take
+    from psdeploy.backends.tvm.take import use_baked_take
 
     use_baked_take()
     bb = relax.BlockBuilder()

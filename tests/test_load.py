@@ -198,9 +198,9 @@ def test_no_state_dict_inside(write_ckpt) -> None:
 
 def test_seeded_spec() -> None:
     loaded = load_model("seeded:ps_resnet_digits@4")
-    assert loaded.arch == "ps_resnet_digits" and loaded.notes == ["synthetic weights, seed 4"]
+    assert loaded.arch == "ps_resnet_digits" and loaded.notes == ("synthetic weights, seed 4",)
     default, zero = load_model("seeded:ps_resnet_digits"), load_model("seeded:ps_resnet_digits@0")
-    assert default.notes == zero.notes == ["synthetic weights, seed 0"] and default.sha256 == zero.sha256
+    assert default.notes == zero.notes == ("synthetic weights, seed 0",) and default.sha256 == zero.sha256
     assert all(torch.equal(a, b) for a, b in zip(default.model.state_dict().values(), zero.model.state_dict().values()))
     with pytest.raises(PsdeployError, match="integer seed"):
         load_model("seeded:ps_resnet_digits@x")

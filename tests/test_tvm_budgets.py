@@ -87,7 +87,6 @@ def test_recipe_tuning_keys_are_checked(tmp_path, body, key) -> None:
 
 def test_recipe_budget_reaches_the_build_and_flags_override_it(tmp_path, monkeypatch) -> None:
     pytest.importorskip("tvm")
-    import psdeploy.api  # noqa: F401  (the module; psdeploy.compile is the function)
 
     seen = []
     monkeypatch.setattr(psdeploy.api, "compile_model", lambda request: seen.append(request.options))

@@ -242,9 +242,10 @@ def test_every_lowering_is_exact_in_nchwc(digits, tmp_path, mcpu, block) -> None
     kernels = _kernel_calls(lowered)
     fused = [rank for name, rank in kernels if name.startswith("fused_psconv")]
     assert fused.count(5) == (4 if block == 8 else 2) and fused.count(4) == 6 - fused.count(5), kernels
-    # every blocked conv but the stem (3 channels in, as one block) asks for the register-tiled rule; NCHW ones don't
-    blocked = {name for name, args in _calls(lowered) if "conv" in name and len(args[0].ty.shape) == 5
-               and int(args[0].ty.shape[-1]) == block}
+    # every blocked conv, the stem (3 channels in, as one block) included, asks for the register-tiled rule; NCHW
+    # ones don't
+    blocked = {name for name, args in _calls(lowered) if "conv" in name and len(args[0].ty.shape) == 5}
+    assert {int(args[0].ty.shape[-1]) for name, args in _calls(lowered) if name in blocked} == {3, block}
     requested = {gv.name_hint for gv, func in lowered.functions.items()
                  if isinstance(func, tvm.tirx.PrimFunc) and f'"schedule_rule": "{RULE}"' in func.script()}
     assert blocked and requested == blocked
@@ -282,11 +283,13 @@ def test_a_ps_resnext_layer_with_off_design_kernels_is_exact_in_nchwc(tmp_path, 
     assert prepared.parity.passed
 
 
-@pytest.mark.parametrize("kernel, stride, size, block", [(3, 1, (11, 9), 8), (1, 2, (13, 7), 16), (3, 2, (9, 12), 16),
-                                                        (1, 1, (7, 10), 8)])
-def test_blocked_convs_are_register_tiled_exactly(kernel, stride, size, block) -> None:
+@pytest.mark.parametrize("kernel, stride, size, block, in_channels",
+                         [(3, 1, (11, 9), 8, 16), (1, 2, (13, 7), 16, 32), (3, 2, (9, 12), 16, 32), (1, 1, (7, 10), 8, 16),
+                          (7, 2, (23, 18), 16, 3)])
+def test_blocked_convs_are_register_tiled_exactly(kernel, stride, size, block, in_channels) -> None:
     """TOPI's ``conv2d_NCHWc`` under psdeploy's register-tiled rule (each of its design spaces): exact against
-    torch for 3x3 and 1x1 convs, stride 2 and odd sizes included; its space passes MetaSchedule's postprocs."""
+    torch for 3x3 and 1x1 convs and a stem (7x7 stride 2, its 3 channels one input block), stride 2 and odd sizes
+    included; its space passes MetaSchedule's postprocs."""
     import numpy as np
     import torch
     import tvm
@@ -297,17 +300,18 @@ def test_blocked_convs_are_register_tiled_exactly(kernel, stride, size, block) -
     from psdeploy.backends.tvm.register_tiling import RULE, register_schedule_rules, register_tiled
     from tests.conftest import TVM_TOL
 
-    channels, pad = 2 * block, kernel // 2
-    data = torch.randn(1, channels, *size)
-    weight = torch.randn(3 * block, channels, kernel, kernel)
+    in_block, pad = min(block, in_channels), kernel // 2
+    data = torch.randn(1, in_channels, *size)
+    weight = torch.randn(3 * block, in_channels, kernel, kernel)
     expected = torch.nn.functional.conv2d(data, weight, stride=stride, padding=pad).numpy()
-    blocked_data = data.numpy().reshape(1, 2, block, *size).transpose(0, 1, 3, 4, 2).copy()
+    blocked_data = data.numpy().reshape(1, -1, in_block, *size).transpose(0, 1, 3, 4, 2).copy()
+    blocked_weight = block_weight(weight.numpy(), in_block, block)
     target = tvm.target.Target(parse_target("llvm").tvm_target)
-    layout = f"NCHW{block}c"
     with target:
         x = te.placeholder(blocked_data.shape, name="x")
-        w = te.placeholder(block_weight(weight.numpy(), block, block).shape, name="w")
-        out = topi.nn.conv2d_NCHWc(x, w, [stride] * 2, [pad] * 2, [1, 1], layout, layout, "float32")
+        w = te.placeholder(blocked_weight.shape, name="w")
+        out = topi.nn.conv2d_NCHWc(x, w, [stride] * 2, [pad] * 2, [1, 1], f"NCHW{in_block}c", f"NCHW{block}c",
+                                   "float32")
     func = te.create_prim_func([x, w, out])
     register_schedule_rules()
     annotated = s_tir.Schedule(func)
@@ -323,7 +327,6 @@ def test_blocked_convs_are_register_tiled_exactly(kernel, stride, size, block) -
     for space in register_tiled(sch, sch.get_sblock("conv2d_NCHWc")):
         lib = tvm.compile(space.mod, target=target)
         result = tvm.runtime.tensor(np.zeros([int(v) for v in out.shape], "float32"))
-        lib["main"](tvm.runtime.tensor(blocked_data), tvm.runtime.tensor(block_weight(weight.numpy(), block, block)),
-                    result)
+        lib["main"](tvm.runtime.tensor(blocked_data), tvm.runtime.tensor(blocked_weight), result)
         got = result.numpy().transpose(0, 1, 4, 2, 3).reshape(expected.shape)
         assert np.abs(got - expected).max() / np.abs(expected).max() < TVM_TOL

@@ -22,7 +22,7 @@ import numpy as np
 from psdeploy.api.recipes import Recipe, load_recipe
 from psdeploy.backends import BuildOptions, OpenedRunner, Profile, backend_for, open_runner, parse_target
 from psdeploy.backends.profiling import profile as profile_backend
-from psdeploy.backends.base import DEFAULT_TUNING_DB
+from psdeploy.backends.tune_options import DEFAULT_TUNING_DB
 from psdeploy.backends.tune_options import parse_duration, rpc_tracker
 from psdeploy.backends.tvm.tuning_db import PrunedTarget, prune
 from psdeploy.bench import BenchResult, bench_models
@@ -99,15 +99,14 @@ def compile(source: str | Path | ExportResult | None = None, *, recipe: str | Pa
             rpc_key: str | None = None, tuning_db: str | Path | None = None, mcpu: str | None = None,
             num_cores: int | None = None, cuda_arch: str | None = None,
             precision: str | None = None, winograd: str | None = None, layout: str | None = None,
-            tolerance: float | None = None, force: bool = False, on_batch: Callable[[int], None] | None = None,
-            on_untuned: Callable[[], None] | None = None) -> CompileResult:
+            tolerance: float | None = None, force: bool = False, on_batch: Callable[[int], None] | None = None) -> CompileResult:
     """Build a verified artifact directory; options given here override the ``recipe``'s. ``source`` is a
     checkpoint, ``seeded:ARCH``, an ONNX file ``export`` wrote, or the result ``export`` returned.
 
     TVM tuning: ``tune_trials`` in total and/or ``tune_time`` (seconds, or ``"20m"``), stopping at
     whichever comes first; ``rpc="host:9190"`` with ``rpc_key`` measures candidates on the servers
     registered with that TVM RPC tracker; ``layout`` ("nchw"/"nhwc") overrides the TVM target's default.
-    ``on_batch(trials)`` follows tuning; ``on_untuned()`` is called before a TVM build with no budget."""
+    ``on_batch(trials)`` follows tuning."""
     r = load_recipe(recipe) if recipe else None
     model, backend, tuning = (r.model, r.backend, r.tuning) if r else (None, None, None)
 
@@ -144,8 +143,6 @@ def compile(source: str | Path | ExportResult | None = None, *, recipe: str | Pa
         input_shape=shape,
         tolerance=TOLERANCE.check(pick(tolerance, r and r.tolerance, DEFAULT_TOLERANCE)), force=force,
         arch=pick(arch, model and model.arch))
-    if parsed.backend == "tvm" and not options.tunes and on_untuned:
-        on_untuned()
     return compile_model(request)
 
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, PositiveFloat, PositiveInt, field_validator
+from pydantic import BeforeValidator, Field, PositiveInt
 
-from psdeploy.backends.tune_options import parse_tracker, recipe_duration
-from psdeploy.backends.base import DEFAULT_TUNING_DB
-from psdeploy.bounds import DEFAULT_TOLERANCE, LAYOUTS, NUM_CORES, PRECISIONS, TOLERANCE, TUNE_TRIALS, WINOGRAD
+from psdeploy.backends.tune_options import TuningBudget, parse_tracker
+from psdeploy.bounds import DEFAULT_TOLERANCE, LAYOUTS, NUM_CORES, PRECISIONS, TOLERANCE, WINOGRAD
 from psdeploy.errors import PsdeployError
 from psdeploy.schema import Strict, read_yaml, validated
 
@@ -45,17 +44,9 @@ class BackendSection(Strict):
     layout: Literal[LAYOUTS] | None = None  # TVM; default: the target's measured best
 
 
-class TuningSection(Strict):
-    trials: Annotated[int, TUNE_TRIALS.constraint] = 0  # in total; with ``time``, a cap
-    time: str | PositiveFloat | PositiveInt | None = None  # a deadline: "90s", "20m", "1h", or seconds
+class TuningSection(TuningBudget):  # trials in total
     rpc: Annotated[tuple[str, int] | None, BeforeValidator(_tracker)] = None  # HOST:PORT of a TVM RPC tracker
     rpc_key: str | None = None  # the key its servers registered under
-    database: str = str(DEFAULT_TUNING_DB)
-
-    @field_validator("time")
-    @classmethod
-    def _duration(cls, value: str | float | None) -> float | None:
-        return recipe_duration(value)
 
 
 class Recipe(Strict):

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from psdeploy.backends.targets import Target
-from psdeploy.backends.tune_options import RpcTracker
+from psdeploy.backends.tune_options import DEFAULT_TUNING_DB, RpcTracker
 from psdeploy.bounds import LAYOUTS, PRECISIONS, TUNE_TRIALS, WINOGRAD
 from psdeploy.errors import PsdeployError
 from psdeploy.export.counts import ConvKey
@@ -23,7 +23,6 @@ from psdeploy.export.node_names import layer_of
 from psdeploy.rewrite.lowerings import LOWERINGS
 from psdeploy.parity.compare import Runner
 
-DEFAULT_TUNING_DB = Path("tuning-db")
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,16 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
 
+from pydantic import PositiveFloat, PositiveInt, field_validator
+
+from psdeploy.bounds import TUNE_TRIALS
 from psdeploy.errors import PsdeployError
+from psdeploy.schema import Strict
+
+DEFAULT_TUNING_DB = Path("tuning-db")
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smh])")
@@ -39,6 +47,19 @@ def recipe_duration(value: str | float | None) -> float | None:
         return None if value is None else parse_duration(value, "")
     except PsdeployError:
         raise ValueError("expected a positive duration such as 90s, 20m or 1h") from None
+
+
+class TuningBudget(Strict):
+    """A recipe's tuning keys (compile's ``tuning``, a report's ``tvm``): trials, deadline, database."""
+
+    trials: Annotated[int, TUNE_TRIALS.constraint] = 0  # with ``time``, a cap
+    time: str | PositiveFloat | PositiveInt | None = None  # a deadline: "90s", "20m", "1h", or seconds
+    database: str = str(DEFAULT_TUNING_DB)
+
+    @field_validator("time")
+    @classmethod
+    def _duration(cls, value: str | float | None) -> float | None:
+        return recipe_duration(value)
 
 
 @dataclass(frozen=True)

@@ -193,13 +193,13 @@ def compile_cmd(source, recipe, target, output, arch, input_shape, lowering, tun
                 tuning_db, mcpu, num_cores, cuda_arch, precision, winograd, layout, tolerance, force) -> None:
     """Compile a checkpoint (or psdeploy-exported ONNX) for TVM llvm/cuda, OpenVINO or onnxruntime, verified."""
     from psdeploy import api
-    from psdeploy.cli.render import show_compile, untuned_warning
+    from psdeploy.cli.render import show_compile
 
     result = api.compile(source, recipe=recipe, target=target, output=output, arch=arch, input_shape=input_shape,
                          lowering=lowering, tune_trials=tune_trials, tune_time=tune_time, rpc=rpc, rpc_key=rpc_key,
                          tuning_db=tuning_db, mcpu=mcpu,
                          num_cores=num_cores, cuda_arch=cuda_arch, precision=precision, winograd=winograd,
-                         layout=layout, tolerance=tolerance, force=force, on_untuned=untuned_warning)
+                         layout=layout, tolerance=tolerance, force=force)
     show_compile(result)
 
 

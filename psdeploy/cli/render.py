@@ -128,6 +128,10 @@ def show_compile(result: CompileResult) -> None:
                               f"(they build with MetaSchedule's untuned fallback; -v shows its errors)[/]")
         for note in t.notes:
             console.print(f"tuning-db: {note}")
+        if untuned := t.tasks - t.tasks_tuned - t.tasks_already_tuned:
+            err_console.print(f"[bold yellow]WARNING: {untuned} of {t.tasks} tasks have no record in the tuning "
+                              f"database and were built UNTUNED, many times slower than onnxruntime on CPU: give "
+                              f"a --tune-time budget, or the --tuning-db tuned for this CPU[/]")
     if m.lowering_search:
         console.print(search_table(m.lowering_search))
     if result.parity is not None:
@@ -137,12 +141,6 @@ def show_compile(result: CompileResult) -> None:
                           f"the machine it is for[/]")
     console.print(f"[green]wrote[/] {result.output} ({m.backend} {m.target}, {m.arch}, lowering {m.lowering}"
                   f"{', layout ' + m.layout if m.layout else ''}{', winograd ' + m.winograd if m.winograd != 'off' else ''})")
-
-
-def untuned_warning() -> None:
-    err_console.print("[bold yellow]WARNING: no tuning budget: schedules come only from the tuning database "
-                      "(--tuning-db); every task it holds no record of builds UNTUNED, many times slower than "
-                      "onnxruntime on CPU.[/]")
 
 
 def show_accuracy(report: AccuracyReport, description: str) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -17,13 +17,16 @@ from psdeploy.load.keys import filter_keys, unwrap
 _LISTED = 8
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoadedModel:
+    """A checkpoint as loaded: the module, its architecture, where it came from (path and content hash, which
+    artifacts record and ``verify`` checks) and what loading had to do to it."""
+
     model: ResNet
     config: ResNetConfig
     source: str
     sha256: str
-    notes: list[str] = field(default_factory=list)
+    notes: tuple[str, ...] = ()  # keys filtered or converted, or "synthetic weights"
 
     @property
     def arch(self) -> str:
@@ -156,7 +159,7 @@ def load_seeded(spec: str) -> LoadedModel:
         raise PsdeployError(f"{spec}: expected seeded:ARCH or seeded:ARCH@SEED with an integer seed")
     seed = int(seed_text or 0)
     model = seeded_model(arch, seed)
-    return LoadedModel(model, model.cfg, spec, f"seeded-{arch}-{seed}", [f"synthetic weights, seed {seed}"])
+    return LoadedModel(model, model.cfg, spec, f"seeded-{arch}-{seed}", (f"synthetic weights, seed {seed}",))
 
 
 def load_model(path: str | Path, arch: str | None = None) -> LoadedModel:
@@ -171,4 +174,5 @@ def load_model(path: str | Path, arch: str | None = None) -> LoadedModel:
     raw, notes = unwrap(obj, source)
     filtered = filter_keys(raw, source)
     model, config, converted = load_layout(filtered.state_dict, source, arch, filtered.is_detector_backbone)
-    return LoadedModel(model, config, source, sha256_of(Path(path)), notes + filtered.notes + converted)
+    return LoadedModel(model, config, source, sha256_of(Path(path)),
+                       (*notes, *filtered.notes, *converted))

@@ -10,12 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, PositiveFloat, PositiveInt, field_validator
+from pydantic import Field, PositiveInt, field_validator
 
 from psdeploy.backends import BuildOptions, Target, parse_target
-from psdeploy.backends.base import DEFAULT_TUNING_DB
-from psdeploy.backends.tune_options import recipe_duration
-from psdeploy.bounds import BATCH, ITERS, MAX_WARMUP, SECONDS, THREADS, TUNE_TRIALS, WARMUP, check_memory
+from psdeploy.backends.tune_options import DEFAULT_TUNING_DB, TuningBudget
+from psdeploy.bounds import BATCH, ITERS, MAX_WARMUP, SECONDS, THREADS, WARMUP, check_memory
 from psdeploy.errors import PsdeployError
 from psdeploy.export import AUTO
 from psdeploy.report.cases import LAYER_REFERENCE_CASES
@@ -71,17 +70,6 @@ class _Networks(Strict):
         return lowerings
 
 
-class _Tvm(Strict):
-    trials: Annotated[int, TUNE_TRIALS.constraint] = 0  # per compiled case; with ``time``, a cap
-    time: str | PositiveFloat | PositiveInt | None = None  # per compiled case: "90s", "5m", or seconds
-    database: str = str(DEFAULT_TUNING_DB)
-
-    @field_validator("time")
-    @classmethod
-    def _duration(cls, value: str | float | None) -> float | None:
-        return recipe_duration(value)
-
-
 class ReportRecipe(Strict):
     name: str = ""
     description: str = ""
@@ -90,7 +78,7 @@ class ReportRecipe(Strict):
     timing: _Timing = _Timing()
     layers: _Layers = _Layers()
     networks: _Networks = _Networks()
-    tvm: _Tvm = _Tvm()
+    tvm: TuningBudget = TuningBudget()  # per compiled case
 
 
 @dataclass

@@ -160,8 +160,7 @@ def blocked_conv_legalization(winograd_tile: int = 0):
         conv = bb.call_te(topi.nn.conv2d_NCHWc, call.args[0], call.args[1], [int(v) for v in a.strides],
                           [int(v) for v in a.padding], [int(v) for v in a.dilation], a.data_layout, a.out_layout,
                           a.out_dtype or "float32", primfunc_name_hint="conv2d_NCHWc")
-        if a.data_layout == a.out_layout:  # whole blocks in and out: every conv but the stem
-            request_register_tiling(bb, conv, "conv2d_NCHWc")
+        request_register_tiling(bb, conv, "conv2d_NCHWc")
         return conv
 
     return legalize

@@ -77,12 +77,13 @@ def _tile(sch, block, oc_tile: int, ow_tile_max: int) -> None:
 
 def _reduction_order(sch, reductions, lanes: int):
     """``([input block, slot], kh, kw, input lane)`` loops: the PSConv kernel's own (r, slot, kh, kw, lane),
-    or TOPI ``conv2d_NCHWc``'s (ic, kh, kw) with ic split into blocks."""
+    or TOPI ``conv2d_NCHWc``'s (ic, kh, kw) with ic split into the input's blocks: ``lanes`` channels, or all
+    of them where there are fewer (the stem's 3 channels, one block)."""
     if len(reductions) == 5:
         r, slot, kh, kw, in_lane = reductions
         return [r, slot], kh, kw, in_lane
     ic, kh, kw = reductions
-    in_block, in_lane = sch.split(ic, [None, lanes])
+    in_block, in_lane = sch.split(ic, [None, min(lanes, int(sch.get(ic).extent))])
     return [in_block], kh, kw, in_lane
 
 
