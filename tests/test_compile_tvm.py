@@ -77,7 +77,7 @@ def test_code_for_a_cpu_this_one_cannot_run_builds_and_is_never_run_here(tmp_pat
 
 
 def test_a_build_with_tasks_the_database_lacks_says_how_many_built_untuned(tmp_path) -> None:
-    """With no budget, the warning counts the tasks the database holds no record of (none: no warning)."""
+    """With no budget and an empty database, the warning counts every task as built untuned."""
     import re
 
     from click.testing import CliRunner

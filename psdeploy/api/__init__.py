@@ -22,8 +22,7 @@ import numpy as np
 from psdeploy.api.recipes import Recipe, load_recipe
 from psdeploy.backends import BuildOptions, OpenedRunner, Profile, backend_for, open_runner, parse_target
 from psdeploy.backends.profiling import profile as profile_backend
-from psdeploy.backends.tune_options import DEFAULT_TUNING_DB
-from psdeploy.backends.tune_options import parse_duration, rpc_tracker
+from psdeploy.backends.tune_options import DEFAULT_TUNING_DB, parse_duration, rpc_tracker
 from psdeploy.backends.tvm.tuning_db import PrunedTarget, prune
 from psdeploy.bench import BenchResult, bench_models
 from psdeploy.bench.timing import TimingPlan
@@ -99,7 +98,8 @@ def compile(source: str | Path | ExportResult | None = None, *, recipe: str | Pa
             rpc_key: str | None = None, tuning_db: str | Path | None = None, mcpu: str | None = None,
             num_cores: int | None = None, cuda_arch: str | None = None,
             precision: str | None = None, winograd: str | None = None, layout: str | None = None,
-            tolerance: float | None = None, force: bool = False, on_batch: Callable[[int], None] | None = None) -> CompileResult:
+            tolerance: float | None = None, force: bool = False,
+            on_batch: Callable[[int], None] | None = None) -> CompileResult:
     """Build a verified artifact directory; options given here override the ``recipe``'s. ``source`` is a
     checkpoint, ``seeded:ARCH``, an ONNX file ``export`` wrote, or the result ``export`` returned.
 

@@ -24,7 +24,6 @@ from psdeploy.rewrite.lowerings import LOWERINGS
 from psdeploy.parity.compare import Runner
 
 
-
 @dataclass(frozen=True)
 class BuildOptions:
     """How to build, beyond the target itself. Each ``flag`` is how users set the option (and what a backend

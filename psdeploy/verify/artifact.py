@@ -11,7 +11,7 @@ from pathlib import Path
 from psdeploy.backends import Manifest, open_artifact
 from psdeploy.errors import PsdeployError
 from psdeploy.load import LoadedModel, load_model
-from psdeploy.parity import DEFAULT_TOLERANCE, ParityReport, compare, onnxruntime_runner, torch_runner
+from psdeploy.parity import DEFAULT_TOLERANCE, ParityReport, Runner, compare, onnxruntime_runner, torch_runner
 
 DYNAMIC_BATCH_CHECKED = 3  # besides batch 1, for an artifact that runs any batch
 
@@ -22,17 +22,23 @@ def checked_shapes(manifest: Manifest) -> list[tuple[int, ...]]:
     return [(batch, *rest)] if batch else [(1, *rest), (DYNAMIC_BATCH_CHECKED, *rest)]
 
 
+def _artifact_parity(directory: Path, manifest: Manifest, reference: Runner, reference_name: str, tolerance: float,
+                     threads: int | None = None) -> ParityReport:
+    """The artifact in ``directory`` run on its backend against ``reference``, at its checked shapes."""
+    runner = open_artifact(directory, threads)
+    return compare(reference, runner.run, checked_shapes(manifest), manifest.output_names,
+                   candidate_name=runner.description, reference_name=reference_name, tolerance=tolerance,
+                   seeds=(0, 1, 2))
+
+
 def verify_staged(directory: Path, loaded: LoadedModel | None, onnx_path: Path,
                   tolerance: float) -> ParityReport:
-    manifest = Manifest.read(directory)
-    runner = open_artifact(directory)
+    """Compile's check of the artifact it staged: against the checkpoint, or the ONNX it was given."""
     if loaded is not None:
         reference, ref_name = torch_runner(loaded.model), "checkpoint (torch)"
     else:
         reference, ref_name = onnxruntime_runner(onnx_path), "source ONNX (onnxruntime)"
-    report = compare(reference, runner.run, checked_shapes(manifest), manifest.output_names,
-                     candidate_name=runner.description, reference_name=ref_name, tolerance=tolerance,
-                     seeds=(0, 1, 2))
+    report = _artifact_parity(directory, Manifest.read(directory), reference, ref_name, tolerance)
     report.raise_if_failed()
     return report
 
@@ -45,7 +51,5 @@ def verify_artifact(directory: Path, checkpoint: str, arch: str | None = None,
     if manifest.source_sha256 and loaded.sha256 != manifest.source_sha256:
         raise PsdeployError(f"--against {checkpoint}: sha256 {loaded.sha256[:12]}… differs from the artifact's "
                             f"source {manifest.source_sha256[:12]}…; expected the checkpoint it was compiled from")
-    runner = open_artifact(directory, threads)
-    return compare(torch_runner(loaded.model), runner.run, checked_shapes(manifest), manifest.output_names,
-                   candidate_name=runner.description, reference_name="checkpoint (torch)", tolerance=tolerance,
-                   seeds=(0, 1, 2))
+    return _artifact_parity(directory, manifest, torch_runner(loaded.model), "checkpoint (torch)", tolerance,
+                            threads)
