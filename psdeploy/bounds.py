@@ -68,6 +68,14 @@ OPSET = Bound("--opset", 13, 28)
 TOLERANCE = Bound("--tolerance", 0, 1, real=True)  # max|err| / max|ref|: 0 asks for exact, beyond 1 checks nothing
 DEFAULT_TOLERANCE = 1e-4  # fp32 parity every artifact must meet unless the user says otherwise
 SECONDS = Bound("min_seconds", 0, real=True)
+# the int8 accuracy gate (each lowered only on request): outputs beside fp32 on held-out calibration samples,
+# and the demo's held-out top-1 beside the checkpoint's
+MIN_COSINE = Bound("--min-cosine", 0, 1, real=True)
+MIN_AGREEMENT = Bound("--min-agreement", 0, 1, real=True)  # fraction of samples with fp32's top-1 class
+MAX_TOP1_DROP = Bound("--max-top1-drop", 0, 100, real=True)  # points of top-1
+DEFAULT_MIN_COSINE = 0.99
+DEFAULT_MIN_AGREEMENT = 0.95
+DEFAULT_MAX_TOP1_DROP = 0.5
 
 # Memory an input needs, estimated from its element count: 4 bytes (fp32) times the input plus the
 # activations alive at once. The widest activation of the supported networks holds up to 21.3x the
@@ -101,6 +109,6 @@ def check_memory(where: str, shape: tuple[int, ...]) -> None:
 
 
 # the values each enumerated build option accepts (the command line's choices, BuildOptions' check)
-PRECISIONS = ("f32", "f16", "bf16")
+PRECISIONS = ("f32", "f16", "bf16", "int8")
 WINOGRAD = ("off", "f2", "f4")
 LAYOUTS = ("nchw", "nhwc", "nchwc")

@@ -21,12 +21,26 @@ import numpy as np
 
 from psdeploy.api.recipes import Recipe, load_recipe
 from psdeploy.backends import BuildOptions, OpenedRunner, Profile, backend_for, open_runner, parse_target
+from psdeploy.backends.int8 import AccuracyGate
 from psdeploy.backends.profiling import profile as profile_backend
 from psdeploy.backends.tune_options import DEFAULT_TUNING_DB, parse_duration, rpc_tracker
 from psdeploy.backends.tvm.tuning_db import PrunedTarget, prune
 from psdeploy.bench import BenchResult, bench_models
 from psdeploy.bench.timing import TimingPlan
-from psdeploy.bounds import BATCH, ITERS, OPSET, RUNS, THREADS, TOLERANCE, WARMUP, check_memory
+from psdeploy.bounds import (
+    BATCH,
+    ITERS,
+    MAX_TOP1_DROP,
+    MIN_AGREEMENT,
+    MIN_COSINE,
+    OPSET,
+    RUNS,
+    THREADS,
+    TOLERANCE,
+    WARMUP,
+    check_memory,
+)
+from psdeploy.calibration import read_calibration
 from psdeploy.compile import CompileRequest, CompileResult, compile_model
 from psdeploy.errors import PsdeployError
 from psdeploy.export import AUTO, ExportResult, export_onnx, input_shape_of, parse_shape
@@ -97,7 +111,9 @@ def compile(source: str | Path | ExportResult | None = None, *, recipe: str | Pa
             tune_time: str | float | None = None, rpc: str | tuple[str, int] | None = None,
             rpc_key: str | None = None, tuning_db: str | Path | None = None, mcpu: str | None = None,
             num_cores: int | None = None, cuda_arch: str | None = None,
-            precision: str | None = None, winograd: str | None = None, layout: str | None = None,
+            precision: str | None = None, calibration: str | Path | np.ndarray | None = None,
+            min_cosine: float | None = None, min_agreement: float | None = None, max_top1_drop: float | None = None,
+            winograd: str | None = None, layout: str | None = None,
             tolerance: float | None = None, force: bool = False,
             on_batch: Callable[[int], None] | None = None) -> CompileResult:
     """Build a verified artifact directory; options given here override the ``recipe``'s. ``source`` is a
@@ -106,7 +122,12 @@ def compile(source: str | Path | ExportResult | None = None, *, recipe: str | Pa
     TVM tuning: ``tune_trials`` in total and/or ``tune_time`` (seconds, or ``"20m"``), stopping at
     whichever comes first; ``rpc="host:9190"`` with ``rpc_key`` measures candidates on the servers
     registered with that TVM RPC tracker; ``layout`` ("nchw"/"nhwc") overrides the TVM target's default.
-    ``on_batch(trials)`` follows tuning."""
+    ``on_batch(trials)`` follows tuning.
+
+    int8 (``precision="int8"``, onnxruntime-cpu and openvino-cpu): ``calibration`` is ``"digits"``, a .npy
+    array N,C,H,W, a folder of .npy files, or an array; the artifact must then pass the accuracy gate beside
+    fp32 on held-out calibration samples (``min_cosine``, ``min_agreement``; ``max_top1_drop`` in points on
+    the digits demo), which only these arguments lower."""
     r = load_recipe(recipe) if recipe else None
     model, backend, tuning = (r.model, r.backend, r.tuning) if r else (None, None, None)
 
@@ -128,8 +149,14 @@ def compile(source: str | Path | ExportResult | None = None, *, recipe: str | Pa
     else:
         shape = None
     time_budget = pick(tune_time, tuning and tuning.time)
+    calibration_data = pick(calibration, backend and backend.calibration)
+    gate_given = r.gate if r else AccuracyGate()
+    gate = AccuracyGate(min_cosine=MIN_COSINE.check(pick(min_cosine, gate_given.min_cosine)),
+                        min_agreement=MIN_AGREEMENT.check(pick(min_agreement, gate_given.min_agreement)),
+                        max_top1_drop=MAX_TOP1_DROP.check(pick(max_top1_drop, gate_given.max_top1_drop)))
     options = BuildOptions(
         precision=pick(precision, backend and backend.precision, "f32"),
+        calibration=None if calibration_data is None else read_calibration(calibration_data),
         winograd=pick(winograd, backend and backend.winograd, "off"),
         layout=pick(layout, backend and backend.layout),
         tune_trials=pick(tune_trials, tuning and tuning.trials, 0),
@@ -142,7 +169,7 @@ def compile(source: str | Path | ExportResult | None = None, *, recipe: str | Pa
         lowering=pick(lowering, r and r.lowering, backend_for(parsed).default_lowering),
         input_shape=shape,
         tolerance=TOLERANCE.check(pick(tolerance, r and r.tolerance, DEFAULT_TOLERANCE)), force=force,
-        arch=pick(arch, model and model.arch))
+        arch=pick(arch, model and model.arch), gate=gate)
     return compile_model(request)
 
 

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, PositiveInt
 
+from psdeploy.backends.int8 import AccuracyGate
 from psdeploy.backends.tune_options import TuningBudget, parse_tracker
 from psdeploy.bounds import DEFAULT_TOLERANCE, LAYOUTS, NUM_CORES, PRECISIONS, TOLERANCE, WINOGRAD
 from psdeploy.errors import PsdeployError
@@ -40,6 +41,7 @@ class BackendSection(Strict):
     num_cores: Annotated[int, NUM_CORES.constraint] | None = None
     cuda_arch: str | None = None
     precision: Literal[PRECISIONS] = "f32"  # the values are bounds' (the command line's choices too)
+    calibration: str | None = None  # int8: 'digits', a .npy array N,C,H,W, or a folder of .npy files
     winograd: Literal[WINOGRAD] = "off"
     layout: Literal[LAYOUTS] | None = None  # TVM; default: the target's measured best
 
@@ -56,6 +58,7 @@ class Recipe(Strict):
     lowering: str | None = None  # None: the target's default form
     backend: BackendSection
     tuning: TuningSection = TuningSection()
+    gate: AccuracyGate = AccuracyGate()  # int8: what the artifact must meet beside fp32
     tolerance: Annotated[float, TOLERANCE.constraint] = DEFAULT_TOLERANCE
     output: str | None = None
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
+from psdeploy.backends.int8 import CalibrationRecord, GateRecord, QuantizationRecord
 from psdeploy.backends.targets import Target
 from psdeploy.bounds import PRECISIONS, WINOGRAD
 from psdeploy.errors import PsdeployError
@@ -90,6 +91,9 @@ class Manifest(Strict):
     tuning: TuningSummary | None = None
     parity: dict[str, Any] | None = None
     accuracy: dict[str, Any] | None = None
+    calibration: CalibrationRecord | None = None  # int8: the data it was calibrated and gated on
+    quantization: QuantizationRecord | None = None  # int8: the quantizer and the convs that run int8
+    gate: GateRecord | None = None  # int8: its outputs beside fp32's on held-out calibration samples
     lowering_search: list[SearchRow] | None = None
     kernels: dict[str, KernelWork] | None = None  # TVM: symbol -> the conv it computes
     created: str = Field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))

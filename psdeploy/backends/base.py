@@ -17,6 +17,7 @@ import numpy as np
 from psdeploy.backends.targets import Target
 from psdeploy.backends.tune_options import DEFAULT_TUNING_DB, RpcTracker
 from psdeploy.bounds import LAYOUTS, PRECISIONS, TUNE_TRIALS, WINOGRAD
+from psdeploy.calibration import DIGITS, CalibrationSet
 from psdeploy.errors import PsdeployError
 from psdeploy.export.counts import ConvKey
 from psdeploy.export.node_names import layer_of
@@ -30,8 +31,10 @@ class BuildOptions:
     that refuses it names); each backend declares which options it uses (``Backend.uses_options``), and any
     other set to a non-default value is refused."""
 
-    # OpenVINO: f32 kept, or reduced on request
+    # f32 kept, or reduced on request (each backend declares the precisions it builds: ``Backend.precisions``)
     precision: str = field(default="f32", metadata={"flag": "--precision"})
+    # int8: the data post-training quantization calibrates on (and the accuracy gate checks on)
+    calibration: CalibrationSet | None = field(default=None, metadata={"flag": "--calibration"})
     # TVM: Winograd F(2x2,3x3) / F(4x4,3x3) for every eligible conv
     winograd: str = field(default="off", metadata={"flag": "--winograd"})
     # TVM: the data layout convs compile in; None: the target's measured default
@@ -53,6 +56,12 @@ class BuildOptions:
             raise PsdeployError(f"--winograd {self.winograd!r}: expected one of {', '.join(WINOGRAD)}")
         if self.layout is not None and self.layout not in LAYOUTS:
             raise PsdeployError(f"--layout {self.layout!r}: expected one of {', '.join(LAYOUTS)}")
+        if self.precision == "int8" and self.calibration is None:
+            raise PsdeployError(f"--precision int8: needs --calibration DATA (a .npy array N,C,H,W, a folder of .npy "
+                                f"files, or '{DIGITS}')")
+        if self.calibration is not None and self.precision != "int8":
+            raise PsdeployError(f"--calibration {self.calibration.source}: calibrates int8 builds; expected "
+                                f"--precision int8 with it")
         TUNE_TRIALS.check(self.tune_trials)
         if self.tune_time_s is not None and self.tune_time_s <= 0:
             raise PsdeployError(f"--tune-time {self.tune_time_s:g}s: expected a positive duration")
@@ -62,7 +71,7 @@ class BuildOptions:
 
     def set_options(self) -> dict[str, str]:
         """Option name -> how it reads on the command line (``--layout nhwc``), for those not at their default."""
-        shown = {"tune_time_s": lambda v: f"{v:g}s", "rpc": lambda v: v.address}
+        shown = {"tune_time_s": lambda v: f"{v:g}s", "rpc": lambda v: v.address, "calibration": lambda v: v.source}
         return {f.name: f"{f.metadata['flag']} {shown.get(f.name, str)(getattr(self, f.name))}"
                 for f in fields(self) if "flag" in f.metadata and getattr(self, f.name) != f.default}
 
@@ -201,6 +210,7 @@ class Backend(ABC):
     # measured (``psdeploy bench`` of every lowering, interleaved); ``auto`` searches per layer instead.
     default_lowering: str = "grouped"
     uses_options: frozenset[str] = frozenset()  # the ``BuildOptions`` it reads; any other set is refused
+    precisions: tuple[str, ...] = ("f32",)  # the ``--precision`` values it builds
     keeps_dynamic_batch: bool = False  # a dynamic-batch ONNX gives an artifact that runs any batch
 
     @abstractmethod
@@ -214,6 +224,9 @@ class Backend(ABC):
             own = [f.metadata["flag"] for f in fields(BuildOptions) if f.name in self.uses_options]
             raise PsdeployError(f"{', '.join(unused)}: not {'an option' if len(unused) == 1 else 'options'} of "
                                 f"{target.name} ({'its options: ' + ', '.join(own) if own else 'it has none'})")
+        if options.precision not in self.precisions:
+            raise PsdeployError(f"--precision {options.precision}: not a precision {target.name} builds "
+                                f"(expected one of {', '.join(self.precisions)})")
 
     def layout(self, target: Target, options: BuildOptions) -> str | None:
         """The data layout the artifact computes convs in, when the backend lets it be chosen."""

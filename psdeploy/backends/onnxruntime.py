@@ -47,12 +47,19 @@ class OnnxruntimeBackend(Backend):
     name = "onnxruntime"
     module_file = "model.onnx"
     keeps_dynamic_batch = True
+    uses_options = frozenset({"precision", "calibration"})
+    precisions = ("f32", "int8")  # int8: the verified ONNX quantized to QDQ, which it runs as integer kernels
 
     def require(self) -> None:
         """onnxruntime is a core dependency of psdeploy: always present."""
 
     def build(self, onnx_path: Path, input_shape: tuple[int, ...], target: Target, options: BuildOptions,
               out_dir: Path) -> dict[str, object] | None:
+        if options.calibration is not None:
+            from psdeploy.backends.onnxruntime_int8 import quantize_onnx
+
+            return {"quantization": quantize_onnx(onnx_path, out_dir / self.module_file, options.calibration,
+                                                  input_shape)}
         shutil.copyfile(onnx_path, out_dir / self.module_file)
         return None
 

@@ -20,8 +20,14 @@ from psdeploy.parity.compare import Runner
 WARMUP_RUNS = 5
 
 
+def inference_precision(precision: str) -> str:
+    """The plugin's precision hint for an artifact's precision: an int8 model's quantized ops run int8 under
+    any hint, and the rest stays fp32 (not the bf16 the plugin would pick on AMX)."""
+    return "f32" if precision == "int8" else precision
+
+
 def compile_config(precision: str, threads: int | None, perf_count: bool = False) -> dict[str, str]:
-    config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
+    config = {"INFERENCE_PRECISION_HINT": inference_precision(precision), "PERFORMANCE_HINT": "LATENCY"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = str(threads)
     if perf_count:
@@ -33,7 +39,8 @@ class OpenvinoBackend(Backend):
     name = "openvino"
     default_lowering = "sliced"  # Slices + Concat keep oneDNN's blocked layouts; each Gather costs two reorders
     module_file = "model.xml"
-    uses_options = frozenset({"precision"})
+    uses_options = frozenset({"precision", "calibration"})
+    precisions = ("f32", "f16", "bf16", "int8")  # int8: quantized by NNCF
     keeps_dynamic_batch = True  # its IR keeps the ONNX's dynamic dimensions
 
     def require(self) -> None:
@@ -53,23 +60,34 @@ class OpenvinoBackend(Backend):
             model = ov.convert_model(str(onnx_path), extension=[psconv_extension()])
         except Exception as exc:  # OpenVINO's frontends raise their own types
             raise PsdeployError(f"{onnx_path}: OpenVINO cannot convert it: {str(exc).strip().splitlines()[0]}") from None
-        ov.save_model(model, str(out_dir / self.module_file), compress_to_fp16=False)
-        return None
+        build_info = None
+        if options.calibration is not None:
+            from psdeploy.backends.openvino_int8 import quantize_model, runtime_convs
 
-    def _compile(self, xml: Path, precision: str, threads: int | None, perf_count: bool = False):
-        """(compiled model, what it runs as): the precision is read back, and must be the one asked for."""
+            model = quantize_model(model, options.calibration, str(onnx_path))
+            compiled, _ = self._compile(model, "int8", None, where=str(onnx_path))
+            build_info = {"quantization": runtime_convs(compiled, str(onnx_path))}
+        ov.save_model(model, str(out_dir / self.module_file), compress_to_fp16=False)
+        return build_info
+
+    def _compile(self, model: Path | object, precision: str, threads: int | None, perf_count: bool = False,
+                 where: str | None = None):
+        """(compiled model, what it runs as) of an IR file or a model in memory: the precision is read back, and
+        must be the one asked for."""
         import openvino as ov
 
         self.require()
+        where = where or str(model)
+        source = str(model) if isinstance(model, Path) else model
         try:
-            compiled = ov.Core().compile_model(str(xml), "CPU", compile_config(precision, threads, perf_count))
+            compiled = ov.Core().compile_model(source, "CPU", compile_config(precision, threads, perf_count))
         except Exception as exc:
-            raise PsdeployError(f"{xml}: OpenVINO cannot compile it: {str(exc).strip().splitlines()[0]}") from None
+            raise PsdeployError(f"{where}: OpenVINO cannot compile it: {str(exc).strip().splitlines()[0]}") from None
         hint = compiled.get_property("INFERENCE_PRECISION_HINT")
         actual = hint.to_string() if hasattr(hint, "to_string") else str(hint)
-        if actual != precision:
-            raise PsdeployError(f"{xml}: OpenVINO compiled it at {actual}, not the {precision} asked for")
-        return compiled, f"openvino-cpu ({actual})"
+        if actual != inference_precision(precision):
+            raise PsdeployError(f"{where}: OpenVINO compiled it at {actual}, not the {precision} asked for")
+        return compiled, f"openvino-cpu ({precision})"
 
     def open(self, module: Path, target: Target, threads: int | None = None,
              precision: str = "f32") -> tuple[Runner, str]:

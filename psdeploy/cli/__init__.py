@@ -180,7 +180,18 @@ def accuracy(model: str, checkpoint: str, arch: str | None) -> None:
 @click.option("--mcpu", default=None, help="LLVM CPU (e.g. skylake-avx512, haswell); default: this CPU.")
 @click.option("--num-cores", type=_range(bounds.NUM_CORES), default=None, help="Cores the TVM llvm target assumes.")
 @click.option("--cuda-arch", default=None, help="CUDA arch for --target cuda (default sm_90).")
-@click.option("--precision", default=None, type=click.Choice(bounds.PRECISIONS), help="OpenVINO precision.")
+@click.option("--precision", default=None, type=click.Choice(bounds.PRECISIONS),
+              help="f32 (default); OpenVINO: f16, bf16; onnxruntime and OpenVINO: int8 (needs --calibration).")
+@click.option("--calibration", default=None,
+              help="int8: 'digits' (the demo's data), a .npy array N,C,H,W, or a folder of .npy files; a quarter "
+                   "is held out to gate the artifact against fp32.")
+@click.option("--min-cosine", type=_range(bounds.MIN_COSINE), default=None,
+              help=f"int8 gate: mean output cosine to fp32 (default {bounds.DEFAULT_MIN_COSINE:g}).")
+@click.option("--min-agreement", type=_range(bounds.MIN_AGREEMENT), default=None,
+              help=f"int8 gate: fraction of samples with fp32's top-1 class (default {bounds.DEFAULT_MIN_AGREEMENT:g}).")
+@click.option("--max-top1-drop", type=_range(bounds.MAX_TOP1_DROP), default=None,
+              help=f"int8 gate on the digits demo: top-1 points below the checkpoint's "
+                   f"(default {bounds.DEFAULT_MAX_TOP1_DROP:g}).")
 @click.option("--winograd", default=None, type=click.Choice(bounds.WINOGRAD),
               help="TVM: Winograd F(2x2,3x3)/F(4x4,3x3) for every stride-1 3x3 conv, dilated ones included (default off).")
 @click.option("--layout", default=None, type=click.Choice(bounds.LAYOUTS),
@@ -190,7 +201,8 @@ def accuracy(model: str, checkpoint: str, arch: str | None) -> None:
               help=TOLERANCE_HELP + f" (default {bounds.DEFAULT_TOLERANCE:g})")
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
 def compile_cmd(source, recipe, target, output, arch, input_shape, lowering, tune_trials, tune_time, rpc, rpc_key,
-                tuning_db, mcpu, num_cores, cuda_arch, precision, winograd, layout, tolerance, force) -> None:
+                tuning_db, mcpu, num_cores, cuda_arch, precision, calibration, min_cosine, min_agreement, max_top1_drop,
+                winograd, layout, tolerance, force) -> None:
     """Compile a checkpoint (or psdeploy-exported ONNX) for TVM llvm/cuda, OpenVINO or onnxruntime, verified."""
     from psdeploy import api
     from psdeploy.cli.render import show_compile
@@ -198,8 +210,9 @@ def compile_cmd(source, recipe, target, output, arch, input_shape, lowering, tun
     result = api.compile(source, recipe=recipe, target=target, output=output, arch=arch, input_shape=input_shape,
                          lowering=lowering, tune_trials=tune_trials, tune_time=tune_time, rpc=rpc, rpc_key=rpc_key,
                          tuning_db=tuning_db, mcpu=mcpu,
-                         num_cores=num_cores, cuda_arch=cuda_arch, precision=precision, winograd=winograd,
-                         layout=layout, tolerance=tolerance, force=force)
+                         num_cores=num_cores, cuda_arch=cuda_arch, precision=precision, calibration=calibration,
+                         min_cosine=min_cosine, min_agreement=min_agreement, max_top1_drop=max_top1_drop,
+                         winograd=winograd, layout=layout, tolerance=tolerance, force=force)
     show_compile(result)
 
 

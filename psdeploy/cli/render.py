@@ -134,9 +134,20 @@ def show_compile(result: CompileResult) -> None:
                               f"a --tune-time budget, or the --tuning-db tuned for this CPU[/]")
     if m.lowering_search:
         console.print(search_table(m.lowering_search))
+    if q := m.quantization:
+        left = f"; fp32: {', '.join(q.float_convs)}" if q.float_convs else ""
+        console.print(f"int8 ({q.tool}): {q.convs_int8} of {q.convs} convs run int8{left}")
+    if g := m.gate:
+        agreement = f", top-1 agreement {g.top1_agreement:.4f}" if g.top1_agreement is not None else ""
+        console.print(f"int8 gate vs fp32 on {g.samples} held-out samples of {m.calibration.source}: mean cosine "
+                      f"{g.mean_cosine:.4f} (min {g.min_cosine:.4f}){agreement} [green]passed[/]")
+    if m.accuracy and m.gate:
+        a = m.accuracy
+        console.print(f"held-out top-1: checkpoint {a['checkpoint_top1']:.4f}, int8 artifact {a['artifact_top1']:.4f} "
+                      f"(agreement {a['prediction_agreement']:.4f})")
     if result.parity is not None:
         console.print(parity_table(result.parity))
-    else:
+    elif not result.ran:
         err_console.print(f"[bold yellow]built but NOT run ({m.parity['status']}): run 'psdeploy verify' on "
                           f"the machine it is for[/]")
     console.print(f"[green]wrote[/] {result.output} ({m.backend} {m.target}, {m.arch}, lowering {m.lowering}"

@@ -16,6 +16,7 @@ import onnx
 
 from psdeploy.arch.registry import default_input_shape
 from psdeploy.backends import BuildOptions, Manifest, Target, backend_for
+from psdeploy.backends.int8 import AccuracyGate, CalibrationRecord
 from psdeploy.backends.tvm.host import cannot_run_here
 from psdeploy.bounds import check_memory
 from psdeploy.errors import PsdeployError
@@ -25,7 +26,7 @@ from psdeploy.load import LoadedModel, load_model
 from psdeploy.search import search_lowerings
 from psdeploy.parity import DEFAULT_TOLERANCE, ParityReport
 from psdeploy.verify.accuracy import check_top1
-from psdeploy.verify.artifact import verify_staged
+from psdeploy.verify.artifact import gate_staged, verify_staged
 
 VERSIONED = ("torch", "onnx", "onnxruntime", "openvino", "apache-tvm", "apache-tvm-ffi")
 
@@ -41,13 +42,14 @@ class CompileRequest:
     tolerance: float = DEFAULT_TOLERANCE
     force: bool = False
     arch: str | None = None
+    gate: AccuracyGate = field(default_factory=AccuracyGate)  # what an int8 build must meet beside fp32
 
 
 @dataclass
 class CompileResult:
     output: Path
     manifest: Manifest
-    parity: ParityReport | None  # None when the artifact cannot run here (cuda without a GPU)
+    parity: ParityReport | None  # None when the artifact cannot run here (cuda without a GPU), or is int8 (gated)
     ran: bool
 
 
@@ -117,6 +119,8 @@ def compile_model(request: CompileRequest) -> CompileResult:
             record = export_onnx(loaded, onnx_path, request.lowering, shape, tolerance=request.tolerance,
                                  choices=choices, search=search).record
             names = loaded.model.output_names
+        if options.calibration is not None:
+            options.calibration.check_shape(shape)
         build_info = backend.build(onnx_path, shape, target, options, stage)
         manifest = Manifest(
             backend=target.backend, target=target.name, target_spec=target.tvm_target, arch=record.arch,
@@ -124,16 +128,24 @@ def compile_model(request: CompileRequest) -> CompileResult:
             source_sha256=record.source_sha256, input_shape=list(shape), output_names=names,
             module_file=backend.module_file, precision=options.precision, winograd=options.winograd,
             layout=backend.layout(target, options),
-            versions=_versions(), lowering_search=record.search, **(build_info or {}),
+            versions=_versions(), lowering_search=record.search,
+            calibration=CalibrationRecord.of(options.calibration) if options.calibration else None,
+            **(build_info or {}),
         )
         manifest.write(stage)
         not_here = cannot_run_here(target)  # a GPU or CPU features this machine lacks: built, never run here
-        parity = None if not_here else verify_staged(stage, loaded, onnx_path, request.tolerance)
-        ran = parity is not None
-        manifest.parity = parity.to_dict() if parity else {"status": f"not run: {not_here}"}
+        int8 = options.calibration is not None
+        parity = None
+        if not not_here and int8:
+            manifest.gate = gate_staged(stage, loaded, onnx_path, options.calibration, request.gate)
+        elif not not_here:
+            parity = verify_staged(stage, loaded, onnx_path, request.tolerance)
+        ran = not not_here
+        if not int8:
+            manifest.parity = parity.to_dict() if parity else {"status": f"not run: {not_here}"}
         demo = loaded is not None and loaded.config.demo_data
         if ran and demo and tuple(shape[2:]) == (loaded.config.input_size,) * 2:
-            manifest.accuracy = check_top1(stage, loaded)
+            manifest.accuracy = check_top1(stage, loaded, request.gate.max_top1_drop if int8 else None)
         manifest.write(stage)
         if onnx_path.parent == stage:
             onnx_path.unlink()

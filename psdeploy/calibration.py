@@ -1,0 +1,125 @@
+"""Calibration data for int8 builds, as users have it: a .npy array, a folder of .npy files, or the demo's digits.
+
+One set serves two jobs that must not share samples: post-training quantization reads the
+``calibrate`` part, and the accuracy gate compares the int8 artifact with fp32 on the ``held_out``
+part. Bad data is refused here in one line, before any quantizer sees it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from psdeploy.errors import PsdeployError
+
+DIGITS = "digits"  # the built-in set: the demo's training split calibrates, its held-out split (labelled) gates
+DIGITS_CALIBRATION_SAMPLES = 300  # NNCF's default subset size
+HELD_OUT_FRACTION = 0.25
+MIN_SAMPLES = 20  # 15 to calibrate, 5 to gate at the least
+SPLIT_SEED = 0
+
+
+@dataclass(frozen=True, eq=False)
+class CalibrationSet:
+    """Samples (float32 N,C,H,W) to calibrate on and, apart, to gate on; ``labels`` of the held-out part when
+    known (the digits), so the gate can compare top-1 too."""
+
+    source: str  # as the user named it
+    calibrate: np.ndarray
+    held_out: np.ndarray
+    labels: np.ndarray | None
+    sha256: str  # of every sample, in the order read
+
+    @property
+    def samples(self) -> int:
+        return len(self.calibrate) + len(self.held_out)
+
+    def check_shape(self, input_shape: tuple[int, ...]) -> None:
+        """Refuse samples whose C,H,W differ from the model's input (0 there: any)."""
+        sample = self.calibrate.shape[1:]
+        if any(want and want != got for want, got in zip(input_shape[1:], sample)):
+            expected = ",".join(str(d or "any") for d in input_shape[1:])
+            raise PsdeployError(f"--calibration {self.source}: samples of shape {','.join(map(str, sample))}; "
+                                f"expected the model's input {expected} (C,H,W)")
+
+
+def _fingerprint(x: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(x, dtype=np.float32).tobytes()).hexdigest()
+
+
+def _numeric(x: object, where: str) -> np.ndarray:
+    if not isinstance(x, np.ndarray) or not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise PsdeployError(f"--calibration {where}: dtype {getattr(x, 'dtype', type(x).__name__)}; "
+                            f"expected a numeric array")
+    return x.astype(np.float32)
+
+
+def _read_npy(path: Path, where: str) -> np.ndarray:
+    try:
+        return _numeric(np.load(path, allow_pickle=False), where)
+    except (ValueError, OSError, EOFError) as exc:
+        raise PsdeployError(f"--calibration {where}: not a readable .npy array ({str(exc).splitlines()[0]}); "
+                            f"expected numpy.save output of shape N,C,H,W") from None
+
+
+def _read_folder(folder: Path) -> np.ndarray:
+    """Every ``*.npy`` in the folder, sorted by name: each one sample (C,H,W) or a batch (N,C,H,W)."""
+    files = sorted(folder.glob("*.npy"))
+    if not files:
+        raise PsdeployError(f"--calibration {folder}: no .npy files in the folder; expected samples (C,H,W) or "
+                            f"batches (N,C,H,W)")
+    arrays = []
+    for f in files:
+        x = _read_npy(f, str(f))
+        if x.ndim not in (3, 4):
+            raise PsdeployError(f"--calibration {f}: shape {x.shape}; expected one sample C,H,W or a batch N,C,H,W")
+        arrays.append(x[None] if x.ndim == 3 else x)
+    if len({a.shape[1:] for a in arrays}) > 1:
+        raise PsdeployError(f"--calibration {folder}: samples of different shapes "
+                            f"({', '.join(sorted({','.join(map(str, a.shape[1:])) for a in arrays}))}); "
+                            f"expected one C,H,W")
+    return np.concatenate(arrays)
+
+
+def _split(source: str, x: np.ndarray) -> CalibrationSet:
+    """Checked, then shuffled (seeded) and cut: the last quarter is held out for the gate."""
+    if x.ndim != 4:
+        raise PsdeployError(f"--calibration {source}: shape {x.shape}; expected N,C,H,W")
+    if len(x) < MIN_SAMPLES:
+        raise PsdeployError(f"--calibration {source}: {len(x)} samples; expected at least {MIN_SAMPLES} "
+                            f"(a quarter is held out to check the int8 artifact)")
+    if not np.isfinite(x).all():
+        bad = int((~np.isfinite(x)).reshape(len(x), -1).any(axis=1).sum())
+        raise PsdeployError(f"--calibration {source}: {bad} samples hold NaN or infinite values; expected finite data")
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(x))
+    cut = len(x) - max(1, round(len(x) * HELD_OUT_FRACTION))
+    return CalibrationSet(source, x[order[:cut]], x[order[cut:]], None, _fingerprint(x))
+
+
+def _digits() -> CalibrationSet:
+    from psdeploy.demo_data import digits_split
+
+    x_train, _, x_test, y_test = digits_split()
+    calibrate = x_train[:DIGITS_CALIBRATION_SAMPLES]
+    return CalibrationSet(DIGITS, calibrate, x_test, y_test, _fingerprint(np.concatenate([calibrate, x_test])))
+
+
+def read_calibration(data: str | Path | np.ndarray) -> CalibrationSet:
+    """``digits``, a .npy file, a folder of them, or an array already in memory (float N,C,H,W)."""
+    if isinstance(data, np.ndarray):
+        return _split("(array)", _numeric(data, "(array)"))
+    if str(data) == DIGITS:
+        return _digits()
+    path = Path(data)
+    if path.is_dir():
+        return _split(str(path), _read_folder(path))
+    if path.suffix != ".npy" or not path.is_file():
+        raise PsdeployError(f"--calibration {path}: no such .npy file or folder; expected a .npy array (N,C,H,W), "
+                            f"a folder of .npy files, or '{DIGITS}'")
+    return _split(str(path), _read_npy(path, str(path)))
+
+
+__all__ = ["DIGITS", "CalibrationSet", "read_calibration"]
