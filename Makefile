@@ -27,11 +27,14 @@ demo: $(STAMP)
 	$(BIN)/psdeploy accuracy $(OUT)/ps_resnet_digits.onnx --against models/ps_resnet_digits.pth
 	$(BIN)/psdeploy compile --recipe recipes/demo/openvino-cpu.yaml --force
 	$(BIN)/psdeploy accuracy $(OUT)/digits-ov --against models/ps_resnet_digits.pth
+	$(BIN)/psdeploy compile --recipe recipes/demo/openvino-cpu-int8.yaml --force
+	$(BIN)/psdeploy accuracy $(OUT)/digits-ov-int8 --against models/ps_resnet_digits.pth
 	$(BIN)/psdeploy export seeded:ps_resnet50 -o $(OUT)/ps_resnet50_seeded.onnx
 	$(BIN)/psdeploy export seeded:resnet50 -o $(OUT)/resnet50_seeded.onnx
 
+# one worker per core of a 2-core CI machine; each test file stays on one worker (its fixtures built once)
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # Mutation testing of rewrite/, load/, parity/ and export/counts.py (settings in pyproject.toml), outside CI.
 # The whole set (~2,450 mutants) takes hours on 2 cores; the seeded sample of 200 about half an hour.

@@ -15,7 +15,7 @@ import numpy as np
 
 from psdeploy.errors import PsdeployError
 
-DIGITS = "digits"  # the built-in set: the demo's training split calibrates, its held-out split (labelled) gates
+DIGITS = "digits"  # the built-in set: the demo's training split calibrates, its held-out split gates
 DIGITS_CALIBRATION_SAMPLES = 300  # NNCF's default subset size
 HELD_OUT_FRACTION = 0.25
 MIN_SAMPLES = 20  # 15 to calibrate, 5 to gate at the least
@@ -24,13 +24,11 @@ SPLIT_SEED = 0
 
 @dataclass(frozen=True, eq=False)
 class CalibrationSet:
-    """Samples (float32 N,C,H,W) to calibrate on and, apart, to gate on; ``labels`` of the held-out part when
-    known (the digits), so the gate can compare top-1 too."""
+    """Samples (float32 N,C,H,W) to calibrate on and, apart, to gate on."""
 
     source: str  # as the user named it
     calibrate: np.ndarray
     held_out: np.ndarray
-    labels: np.ndarray | None
     sha256: str  # of every sample, in the order read
 
     @property
@@ -93,18 +91,18 @@ def _split(source: str, x: np.ndarray) -> CalibrationSet:
                             f"(a quarter is held out to check the int8 artifact)")
     if not np.isfinite(x).all():
         bad = int((~np.isfinite(x)).reshape(len(x), -1).any(axis=1).sum())
-        raise PsdeployError(f"--calibration {source}: {bad} samples hold NaN or infinite values; expected finite data")
+        raise PsdeployError(f"--calibration {source}: {bad} of {len(x)} samples hold NaN or infinite values; expected finite data")
     order = np.random.default_rng(SPLIT_SEED).permutation(len(x))
     cut = len(x) - max(1, round(len(x) * HELD_OUT_FRACTION))
-    return CalibrationSet(source, x[order[:cut]], x[order[cut:]], None, _fingerprint(x))
+    return CalibrationSet(source, x[order[:cut]], x[order[cut:]], _fingerprint(x))
 
 
 def _digits() -> CalibrationSet:
     from psdeploy.demo_data import digits_split
 
-    x_train, _, x_test, y_test = digits_split()
+    x_train, _, x_test, _ = digits_split()
     calibrate = x_train[:DIGITS_CALIBRATION_SAMPLES]
-    return CalibrationSet(DIGITS, calibrate, x_test, y_test, _fingerprint(np.concatenate([calibrate, x_test])))
+    return CalibrationSet(DIGITS, calibrate, x_test, _fingerprint(np.concatenate([calibrate, x_test])))
 
 
 def read_calibration(data: str | Path | np.ndarray) -> CalibrationSet:

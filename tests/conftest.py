@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,13 @@ import torch
 from psdeploy.arch.seeded import seeded_model
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config) -> None:
+    """Under pytest-xdist (``make test`` runs a worker per core) torch keeps to one thread per worker: two
+    workers each running torch on every core oversubscribe the machine, and its idle threads spin."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
 DEMO_CHECKPOINT = REPO / "models" / "ps_resnet_digits.pth"
 
 

@@ -6,19 +6,23 @@ from __future__ import annotations
 from dataclasses import fields
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from psdeploy import api
 from psdeploy.backends import BACKENDS, BuildOptions, Target
 from psdeploy.backends.tune_options import RpcTracker
+from psdeploy.calibration import CalibrationSet
 from psdeploy.cli import main
 from psdeploy.errors import PsdeployError
 
 # a value other than the default for every build option users can set
-SET_VALUES = {"precision": "f16", "winograd": "f2", "layout": "nhwc", "tune_trials": 8, "tune_time_s": 90.0,
+CALIBRATION = CalibrationSet("calib.npy", np.zeros((15, 3, 8, 8), np.float32), np.zeros((5, 3, 8, 8), np.float32),
+                             "0" * 64)
+SET_VALUES = {"precision": "int8", "calibration": CALIBRATION, "winograd": "f2", "layout": "nhwc", "tune_trials": 8, "tune_time_s": 90.0,
               "rpc": RpcTracker("10.0.0.5", 9190, "xeon"), "tuning_db": Path("my-db")}
-SHOWN = {"precision": "--precision f16", "winograd": "--winograd f2", "layout": "--layout nhwc",
+SHOWN = {"precision": "--precision int8", "calibration": "--calibration calib.npy", "winograd": "--winograd f2", "layout": "--layout nhwc",
          "tune_trials": "--tune-trials 8", "tune_time_s": "--tune-time 90s", "rpc": "--rpc 10.0.0.5:9190",
          "tuning_db": "--tuning-db my-db"}
 TARGETS = {"onnxruntime": Target("onnxruntime", "onnxruntime-cpu"), "openvino": Target("openvino", "openvino-cpu"),
@@ -34,7 +38,9 @@ def test_every_option_has_a_value_here() -> None:
 
 
 def _options(option: str) -> BuildOptions:
-    extra = {"tune_trials": 1} if option == "rpc" else {}  # --rpc measures tuning candidates: needs a budget
+    # --rpc measures tuning candidates: needs a budget; int8 and its calibration data go together
+    extra = {"rpc": {"tune_trials": 1}, "precision": {"calibration": CALIBRATION},
+             "calibration": {"precision": "int8"}}.get(option, {})
     return BuildOptions(**{option: SET_VALUES[option], **extra})
 
 
@@ -64,9 +70,10 @@ def test_openvino_layout_refused_from_cli_and_api(tmp_path) -> None:
                                        "--layout", "nhwc", "-o", str(out)])
     assert result.exit_code == 2, result.output
     assert result.output.strip() == ("error: --layout nhwc: not an option of openvino-cpu "
-                                     "(its options: --precision)"), result.output
+                                     "(its options: --precision, --calibration)"), result.output
     with pytest.raises(PsdeployError, match=r"^--layout nhwc: not an option of openvino-cpu"):
         api.compile("seeded:ps_resnet_digits", target="openvino-cpu", output=out, layout="nhwc")
-    with pytest.raises(PsdeployError, match=r"^--tuning-db elsewhere: not an option of onnxruntime-cpu \(it has none\)"):
+    with pytest.raises(PsdeployError, match=r"^--tuning-db elsewhere: not an option of onnxruntime-cpu \(its options: "
+                                            r"--precision, --calibration\)"):
         api.compile("seeded:ps_resnet_digits", target="onnxruntime-cpu", output=out, tuning_db="elsewhere")
     assert not out.exists()

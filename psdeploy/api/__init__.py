@@ -166,7 +166,7 @@ def compile(source: str | Path | ExportResult | None = None, *, recipe: str | Pa
     request = CompileRequest(
         source=source if isinstance(source, ExportResult) else str(source), target=parsed, output=Path(output),
         options=options,
-        lowering=pick(lowering, r and r.lowering, backend_for(parsed).default_lowering),
+        lowering=pick(lowering, r and r.lowering, backend_for(parsed).default_lowering_at(options.precision)),
         input_shape=shape,
         tolerance=TOLERANCE.check(pick(tolerance, r and r.tolerance, DEFAULT_TOLERANCE)), force=force,
         arch=pick(arch, model and model.arch), gate=gate)

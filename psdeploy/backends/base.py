@@ -209,9 +209,14 @@ class Backend(ABC):
     # What export/compile give this runtime when no --lowering is named: its fastest whole-network form as
     # measured (``psdeploy bench`` of every lowering, interleaved); ``auto`` searches per layer instead.
     default_lowering: str = "grouped"
+    int8_lowering: str | None = None  # where int8's fastest form differs (measured the same way, at int8)
     uses_options: frozenset[str] = frozenset()  # the ``BuildOptions`` it reads; any other set is refused
     precisions: tuple[str, ...] = ("f32",)  # the ``--precision`` values it builds
     keeps_dynamic_batch: bool = False  # a dynamic-batch ONNX gives an artifact that runs any batch
+
+    def default_lowering_at(self, precision: str) -> str:
+        """The form compile gives this runtime at ``precision`` when no --lowering is named."""
+        return self.int8_lowering if precision == "int8" and self.int8_lowering else self.default_lowering
 
     @abstractmethod
     def require(self) -> None:
@@ -244,7 +249,7 @@ class Backend(ABC):
 
     @abstractmethod
     def profile(self, module: Path, target: Target, x: np.ndarray, runs: int,
-                threads: int | None = None) -> tuple[list[NodeTime], str]:
+                threads: int | None = None, precision: str = "f32") -> tuple[list[NodeTime], str]:
         """Per-node time of ``runs`` runs on ``x`` after a warm-up, from the runtime's own counters, and what
         the module ran as."""
 

@@ -71,10 +71,10 @@ class OnnxruntimeBackend(Backend):
         def run(x: np.ndarray) -> list[np.ndarray]:
             return list(session.run(None, {name: x}))
 
-        return run, RUNS_ON
+        return run, RUNS_ON if precision == "f32" else f"{RUNS_ON} ({precision})"
 
     def profile(self, module: Path, target: Target, x: np.ndarray, runs: int,
-                threads: int | None = None) -> tuple[list[NodeTime], str]:
+                threads: int | None = None, precision: str = "f32") -> tuple[list[NodeTime], str]:
         with tempfile.TemporaryDirectory(prefix="psdeploy-profile-") as work:
             optimized = Path(work) / "optimized.onnx"
             session = _session(module, threads, profile_prefix=str(Path(work) / "ort"), optimized_model=str(optimized))

@@ -36,12 +36,13 @@ def profile(path: str | Path, batch: int | None, runs: int, threads: int | None 
         module = artifact_module(path, manifest, backend_for(target))
         if on is not None and on != target.name:
             raise PsdeployError(f"--on {on}: {path} is an artifact for {target.name}; it runs there only")
-        declared = tuple(manifest.input_shape)
+        declared, precision = tuple(manifest.input_shape), manifest.precision
     elif path.suffix == ".onnx" and path.is_file():
         target, module = parse_target(on or "onnxruntime-cpu"), path
         if target.backend == "tvm":
             raise PsdeployError(f"--on {on}: profile a TVM artifact (psdeploy compile) rather than an ONNX file")
         declared, _ = onnx_signature(path)
+        precision = "f32"
     else:
         raise PsdeployError(f"{path}: expected an .onnx file or a compiled artifact directory")
     batch = batch or declared[0] or 1
@@ -55,7 +56,7 @@ def profile(path: str | Path, batch: int | None, runs: int, threads: int | None 
         if not path.is_dir() and target.backend != "onnxruntime":
             backend.build(path, x.shape, target, BuildOptions(), Path(work))
             module = Path(work) / backend.module_file
-        rows, runs_on = backend.profile(module, target, x, runs, threads)
+        rows, runs_on = backend.profile(module, target, x, runs, threads, precision)
     unplaced = [row for row in rows if not layer_of(row.name)]
     if unplaced and not path.is_dir():  # nodes a runtime names after the value they write: that value's layer
         layers = value_layers(path)

@@ -104,7 +104,7 @@ class TvmBackend(Backend):
         return run, runs_on
 
     def profile(self, module: Path, target: Target, x: np.ndarray, runs: int,
-                threads: int | None = None) -> tuple[list[NodeTime], str]:
+                threads: int | None = None, precision: str = "f32") -> tuple[list[NodeTime], str]:
         """Each call the Relax VM makes (one fused TIR kernel, or a VM builtin), timed by the VM's own
         instrumentation hook, the device synchronised after each call."""
         import tvm
