@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from psdeploy.arrays import load_npy, numeric_float32
 from psdeploy.errors import PsdeployError
 
 DIGITS = "digits"  # the built-in set: the demo's training split calibrates, its held-out split gates
@@ -31,10 +32,6 @@ class CalibrationSet:
     held_out: np.ndarray
     sha256: str  # of every sample, in the order read
 
-    @property
-    def samples(self) -> int:
-        return len(self.calibrate) + len(self.held_out)
-
     def check_shape(self, input_shape: tuple[int, ...]) -> None:
         """Refuse samples whose C,H,W differ from the model's input (0 there: any)."""
         sample = self.calibrate.shape[1:]
@@ -48,21 +45,6 @@ def _fingerprint(x: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(x, dtype=np.float32).tobytes()).hexdigest()
 
 
-def _numeric(x: object, where: str) -> np.ndarray:
-    if not isinstance(x, np.ndarray) or not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
-        raise PsdeployError(f"--calibration {where}: dtype {getattr(x, 'dtype', type(x).__name__)}; "
-                            f"expected a numeric array")
-    return x.astype(np.float32)
-
-
-def _read_npy(path: Path, where: str) -> np.ndarray:
-    try:
-        return _numeric(np.load(path, allow_pickle=False), where)
-    except (ValueError, OSError, EOFError) as exc:
-        raise PsdeployError(f"--calibration {where}: not a readable .npy array ({str(exc).splitlines()[0]}); "
-                            f"expected numpy.save output of shape N,C,H,W") from None
-
-
 def _read_folder(folder: Path) -> np.ndarray:
     """Every ``*.npy`` in the folder, sorted by name: each one sample (C,H,W) or a batch (N,C,H,W)."""
     files = sorted(folder.glob("*.npy"))
@@ -71,7 +53,7 @@ def _read_folder(folder: Path) -> np.ndarray:
                             f"batches (N,C,H,W)")
     arrays = []
     for f in files:
-        x = _read_npy(f, str(f))
+        x = load_npy(f, f"--calibration {f}")
         if x.ndim not in (3, 4):
             raise PsdeployError(f"--calibration {f}: shape {x.shape}; expected one sample C,H,W or a batch N,C,H,W")
         arrays.append(x[None] if x.ndim == 3 else x)
@@ -108,7 +90,7 @@ def _digits() -> CalibrationSet:
 def read_calibration(data: str | Path | np.ndarray) -> CalibrationSet:
     """``digits``, a .npy file, a folder of them, or an array already in memory (float N,C,H,W)."""
     if isinstance(data, np.ndarray):
-        return _split("(array)", _numeric(data, "(array)"))
+        return _split("(array)", numeric_float32(data, "--calibration (array)"))
     if str(data) == DIGITS:
         return _digits()
     path = Path(data)
@@ -117,7 +99,7 @@ def read_calibration(data: str | Path | np.ndarray) -> CalibrationSet:
     if path.suffix != ".npy" or not path.is_file():
         raise PsdeployError(f"--calibration {path}: no such .npy file or folder; expected a .npy array (N,C,H,W), "
                             f"a folder of .npy files, or '{DIGITS}'")
-    return _split(str(path), _read_npy(path, str(path)))
+    return _split(str(path), load_npy(path, f"--calibration {path}"))
 
 
 __all__ = ["DIGITS", "CalibrationSet", "read_calibration"]

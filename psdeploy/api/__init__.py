@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from psdeploy.api.recipes import Recipe, load_recipe
+from psdeploy.arrays import load_npy
 from psdeploy.backends import BuildOptions, OpenedRunner, Profile, backend_for, open_runner, parse_target
 from psdeploy.backends.int8 import AccuracyGate
 from psdeploy.backends.profiling import profile as profile_backend
@@ -198,16 +199,10 @@ class RunResult:
 def read_input(path: str | Path, expected: tuple[int, ...]) -> np.ndarray:
     """A user's .npy input as float32 N,C,H,W of the model's shape (0 in ``expected``: any)."""
     path = Path(path)
-    try:
-        x = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise PsdeployError(f"--input {path}: not a readable .npy array ({str(exc).splitlines()[0]}); "
-                            f"expected numpy.save output of shape N,C,H,W") from None
-    if not isinstance(x, np.ndarray) or not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
-        raise PsdeployError(f"--input {path}: dtype {getattr(x, 'dtype', type(x).__name__)}; expected a numeric array")
+    x = load_npy(path, f"--input {path}")
     if x.ndim != 4 or any(e and e != a for e, a in zip(expected, x.shape)):
         raise PsdeployError(f"--input {path}: shape {x.shape}; expected {expected} (0 = any)")
-    return np.ascontiguousarray(x, dtype=np.float32)
+    return x
 
 
 def run(model: str | Path, input: str | Path | np.ndarray | None = None, threads: int | None = None) -> RunResult:

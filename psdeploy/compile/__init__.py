@@ -136,13 +136,14 @@ def compile_model(request: CompileRequest) -> CompileResult:
         not_here = cannot_run_here(target)  # a GPU or CPU features this machine lacks: built, never run here
         int8 = options.calibration is not None
         parity = None
-        if not not_here and int8:
+        if not_here:
+            manifest.parity = {"status": f"not run: {not_here}"}
+        elif int8:  # gated beside fp32 instead of fp32 parity
             manifest.gate = gate_staged(stage, loaded, onnx_path, options.calibration, request.gate)
-        elif not not_here:
+        else:
             parity = verify_staged(stage, loaded, onnx_path, request.tolerance)
+            manifest.parity = parity.to_dict()
         ran = not not_here
-        if not int8:
-            manifest.parity = parity.to_dict() if parity else {"status": f"not run: {not_here}"}
         demo = loaded is not None and loaded.config.demo_data
         if ran and demo and tuple(shape[2:]) == (loaded.config.input_size,) * 2:
             manifest.accuracy = check_top1(stage, loaded, request.gate.max_top1_drop if int8 else None)
