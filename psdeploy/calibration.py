@@ -40,6 +40,13 @@ class CalibrationSet:
             raise PsdeployError(f"--calibration {self.source}: samples of shape {','.join(map(str, sample))}; "
                                 f"expected the model's input {expected} (C,H,W)")
 
+    def batches(self, batch: int) -> list[np.ndarray]:
+        """The calibration samples in the model's own batch; a tail that would not fill one is left out."""
+        if len(self.calibrate) < batch:
+            raise PsdeployError(f"--calibration {self.source}: {len(self.calibrate)} samples to calibrate on; "
+                                f"expected at least the model's batch of {batch}")
+        return [self.calibrate[i:i + batch] for i in range(0, len(self.calibrate) - batch + 1, batch)]
+
 
 def _fingerprint(x: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(x, dtype=np.float32).tobytes()).hexdigest()
@@ -87,10 +94,11 @@ def _digits() -> CalibrationSet:
     return CalibrationSet(DIGITS, calibrate, x_test, _fingerprint(np.concatenate([calibrate, x_test])))
 
 
-def read_calibration(data: str | Path | np.ndarray) -> CalibrationSet:
-    """``digits``, a .npy file, a folder of them, or an array already in memory (float N,C,H,W)."""
+def read_calibration(data: str | Path | np.ndarray, name: str = "(array)") -> CalibrationSet:
+    """``digits``, a .npy file, a folder of them, or an array already in memory (float N,C,H,W; ``name`` says
+    what it holds)."""
     if isinstance(data, np.ndarray):
-        return _split("(array)", numeric_float32(data, "--calibration (array)"))
+        return _split(name, numeric_float32(data, f"--calibration {name}"))
     if str(data) == DIGITS:
         return _digits()
     path = Path(data)

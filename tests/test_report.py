@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from psdeploy.arch.seeded import seeded_model
 from psdeploy.bench.stats import LatencyStats, ratio_spread
 from psdeploy.bench.timing import TimingPlan, run_interleaved
 from psdeploy.errors import PsdeployError
@@ -106,6 +107,18 @@ def test_compare_flags_only_changes_beyond_noise(tiny_report, tmp_path) -> None:
     assert len(flagged) == 1 and "psconv_released" in flagged[0].key
 
 
+def test_compare_reads_reports_from_before_precisions(tmp_path, tiny_report) -> None:
+    """A ``psdeploy.report/1`` file has no precision: its figures are fp32 and meet this report's f32 ones."""
+    payload = to_json(tiny_report[0])
+    old = json.loads(json.dumps(payload))
+    old["schema"] = "psdeploy.report/1"
+    for m in old["measurements"]:
+        del m["precision"], m["mean_cosine"], m["int8_convs"]
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old))
+    assert len(compare_reports(path, payload)) == len(payload["measurements"])
+
+
 def test_compare_refuses_other_schema(tmp_path, tiny_report) -> None:
     path = tmp_path / "old.json"
     path.write_text(json.dumps({"schema": "other/9", "measurements": []}))
@@ -174,3 +187,44 @@ def test_interleaving_rotates_order() -> None:
     run_interleaved(cases, TimingPlan(warmup=1, max_warmup=1, iterations=3))
     assert order[-9:] == list("abcbcacab")
     assert np.array_equal(np.unique(order), np.array(list("abc")))
+
+
+@pytest.fixture(scope="module")
+def precision_report(tmp_path_factory):
+    pytest.importorskip("nncf")
+    config = ReportConfig(name="precisions", threads=1, backends=["torch", "onnxruntime", "openvino"],
+                          precisions=["f32", "bf16", "int8"], warmup=2, max_warmup=4, iters=30,
+                          layer_shapes=[(16, 9)], layer_cases=("plain",),
+                          network_pairs=[("ps_resnet_digits", "resnet_digits")], network_batches=[2])
+    data = run_report(config)
+    out = tmp_path_factory.mktemp("precision-report")
+    write_report(data, out)
+    return data, out
+
+
+def test_report_times_plain_and_psconv_at_each_precision_a_backend_builds(precision_report) -> None:
+    """Each backend at each precision it offers, plain and PSConv in one group at that precision; torch and
+    onnxruntime bf16 are left out and said so; int8 cases ran int8 convs and passed the gate (cosine), f32 ones
+    fp32 parity."""
+    from psdeploy.report.check import check_report
+
+    data, out = precision_report
+    groups = {(m.backend, m.precision) for m in data.measurements}
+    assert groups == {("torch", "f32"), ("onnxruntime", "f32"), ("onnxruntime", "int8"), ("openvino", "f32"),
+                      ("openvino", "bf16"), ("openvino", "int8")}
+    assert data.left_out == ["torch bf16", "torch int8", "onnxruntime bf16"]
+    for m in data.measurements:
+        if m.precision == "f32":
+            assert m.parity_rel_err <= ONNXRUNTIME_TOL and m.mean_cosine is None
+        else:
+            assert m.parity_rel_err is None and m.mean_cosine >= data.config.gate.min_cosine
+    int8 = [m for m in data.measurements if m.precision == "int8"]
+    for m in int8:
+        done, total = map(int, m.int8_convs.split("/"))
+        assert done >= 1 and total >= done
+    convs = sum(isinstance(m, torch.nn.Conv2d) for m in seeded_model("resnet_digits").modules())
+    plain_net = [m for m in int8 if m.table == "network" and m.role == Role.PLAIN.value]
+    assert {m.int8_convs for m in plain_net} == {f"{convs}/{convs}"}  # every conv of the plain net, on both
+    md = (out / "report.md").read_text()
+    assert "### openvino int8: ps_resnet_digits b2" in md and "Not built" in md and "convs int8" in md
+    assert check_report(out) == len(data.measurements)

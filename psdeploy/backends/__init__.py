@@ -89,10 +89,10 @@ def build_and_open(onnx_path: Path, input_shape: tuple[int, ...], target: Target
     backend = backend_for(target)
     backend.check_options(target, options)
     with tempfile.TemporaryDirectory(prefix=f"psdeploy-{backend.name}-") as work:
-        backend.build(onnx_path, input_shape, target, options, Path(work))
+        built = backend.build(onnx_path, input_shape, target, options, Path(work)) or {}
         run, description = backend.open(Path(work) / backend.module_file, target, threads, options.precision)
     _, outputs = onnx_signature(onnx_path)
-    return OpenedRunner(run, description, input_shape, outputs)
+    return OpenedRunner(run, description, input_shape, outputs, built.get("quantization"))
 
 
 __all__ = ["BACKENDS", "Backend", "artifact_module", "BuildOptions", "Manifest", "NodeTime", "OpenedRunner", "Profile",

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from psdeploy.backends.int8 import QuantizationRecord
 from psdeploy.backends.targets import Target
 from psdeploy.backends.tune_options import DEFAULT_TUNING_DB, RpcTracker
 from psdeploy.bounds import LAYOUTS, PRECISIONS, TUNE_TRIALS, WINOGRAD
@@ -89,6 +90,7 @@ class OpenedRunner:
     description: str
     input_shape: tuple[int, ...]  # 0 where dynamic
     output_names: list[str]
+    quantization: QuantizationRecord | None = None  # an int8 build's: which convs run int8
 
     @property
     def batch(self) -> int:

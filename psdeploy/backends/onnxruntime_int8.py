@@ -20,11 +20,6 @@ from psdeploy.export.node_names import layer_of
 from psdeploy.quiet import quiet
 
 
-def _batches(samples: np.ndarray, batch: int) -> list[np.ndarray]:
-    """The model's own batch (1 where it is dynamic); a tail that would not fill one is left out."""
-    return [samples[i:i + batch] for i in range(0, len(samples) - batch + 1, batch)]
-
-
 def quantize_onnx(onnx_path: Path, output: Path, data: CalibrationSet, input_shape: tuple[int, ...]) -> QuantizationRecord:
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -38,7 +33,7 @@ def quantize_onnx(onnx_path: Path, output: Path, data: CalibrationSet, input_sha
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self._feeds = iter([{name: x} for x in _batches(data.calibrate, input_shape[0] or 1)])
+            self._feeds = iter([{name: x} for x in data.batches(input_shape[0] or 1)])  # 1 where dynamic
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self._feeds, None)
@@ -46,7 +41,7 @@ def quantize_onnx(onnx_path: Path, output: Path, data: CalibrationSet, input_sha
     with tempfile.TemporaryDirectory(prefix="psdeploy-int8-") as work:
         prepared = Path(work) / "prepared.onnx"
         try:
-            with quiet():  # the quantizer's notes on shapes and preprocessing
+            with quiet(""):  # the quantizer's notes on shapes and preprocessing, logged on the root logger
                 quant_pre_process(str(onnx_path), str(prepared))
                 quantize_static(str(prepared), str(output), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)

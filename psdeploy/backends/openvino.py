@@ -67,7 +67,7 @@ class OpenvinoBackend(Backend):
         if options.calibration is not None:
             from psdeploy.backends.openvino_int8 import quantize_model, runtime_convs
 
-            model = quantize_model(model, options.calibration, str(onnx_path))
+            model = quantize_model(model, options.calibration, input_shape[0] or 1, str(onnx_path))  # 1 where dynamic
             compiled, _ = self._compile(model, "int8", None, where=str(onnx_path))
             build_info = {"quantization": runtime_convs(compiled, str(onnx_path))}
         ov.save_model(model, str(out_dir / self.module_file), compress_to_fp16=False)

@@ -16,16 +16,17 @@ from psdeploy.quiet import quiet
 INT8_TYPES = frozenset({"u8", "i8"})
 
 
-def quantize_model(model, data: CalibrationSet, where: str):
-    """The OpenVINO model with NNCF's FakeQuantize operations, calibrated on ``data.calibrate``."""
+def quantize_model(model, data: CalibrationSet, batch: int, where: str):
+    """The OpenVINO model with NNCF's FakeQuantize operations, calibrated on ``data.calibrate`` fed ``batch``
+    samples at a time (the model's own batch)."""
     try:
         import nncf
     except ImportError:
         raise PsdeployError("--precision int8 on openvino-cpu needs NNCF: pip install 'psdeploy[openvino]'") from None
-    samples = list(data.calibrate)
+    batches = data.batches(batch)
     try:
         with quiet("nncf"):  # its progress bars and notes
-            return nncf.quantize(model, nncf.Dataset(samples, lambda x: x[None]), subset_size=len(samples))
+            return nncf.quantize(model, nncf.Dataset(batches), subset_size=len(batches))  # items, not samples
     except Exception as exc:  # NNCF raises many unrelated types
         raise PsdeployError(f"{where}: NNCF cannot quantize it: {str(exc).strip().splitlines()[0]}") from None
 

@@ -32,8 +32,12 @@ def check_report(directory: Path) -> int:
         missing = [k for k in REQUIRED_STATS if k not in m["stats"]]
         if missing or m["stats"]["iterations"] < 30 or not m["ratio"] > 0:
             raise PsdeployError(f"{directory}/report.json: {m['backend']} {m['group']} {m['case']} is incomplete")
-        if m["parity_rel_err"] > DEFAULT_TOLERANCE:
-            raise PsdeployError(f"{directory}/report.json: {m['case']} failed parity ({m['parity_rel_err']:.2g})")
+        rel_err, cosine = m["parity_rel_err"], m["mean_cosine"]
+        if m["precision"] == "f32" and (rel_err is None or rel_err > DEFAULT_TOLERANCE):
+            raise PsdeployError(f"{directory}/report.json: {m['case']} failed parity ({rel_err})")
+        if m["precision"] != "f32" and (cosine is None or cosine < payload["config"]["gate"]["min_cosine"]):
+            raise PsdeployError(f"{directory}/report.json: {m['case']} ({m['precision']}) failed the accuracy gate "
+                                f"(mean cosine {cosine})")
     rows = list(csv.DictReader((directory / "report.csv").open()))
     if len(rows) != len(measurements):
         raise PsdeployError(f"{directory}/report.csv: {len(rows)} rows for {len(measurements)} measurements")

@@ -18,11 +18,14 @@ class RatioChange:
     worse: bool  # new band lies entirely above the old band
 
 
+READABLE = (SCHEMA, "psdeploy.report/1")  # 1: before precisions, every figure fp32
+
+
 def _ratios(payload: dict, source: str) -> dict[str, tuple[float, float, float]]:
-    if payload.get("schema") != SCHEMA:
-        raise PsdeployError(f"{source}: schema {payload.get('schema')!r}, expected {SCHEMA!r}")
-    return {f"{m['backend']} | {m['group']} | {m['case']}": (m["ratio"], m["ratio_p10"], m["ratio_p90"])
-            for m in payload["measurements"]}
+    if payload.get("schema") not in READABLE:
+        raise PsdeployError(f"{source}: schema {payload.get('schema')!r}, expected one of {', '.join(READABLE)}")
+    return {f"{m['backend']} {m.get('precision', 'f32')} | {m['group']} | {m['case']}":
+            (m["ratio"], m["ratio_p10"], m["ratio_p90"]) for m in payload["measurements"]}
 
 
 def compare_reports(old_path: Path, new_payload: dict) -> list[RatioChange]:

@@ -12,9 +12,10 @@ from typing import Annotated, Literal
 
 from pydantic import Field, PositiveInt, field_validator
 
-from psdeploy.backends import BuildOptions, Target, parse_target
+from psdeploy.backends import BuildOptions, Target, backend_for, parse_target
+from psdeploy.backends.int8 import AccuracyGate
 from psdeploy.backends.tune_options import DEFAULT_TUNING_DB, TuningBudget
-from psdeploy.bounds import BATCH, ITERS, MAX_WARMUP, SECONDS, THREADS, WARMUP, check_memory
+from psdeploy.bounds import BATCH, ITERS, MAX_WARMUP, PRECISIONS, SECONDS, THREADS, WARMUP, check_memory
 from psdeploy.errors import PsdeployError
 from psdeploy.export import AUTO
 from psdeploy.report.cases import LAYER_REFERENCE_CASES
@@ -75,6 +76,9 @@ class ReportRecipe(Strict):
     description: str = ""
     threads: Annotated[int, THREADS.constraint] | None = None
     backends: list[Literal[BACKEND_NAMES]] = ["onnxruntime"]  # type: ignore[valid-type]
+    # each backend at each precision it builds (torch and TVM: f32); plain and PSConv always at the same one
+    precision: list[Literal[PRECISIONS]] = Field(["f32"], min_length=1)  # type: ignore[valid-type]
+    gate: AccuracyGate = AccuracyGate()  # what reduced-precision cases must meet beside fp32
     timing: _Timing = _Timing()
     layers: _Layers = _Layers()
     networks: _Networks = _Networks()
@@ -86,6 +90,8 @@ class ReportConfig:
     name: str
     threads: int
     backends: list[str]
+    precisions: list[str] = field(default_factory=lambda: ["f32"])
+    gate: AccuracyGate = field(default_factory=AccuracyGate)
     warmup: int = 10
     max_warmup: int = 60
     iters: int = 50
@@ -107,24 +113,43 @@ class ReportConfig:
 
 @dataclass(frozen=True)
 class Platform:
-    """Where a report times its cases: a parsed target with build options, or PyTorch eager."""
+    """Where a report times its cases: a parsed target with build options and a precision, or PyTorch eager."""
 
     name: str  # the recipe's backend name, as the tables show it
     target: Target | None  # None: PyTorch eager
-    options: BuildOptions = BuildOptions()
+    options: BuildOptions = BuildOptions()  # fp32's; a reduced precision is set per case (int8 calibrates on it)
+    precision: str = "f32"
 
 
-def platform(name: str, config: ReportConfig) -> Platform:
+def _offered(target: Target | None) -> tuple[str, ...]:
+    return ("f32",) if target is None else backend_for(target).precisions
+
+
+def platform(name: str, config: ReportConfig, precision: str = "f32") -> Platform:
     if name == TORCH:
         return Platform(name, None)
     if name not in ONNX_BACKENDS:
         raise PsdeployError(f"report backend {name!r}: expected one of {', '.join(BACKEND_NAMES)}")
     target_name, winograd, layout = ONNX_BACKENDS[name]
     target = parse_target(target_name, cores=config.threads if target_name == "llvm" else None)
-    if target.backend != "tvm":  # the runtimes choose their own kernels: no build options
-        return Platform(name, target)
+    if target.backend != "tvm":  # the runtimes choose their own kernels: only the precision is ours
+        return Platform(name, target, precision=precision)
     return Platform(name, target, BuildOptions(winograd=winograd, layout=layout, tune_trials=config.tvm_trials,
-                                               tune_time_s=config.tvm_time_s, tuning_db=Path(config.tvm_database)))
+                                               tune_time_s=config.tvm_time_s, tuning_db=Path(config.tvm_database)),
+                    precision)
+
+
+def platforms(config: ReportConfig) -> tuple[list[Platform], list[str]]:
+    """Each backend at each of the report's precisions it builds, and the pairs left out ("torch int8")."""
+    built, left_out = [], []
+    for name in config.backends:
+        target = platform(name, config).target
+        for precision in config.precisions:
+            if precision in _offered(target):
+                built.append(platform(name, config, precision))
+            else:
+                left_out.append(f"{name} {precision}")
+    return built, left_out
 
 
 def quick_config(threads: int) -> ReportConfig:
@@ -154,6 +179,7 @@ def load_report_config(path: str | Path, threads: int | None) -> ReportConfig:
         check_memory(f"{path}: 'layers.shapes' [{channels}, {size}]", (max(layers.batches, default=1), channels, size, size))
     return ReportConfig(
         name=recipe.name or Path(path).stem, threads=threads or recipe.threads or 1, backends=list(recipe.backends),
+        precisions=list(recipe.precision), gate=recipe.gate,
         warmup=timing.warmup, max_warmup=timing.max_warmup, iters=timing.iters, min_seconds=timing.min_seconds,
         layer_shapes=[tuple(s) for s in layers.shapes], layer_strides=list(layers.strides), layer_batches=list(layers.batches),
         lowerings=list(layers.lowerings), layer_cases=tuple(layers.cases), network_pairs=[tuple(p) for p in nets.pairs],

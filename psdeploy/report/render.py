@@ -13,7 +13,7 @@ from psdeploy.bench.stats import NOISY_CV_PCT
 from psdeploy.errors import PsdeployError
 from psdeploy.fileio import atomic_output, write_atomic
 from psdeploy.report.cases import Role
-from psdeploy.report.run import SCHEMA, Measurement, ReportData
+from psdeploy.report.run import SCHEMA, SYNTHETIC_SAMPLES, Measurement, ReportData
 
 # The paper's anchors (Sec. 4.2 "Speed Benchmark", Appendix G), as ratios to the plain baseline.
 PAPER = {
@@ -27,14 +27,15 @@ PAPER = {
 
 
 def to_json(data: ReportData) -> dict[str, object]:
-    cfg = asdict(data.config)
+    cfg = {**asdict(data.config), "gate": data.config.gate.model_dump()}
     return {"schema": SCHEMA, "created": data.created, "config": cfg, "environment": data.environment,
-            "noisy_cv_pct": NOISY_CV_PCT,
+            "noisy_cv_pct": NOISY_CV_PCT, "left_out": data.left_out,
             "measurements": [{**asdict(m), "images_per_s": m.images_per_s} for m in data.measurements]}
 
 
-CSV_FIELDS = ("table", "backend", "group", "case", "batch", "median_ms", "p90_ms", "p99_ms", "min_ms", "mean_ms",
-              "cv_pct", "noisy", "iterations", "ratio", "ratio_p10", "ratio_p90", "images_per_s", "parity_rel_err")
+CSV_FIELDS = ("table", "backend", "precision", "group", "case", "batch", "median_ms", "p90_ms", "p99_ms", "min_ms",
+              "mean_ms", "cv_pct", "noisy", "iterations", "ratio", "ratio_p10", "ratio_p90", "images_per_s",
+              "parity_rel_err", "mean_cosine", "int8_convs")
 
 
 def to_csv(data: ReportData) -> str:
@@ -42,8 +43,9 @@ def to_csv(data: ReportData) -> str:
     writer = csv.DictWriter(out, CSV_FIELDS)
     writer.writeheader()
     for m in data.measurements:
-        row = {**m.stats, **{k: getattr(m, k) for k in ("table", "backend", "group", "case", "batch", "ratio",
-                                                         "ratio_p10", "ratio_p90", "parity_rel_err")}}
+        row = {**m.stats, **{k: getattr(m, k) for k in ("table", "backend", "precision", "group", "case", "batch",
+                                                         "ratio", "ratio_p10", "ratio_p90", "parity_rel_err",
+                                                         "mean_cosine", "int8_convs")}}
         row["images_per_s"] = m.images_per_s
         writer.writerow({k: row[k] for k in CSV_FIELDS})
     return out.getvalue()
@@ -56,13 +58,37 @@ def _paper_for(m: Measurement) -> str:
     return PAPER["layer"].get(key, "")
 
 
+def _checked(m: Measurement) -> str:
+    """fp32: parity's max|err|/max|ref|; reduced precision: the accuracy gate's mean cosine."""
+    if m.mean_cosine is None:
+        return f"{m.parity_rel_err:.1e}"
+    return f"cos {m.mean_cosine:.4f}" + (f", {m.int8_convs} convs int8" if m.int8_convs else "")
+
+
 def _fmt(m: Measurement) -> list[str]:
     s = m.stats
     cv = f"{s['cv_pct']:.1f}" + (" **noisy**" if s["noisy"] else "")
     case = f"{m.case}: {m.chosen}" if m.chosen else m.case
     return [case, f"{s['median_ms']:.3f}", f"{s['p90_ms']:.3f}", f"{s['p99_ms']:.3f}", f"{s['min_ms']:.3f}", cv,
             f"**{m.ratio:.3f}x** ({m.ratio_p10:.2f}-{m.ratio_p90:.2f})", f"{m.images_per_s:.1f}",
-            f"{m.parity_rel_err:.1e}", _paper_for(m)]
+            _checked(m), _paper_for(m)]
+
+
+def _precision_lines(data: ReportData) -> list[str]:
+    """What precisions the figures are in, how reduced ones were checked, and the pairs not built."""
+    cfg = data.config
+    if cfg.precisions == ["f32"]:
+        return ["All figures fp32."]
+    gate = cfg.gate
+    lines = [f"Precisions: {', '.join(cfg.precisions)}; within a group the plain baseline and PSConv share one. "
+             f"Reduced-precision cases were checked by the accuracy gate instead of fp32 parity, on "
+             f"{SYNTHETIC_SAMPLES} synthetic image-like inputs of the case's shape (int8 calibrated on three quarters, "
+             f"the gate run on the held-out quarter): mean cosine to the torch reference >= {gate.min_cosine:g} "
+             f"(top-1 agreement >= {gate.min_agreement:g} where the output is class scores); the parity column shows "
+             f"that cosine."]
+    if data.left_out:
+        lines.append(f"Not built (the backend does not offer the precision): {', '.join(data.left_out)}.")
+    return lines
 
 
 def to_markdown(data: ReportData) -> str:
@@ -70,7 +96,7 @@ def to_markdown(data: ReportData) -> str:
     lines = [
         f"# PSConv latency report: {cfg.name}",
         "",
-        f"Created {data.created} from `{cfg.source}`. Schema `{SCHEMA}`. All figures fp32.",
+        f"Created {data.created} from `{cfg.source}`. Schema `{SCHEMA}`. " + " ".join(_precision_lines(data)),
         "",
         "Each group's cases ran **interleaved** (round-robin, rotating order) in one run; the ratio is the median "
         "of per-round ratios to the group's first case (plain conv / plain ResNet), with its p10-p90 band. "
@@ -89,7 +115,7 @@ def to_markdown(data: ReportData) -> str:
     header = ["case", "median ms", "p90", "p99", "min", "CV%", "ratio (p10-p90)", "img/s", "parity", "paper"]
     by_table: dict[str, dict[tuple[str, str], list[Measurement]]] = defaultdict(lambda: defaultdict(list))
     for m in data.measurements:
-        by_table[m.table][(m.backend, m.group)].append(m)
+        by_table[m.table][(f"{m.backend} {m.precision}", m.group)].append(m)
     titles = {"layer": "Layer table (3x3, C in = C out; ratio to the plain 3x3 of the same backend)",
               "network": "Network table (ratio to the plain ResNet deployed on the same backend)"}
     for table in ("layer", "network"):
@@ -101,7 +127,7 @@ def to_markdown(data: ReportData) -> str:
                       "|" + "---|" * len(header)]
             lines += ["| " + " | ".join(_fmt(m)) + " |" for m in rows]
             lines.append("")
-    lines += ["## Summary of ratios", "", "| backend | group | PSConv deployed / plain | PSConv released / plain |",
+    lines += ["## Summary of ratios", "", "| backend, precision | group | PSConv deployed / plain | PSConv released / plain |",
               "|---|---|---|---|"]
     for (backend, group), rows in {**by_table.get("layer", {}), **by_table.get("network", {})}.items():
         dep = [m for m in rows if m.role == Role.DEPLOYED.value]
@@ -119,7 +145,7 @@ def to_png(data: ReportData, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     shown = [m for m in data.measurements if m.ratio and m.role != Role.PLAIN.value]
-    labels = [f"{m.backend}\n{m.group}\n{m.case}" for m in shown]
+    labels = [f"{m.backend} {m.precision}\n{m.group}\n{m.case}" for m in shown]
     fig, ax = plt.subplots(figsize=(max(8, 0.45 * len(shown)), 5.5))
     colors = [{Role.DEPLOYED.value: "tab:green", Role.RELEASED.value: "tab:red"}.get(m.role, "tab:gray")
               for m in shown]
@@ -154,7 +180,7 @@ def to_layer_png(data: ReportData, path: Path) -> None:
     groups = list(dict.fromkeys(m.group for m in layer))
     series: dict[str, dict[str, float]] = defaultdict(dict)
     for m in layer:
-        series[f"{m.backend}: {m.lowering or m.role}"][m.group] = m.ratio
+        series[f"{m.backend} {m.precision}: {m.lowering or m.role}"][m.group] = m.ratio
     fig, ax = plt.subplots(figsize=(max(8, 0.6 * len(groups)), 5))
     for label, values in series.items():
         xs = [i for i, g in enumerate(groups) if g in values]

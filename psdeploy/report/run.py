@@ -5,24 +5,30 @@ from __future__ import annotations
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from psdeploy.arch.registry import default_input_shape, get_config
 from psdeploy.backends import backend_for
 from psdeploy.bench.environment import fingerprint
-from psdeploy.search.prepare import Prepared, export_case, prepare_eager, prepare_on_target, set_threads
 from psdeploy.bench.stats import ratio_spread
 from psdeploy.bench.timing import TimingPlan, run_interleaved
+from psdeploy.calibration import CalibrationSet, read_calibration
 from psdeploy.export import AUTO
-from psdeploy.report.cases import LayerSpec, Role, ModuleCase, layer_cases, network_cases
-from psdeploy.report.config import Platform, ReportConfig, platform
+from psdeploy.parity import make_input, torch_runner
+from psdeploy.report.cases import LayerSpec, ModuleCase, Role, layer_cases, network_cases
+from psdeploy.report.config import Platform, ReportConfig, platforms
 from psdeploy.rewrite.deploy import rewrite
 from psdeploy.search import search_lowerings
+from psdeploy.search.prepare import export_case, open_on_target, prepare_eager, prepare_on_target, set_threads
+from psdeploy.verify.gate import accuracy_gate
 
-SCHEMA = "psdeploy.report/1"
+SCHEMA = "psdeploy.report/2"  # 2: a precision per measurement; reduced ones carry the gate's cosine, not parity
+SYNTHETIC_SAMPLES = 48  # a reduced-precision case is calibrated on three quarters and gated on the rest
 
 
 @dataclass
@@ -36,7 +42,10 @@ class Measurement:
     ratio: float  # median of per-round ratios to the group's baseline
     ratio_p10: float
     ratio_p90: float
-    parity_rel_err: float
+    parity_rel_err: float | None  # f32: max|err|/max|ref| against the torch reference
+    precision: str = "f32"
+    mean_cosine: float | None = None  # reduced precision: the accuracy gate's mean cosine to the torch reference
+    int8_convs: str | None = None  # int8: "34/34", the convs that run int8 of all convs
     role: str = Role.DEPLOYED.value
     lowering: str | None = None
     skipped: str | None = None
@@ -52,6 +61,7 @@ class ReportData:
     config: ReportConfig
     environment: dict[str, object]
     measurements: list[Measurement] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)  # backend-precision pairs a backend does not build
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
 
@@ -97,7 +107,8 @@ def _timed_here(where: Platform, cases: list[ModuleCase]) -> list[ModuleCase]:
 
 def searched_case(module_case: ModuleCase, shape: tuple[int, ...], where: Platform, threads: int) -> tuple[ModuleCase, str]:
     """An ``auto`` case as ``--lowering auto`` builds it for ``where``: each layer geometry's lowering timed
-    there. Returns the case and what the search kept ("sliced 13, aligned 3": lowering, layers)."""
+    there, in fp32 as ``export`` searches. Returns the case and what the search kept ("sliced 13, aligned 3":
+    lowering, layers)."""
     assert where.target is not None
     model = module_case.reference
     choices, _ = search_lowerings(model, shape, where.target, where.options, threads)
@@ -106,36 +117,71 @@ def searched_case(module_case: ModuleCase, shape: tuple[int, ...], where: Platfo
     return ModuleCase(module_case.case, rewrite(model, "grouped", choices).model, model), summary
 
 
+def synthetic_samples(shape: tuple[int, ...]) -> CalibrationSet:
+    """What a reduced-precision case is calibrated and gated on: image-like samples of the case's C,H,W."""
+    x = np.concatenate([make_input((1, *shape[1:]), seed) for seed in range(SYNTHETIC_SAMPLES)])
+    return read_calibration(x, f"synthetic inputs (make_input seeds 0-{SYNTHETIC_SAMPLES - 1})")
+
+
+@dataclass
+class Checked:
+    """A case ready to time on a platform, with how it was checked against its torch reference."""
+
+    run: Callable[[], object]
+    parity_rel_err: float | None = None  # f32
+    mean_cosine: float | None = None  # reduced precision (the accuracy gate)
+    int8_convs: str | None = None
+
+
+def _checked(module_case: ModuleCase, shape: tuple[int, ...], where: Platform, config: ReportConfig,
+             onnx_path: Path | None, samples: CalibrationSet | None) -> Checked:
+    """f32: built and held to fp32 parity; reduced precision: built (calibrated on ``samples`` for int8) and
+    held to the report's accuracy gate on their held-out part."""
+    label = module_case.case.label
+    if where.target is None:
+        ready = prepare_eager(module_case.module, module_case.reference, shape, config.threads, label)
+        return Checked(ready.run, parity_rel_err=ready.parity.worst.rel_err)
+    if samples is None:
+        ready = prepare_on_target(module_case.module, module_case.reference, shape, where.target, where.options,
+                                  config.threads, label, onnx_path=onnx_path)
+        return Checked(ready.run, parity_rel_err=ready.parity.worst.rel_err)
+    options = replace(where.options, precision=where.precision,
+                      calibration=samples if where.precision == "int8" else None)
+    opened = open_on_target(module_case.module, shape, where.target, options, config.threads, onnx_path)
+    gate = accuracy_gate(opened, torch_runner(module_case.reference), samples, config.gate)
+    x = make_input(shape, seed=0)
+    counted = opened.quantization
+    return Checked(lambda: opened.run(x), mean_cosine=gate.mean_cosine,
+                   int8_convs=f"{counted.convs_int8}/{counted.convs}" if counted else None)
+
+
 def run_report(config: ReportConfig) -> ReportData:
     set_threads(config.threads)
-    data = ReportData(config, fingerprint(config.threads))
+    built, left_out = platforms(config)
+    data = ReportData(config, fingerprint(config.threads), left_out=left_out)
     plan = TimingPlan(config.warmup, config.max_warmup, config.iters, config.min_seconds)
-    platforms = [platform(name, config) for name in config.backends]
     groups = _groups(config)
     exported: dict[tuple[str, str, str], Path] = {}  # (group, case, backend if searched) -> ONNX
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns) as progress, tempfile.TemporaryDirectory(prefix="psdeploy-report-") as scratch:
-        runs = [(where, group) for where in platforms for group in groups if _runs_on(group, where, config)]
+        runs = [(where, group) for where in built for group in groups if _runs_on(group, where, config)]
         overall = progress.add_task("report", total=len(runs))
         for where, group in runs:
-            progress.update(overall, description=f"{where.name}: {group.label}")
-            prepared: dict[str, tuple[ModuleCase, Prepared]] = {}
+            progress.update(overall, description=f"{where.name} {where.precision}: {group.label}")
+            samples = synthetic_samples(group.shape) if where.precision != "f32" else None
+            prepared: dict[str, tuple[ModuleCase, Checked]] = {}
             chosen: dict[str, str] = {}
             for module_case in _timed_here(where, group.cases):
                 label = module_case.case.label
                 if module_case.case.lowering == AUTO:
                     module_case, chosen[label] = searched_case(module_case, group.shape, where, config.threads)
-                if where.target is None:
-                    ready = prepare_eager(module_case.module, module_case.reference, group.shape, config.threads,
-                                          label)
-                else:
+                onnx_path = None
+                if where.target is not None:
                     key = (group.label, label, where.name if label in chosen else "")
                     if key not in exported:
                         exported[key] = export_case(module_case.module, group.shape, Path(scratch))
-                    ready = prepare_on_target(module_case.module, module_case.reference, group.shape,
-                                              where.target, where.options, config.threads, label,
-                                              onnx_path=exported[key])
-                prepared[label] = (module_case, ready)
+                    onnx_path = exported[key]
+                prepared[label] = (module_case, _checked(module_case, group.shape, where, config, onnx_path, samples))
             timed = run_interleaved({k: p.run for k, (_, p) in prepared.items()}, plan)
             baseline = timed[next(iter(timed))].samples_ms
             for label, result in timed.items():
@@ -143,7 +189,7 @@ def run_report(config: ReportConfig) -> ReportData:
                 r, lo, hi = ratio_spread(result.samples_ms, baseline)
                 data.measurements.append(Measurement(
                     group.table, where.name, group.label, label, group.batch, result.stats.to_dict(), r, lo, hi,
-                    ready.parity.worst.rel_err, case.case.role.value, case.case.lowering,
-                    chosen=chosen.get(label)))
+                    ready.parity_rel_err, where.precision, ready.mean_cosine, ready.int8_convs, case.case.role.value,
+                    case.case.lowering, chosen=chosen.get(label)))
             progress.advance(overall)
     return data

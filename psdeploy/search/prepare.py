@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from psdeploy.backends import BuildOptions, Target, build_and_open
+from psdeploy.backends import BuildOptions, OpenedRunner, Target, build_and_open
 from psdeploy.bounds import DEFAULT_TOLERANCE
 from psdeploy.export.onnx_export import export_to_file
 from psdeploy.parity.compare import ParityReport, Runner, compare, make_input
@@ -48,15 +48,20 @@ def _verified(run: Runner, reference: nn.Module, shape: tuple[int, ...], label: 
     return Prepared(lambda: run(x), parity)
 
 
+def open_on_target(module: nn.Module, shape: tuple[int, ...], target: Target, options: BuildOptions, threads: int,
+                   onnx_path: Path | None = None) -> OpenedRunner:
+    """Export ``module`` (unless ``onnx_path`` is given) and build it for ``target``, unchecked."""
+    if onnx_path is None:
+        with tempfile.TemporaryDirectory(prefix="psdeploy-case-") as scratch:
+            return build_and_open(export_case(module, shape, Path(scratch)), shape, target, options, threads)
+    return build_and_open(onnx_path, shape, target, options, threads)
+
+
 def prepare_on_target(module: nn.Module, reference: nn.Module, shape: tuple[int, ...], target: Target,
                       options: BuildOptions, threads: int, name: str, tolerance: float = DEFAULT_TOLERANCE,
                       onnx_path: Path | None = None) -> Prepared:
-    """Export ``module`` (unless ``onnx_path`` is given), build it for ``target``, check it against ``reference``."""
-    if onnx_path is None:
-        with tempfile.TemporaryDirectory(prefix="psdeploy-case-") as scratch:
-            opened = build_and_open(export_case(module, shape, Path(scratch)), shape, target, options, threads)
-    else:
-        opened = build_and_open(onnx_path, shape, target, options, threads)
+    """``module`` built for ``target`` (``open_on_target``), checked against ``reference`` at fp32 parity."""
+    opened = open_on_target(module, shape, target, options, threads, onnx_path)
     return _verified(opened.run, reference, shape, f"{name} on {opened.description}", tolerance)
 
 

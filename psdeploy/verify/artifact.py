@@ -14,7 +14,7 @@ from psdeploy.calibration import CalibrationSet
 from psdeploy.errors import PsdeployError
 from psdeploy.load import LoadedModel, load_model
 from psdeploy.parity import DEFAULT_TOLERANCE, ParityReport, Runner, compare, onnxruntime_runner, torch_runner
-from psdeploy.verify.gate import gate_int8
+from psdeploy.verify.gate import accuracy_gate
 
 DYNAMIC_BATCH_CHECKED = 3  # besides batch 1, for an artifact that runs any batch
 
@@ -54,7 +54,7 @@ def gate_staged(directory: Path, loaded: LoadedModel | None, onnx_path: Path, da
                 gate: AccuracyGate) -> GateRecord:
     """Compile's check of an int8 artifact it staged: the accuracy gate against fp32."""
     reference, _ = _fp32_reference(loaded, onnx_path)
-    return gate_int8(open_artifact(directory), reference, data, gate)
+    return accuracy_gate(open_artifact(directory), reference, data, gate)
 
 
 def verify_artifact(directory: Path, checkpoint: str, arch: str | None = None,

@@ -1,6 +1,6 @@
-"""The int8 accuracy gate: a quantized artifact beside fp32 on calibration samples the quantizer never saw.
+"""The reduced-precision accuracy gate: an int8 (or bf16) artifact beside fp32 on samples the quantizer never saw.
 
-Parity at 1e-4 is the wrong question for int8; whether the artifact still says what fp32 says
+Parity at 1e-4 is the wrong question for int8 or bf16; whether the artifact still says what fp32 says
 is the right one: the cosine of its outputs to fp32's, sample by sample, and (for classifiers)
 how often it picks fp32's class. Below the gate the build fails unless the user lowers it.
 """
@@ -26,7 +26,7 @@ def _per_sample_cosine(refs: list[np.ndarray], cands: list[np.ndarray]) -> np.nd
     return np.where(norms > 0, dots / np.where(norms > 0, norms, 1), (ref == cand).all(axis=1).astype(np.float64))
 
 
-def gate_int8(candidate: OpenedRunner, reference: Runner, data: CalibrationSet, gate: AccuracyGate) -> GateRecord:
+def accuracy_gate(candidate: OpenedRunner, reference: Runner, data: CalibrationSet, gate: AccuracyGate) -> GateRecord:
     """The gate's figures on ``data.held_out``, or a ``VerificationError`` naming the one that failed and the
     option that lowers it."""
     refs = run_in_batches(reference, data.held_out, candidate.batch)
@@ -35,7 +35,7 @@ def gate_int8(candidate: OpenedRunner, reference: Runner, data: CalibrationSet, 
     agreement = float((refs[0].argmax(1) == cands[0].argmax(1)).mean()) if refs[0].ndim == 2 else None
     record = GateRecord(samples=len(data.held_out), mean_cosine=float(cosine.mean()), min_cosine=float(cosine.min()),
                         top1_agreement=agreement, gate=gate)
-    where = f"{candidate.description} vs fp32 on {record.samples} held-out samples of --calibration {data.source}"
+    where = f"{candidate.description} vs fp32 on {record.samples} held-out samples of {data.source}"
     if not record.mean_cosine >= gate.min_cosine:
         raise VerificationError(f"{where}: mean cosine {record.mean_cosine:.4f}; expected >= {gate.min_cosine:g} "
                                 f"(--min-cosine lowers the gate)")
