@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from psdeploy import api
 from psdeploy.backends import Manifest, open_runner
+from psdeploy.backends.tvm.host import host_cpu_flags
 from psdeploy.calibration import MIN_SAMPLES, read_calibration
 from psdeploy.cli import main
 from psdeploy.errors import PsdeployError, VerificationError
@@ -163,3 +164,20 @@ def test_int8_options_are_checked(options, message, tmp_path) -> None:
     with pytest.raises(PsdeployError, match=message.replace("(", r"\(").replace(")", r"\)")):
         api.compile(str(DEMO_CHECKPOINT), output=tmp_path / "out", **options)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(not {"avx512_bf16", "amx_bf16"} & (host_cpu_flags() or frozenset()),
+                    reason="OpenVINO runs bf16 only on CPUs with AVX512_BF16 or AMX")
+def test_bf16_is_gated_beside_fp32_not_held_to_fp32_parity(tmp_path) -> None:
+    """bf16 cannot meet fp32's 1e-4 parity (its mantissa has 8 bits); it passes the accuracy gate on synthetic
+    inputs instead, and the demo's top-1; a gate it cannot pass is an error that writes nothing."""
+    out = tmp_path / "bf16"
+    manifest = api.compile(str(DEMO_CHECKPOINT), target="openvino-cpu", output=out, precision="bf16").manifest
+    assert manifest.precision == "bf16" and manifest.parity is None and manifest.calibration is None
+    gate = Manifest.read(out).gate
+    assert gate.data.startswith("synthetic inputs") and gate.samples == 12 and 0.99 <= gate.mean_cosine < 1.0
+    assert manifest.accuracy["checkpoint_top1"] - manifest.accuracy["artifact_top1"] <= 0.005
+    with pytest.raises(VerificationError, match=r"\(bf16\) vs fp32 on 12 held-out samples of synthetic inputs"):
+        api.compile(str(DEMO_CHECKPOINT), target="openvino-cpu", output=tmp_path / "never", precision="bf16",
+                    min_cosine=1.0)
+    assert not (tmp_path / "never").exists()

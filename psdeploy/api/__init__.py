@@ -128,7 +128,8 @@ def compile(source: str | Path | ExportResult | None = None, *, recipe: str | Pa
     int8 (``precision="int8"``, onnxruntime-cpu and openvino-cpu): ``calibration`` is ``"digits"``, a .npy
     array N,C,H,W, a folder of .npy files, or an array; the artifact must then pass the accuracy gate beside
     fp32 on held-out calibration samples (``min_cosine``, ``min_agreement``; ``max_top1_drop`` in points on
-    the digits demo), which only these arguments lower."""
+    the digits demo), which only these arguments lower. f16/bf16 (openvino-cpu) pass the same gate, on
+    synthetic image-like inputs."""
     r = load_recipe(recipe) if recipe else None
     model, backend, tuning = (r.model, r.backend, r.tuning) if r else (None, None, None)
 

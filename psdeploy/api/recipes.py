@@ -58,7 +58,7 @@ class Recipe(Strict):
     lowering: str | None = None  # None: the target's default form
     backend: BackendSection
     tuning: TuningSection = TuningSection()
-    gate: AccuracyGate = AccuracyGate()  # int8: what the artifact must meet beside fp32
+    gate: AccuracyGate = AccuracyGate()  # int8, f16, bf16: what the artifact must meet beside fp32
     tolerance: Annotated[float, TOLERANCE.constraint] = DEFAULT_TOLERANCE
     output: str | None = None
 

@@ -216,6 +216,10 @@ class Backend(ABC):
     precisions: tuple[str, ...] = ("f32",)  # the ``--precision`` values it builds
     keeps_dynamic_batch: bool = False  # a dynamic-batch ONNX gives an artifact that runs any batch
 
+    def precisions_here(self) -> tuple[str, ...]:
+        """Those of ``precisions`` this machine runs (a CPU without bf16 units builds but cannot run bf16)."""
+        return self.precisions
+
     def default_lowering_at(self, precision: str) -> str:
         """The form compile gives this runtime at ``precision`` when no --lowering is named."""
         return self.int8_lowering if precision == "int8" and self.int8_lowering else self.default_lowering

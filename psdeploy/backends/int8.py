@@ -69,9 +69,10 @@ class AccuracyGate(Strict):
 
 
 class GateRecord(Strict):
-    """The int8 artifact beside fp32 on the held-out calibration samples, and the gate it passed."""
+    """A reduced-precision artifact beside fp32 on held-out samples, and the gate it passed."""
 
     samples: int = Field(ge=1)
+    data: str = ""  # the samples' source: --calibration's, or synthetic inputs (f16/bf16); "" in manifests before it
     mean_cosine: float
     min_cosine: float
     top1_agreement: float | None  # None where the first output is not (N, classes)

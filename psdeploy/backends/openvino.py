@@ -18,6 +18,8 @@ from psdeploy.errors import PsdeployError
 from psdeploy.parity.compare import Runner
 
 WARMUP_RUNS = 5
+# a precision -> the CPU plugin's OPTIMIZATION_CAPABILITIES entry that says this CPU runs it
+OPTIMIZATION_CAPABILITY = {"f32": "FP32", "f16": "FP16", "bf16": "BF16", "int8": "INT8"}
 
 
 def inference_precision(precision: str) -> str:
@@ -51,6 +53,13 @@ class OpenvinoBackend(Backend):
             import openvino  # noqa: F401
         except ImportError:
             raise PsdeployError("the openvino-cpu target needs OpenVINO: pip install 'psdeploy[openvino]'") from None
+
+    def precisions_here(self) -> tuple[str, ...]:
+        import openvino as ov
+
+        self.require()
+        capable = set(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+        return tuple(p for p in self.precisions if OPTIMIZATION_CAPABILITY[p] in capable)
 
     def build(self, onnx_path: Path, input_shape: tuple[int, ...], target: Target, options: BuildOptions,
               out_dir: Path) -> dict[str, object] | None:

@@ -186,11 +186,11 @@ def accuracy(model: str, checkpoint: str, arch: str | None) -> None:
               help="int8: 'digits' (the demo's data), a .npy array N,C,H,W, or a folder of .npy files; a quarter "
                    "is held out to gate the artifact against fp32.")
 @click.option("--min-cosine", type=_range(bounds.MIN_COSINE), default=None,
-              help=f"int8 gate: mean output cosine to fp32 (default {bounds.DEFAULT_MIN_COSINE:g}).")
+              help=f"int8/f16/bf16 gate: mean output cosine to fp32 (default {bounds.DEFAULT_MIN_COSINE:g}).")
 @click.option("--min-agreement", type=_range(bounds.MIN_AGREEMENT), default=None,
-              help=f"int8 gate: fraction of samples with fp32's top-1 class (default {bounds.DEFAULT_MIN_AGREEMENT:g}).")
+              help=f"int8/f16/bf16 gate: fraction of samples with fp32's top-1 class (default {bounds.DEFAULT_MIN_AGREEMENT:g}).")
 @click.option("--max-top1-drop", type=_range(bounds.MAX_TOP1_DROP), default=None,
-              help=f"int8 gate on the digits demo: top-1 points below the checkpoint's "
+              help=f"int8/f16/bf16 gate on the digits demo: top-1 points below the checkpoint's "
                    f"(default {bounds.DEFAULT_MAX_TOP1_DROP:g}).")
 @click.option("--winograd", default=None, type=click.Choice(bounds.WINOGRAD),
               help="TVM: Winograd F(2x2,3x3)/F(4x4,3x3) for every stride-1 3x3 conv, dilated ones included (default off).")

@@ -139,11 +139,11 @@ def show_compile(result: CompileResult) -> None:
         console.print(f"int8 ({q.tool}): {q.convs_int8} of {q.convs} convs run int8{left}")
     if g := m.gate:
         agreement = f", top-1 agreement {g.top1_agreement:.4f}" if g.top1_agreement is not None else ""
-        console.print(f"int8 gate vs fp32 on {g.samples} held-out samples of {m.calibration.source}: mean cosine "
+        console.print(f"{m.precision} gate vs fp32 on {g.samples} held-out samples of {g.data}: mean cosine "
                       f"{g.mean_cosine:.4f} (min {g.min_cosine:.4f}){agreement} [green]passed[/]")
     if m.accuracy and m.gate:
         a = m.accuracy
-        console.print(f"held-out top-1: checkpoint {a['checkpoint_top1']:.4f}, int8 artifact {a['artifact_top1']:.4f} "
+        console.print(f"held-out top-1: checkpoint {a['checkpoint_top1']:.4f}, {m.precision} artifact {a['artifact_top1']:.4f} "
                       f"(agreement {a['prediction_agreement']:.4f})")
     if result.parity is not None:
         console.print(parity_table(result.parity))

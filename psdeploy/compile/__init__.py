@@ -27,6 +27,7 @@ from psdeploy.search import search_lowerings
 from psdeploy.parity import DEFAULT_TOLERANCE, ParityReport
 from psdeploy.verify.accuracy import check_top1
 from psdeploy.verify.artifact import gate_staged, verify_staged
+from psdeploy.verify.gate import synthetic_samples
 
 VERSIONED = ("torch", "onnx", "onnxruntime", "openvino", "apache-tvm", "apache-tvm-ffi")
 
@@ -42,14 +43,14 @@ class CompileRequest:
     tolerance: float = DEFAULT_TOLERANCE
     force: bool = False
     arch: str | None = None
-    gate: AccuracyGate = field(default_factory=AccuracyGate)  # what an int8 build must meet beside fp32
+    gate: AccuracyGate = field(default_factory=AccuracyGate)  # what a reduced-precision build must meet beside fp32
 
 
 @dataclass
 class CompileResult:
     output: Path
     manifest: Manifest
-    parity: ParityReport | None  # None when the artifact cannot run here (cuda without a GPU), or is int8 (gated)
+    parity: ParityReport | None  # None when the artifact cannot run here (cuda without a GPU), or is reduced precision (gated)
     ran: bool
 
 
@@ -134,19 +135,20 @@ def compile_model(request: CompileRequest) -> CompileResult:
         )
         manifest.write(stage)
         not_here = cannot_run_here(target)  # a GPU or CPU features this machine lacks: built, never run here
-        int8 = options.calibration is not None
+        reduced = options.precision != "f32"
         parity = None
         if not_here:
             manifest.parity = {"status": f"not run: {not_here}"}
-        elif int8:  # gated beside fp32 instead of fp32 parity
-            manifest.gate = gate_staged(stage, loaded, onnx_path, options.calibration, request.gate)
+        elif reduced:  # gated beside fp32 instead of fp32 parity: int8 on its held-out data, f16/bf16 on synthetic
+            data = options.calibration or synthetic_samples(shape)
+            manifest.gate = gate_staged(stage, loaded, onnx_path, data, request.gate)
         else:
             parity = verify_staged(stage, loaded, onnx_path, request.tolerance)
             manifest.parity = parity.to_dict()
         ran = not not_here
         demo = loaded is not None and loaded.config.demo_data
         if ran and demo and tuple(shape[2:]) == (loaded.config.input_size,) * 2:
-            manifest.accuracy = check_top1(stage, loaded, request.gate.max_top1_drop if int8 else None)
+            manifest.accuracy = check_top1(stage, loaded, request.gate.max_top1_drop if reduced else None)
         manifest.write(stage)
         if onnx_path.parent == stage:
             onnx_path.unlink()

@@ -121,8 +121,6 @@ class Platform:
     precision: str = "f32"
 
 
-def _offered(target: Target | None) -> tuple[str, ...]:
-    return ("f32",) if target is None else backend_for(target).precisions
 
 
 def platform(name: str, config: ReportConfig, precision: str = "f32") -> Platform:
@@ -140,15 +138,21 @@ def platform(name: str, config: ReportConfig, precision: str = "f32") -> Platfor
 
 
 def platforms(config: ReportConfig) -> tuple[list[Platform], list[str]]:
-    """Each backend at each of the report's precisions it builds, and the pairs left out ("torch int8")."""
+    """Each backend at each of the report's precisions it builds and this CPU runs, and the pairs left out
+    with why ("torch int8 (not built there)", "openvino bf16 (not on this CPU)")."""
     built, left_out = [], []
     for name in config.backends:
         target = platform(name, config).target
+        backend = backend_for(target) if target is not None else None
+        offered = backend.precisions if backend else ("f32",)
+        here = backend.precisions_here() if backend else ("f32",)
         for precision in config.precisions:
-            if precision in _offered(target):
-                built.append(platform(name, config, precision))
+            if precision not in offered:
+                left_out.append(f"{name} {precision} (not built there)")
+            elif precision not in here:
+                left_out.append(f"{name} {precision} (not on this CPU)")
             else:
-                left_out.append(f"{name} {precision}")
+                built.append(platform(name, config, precision))
     return built, left_out
 
 

@@ -13,7 +13,8 @@ from psdeploy.bench.stats import NOISY_CV_PCT
 from psdeploy.errors import PsdeployError
 from psdeploy.fileio import atomic_output, write_atomic
 from psdeploy.report.cases import Role
-from psdeploy.report.run import SCHEMA, SYNTHETIC_SAMPLES, Measurement, ReportData
+from psdeploy.report.run import SCHEMA, Measurement, ReportData
+from psdeploy.verify.gate import SYNTHETIC_SAMPLES
 
 # The paper's anchors (Sec. 4.2 "Speed Benchmark", Appendix G), as ratios to the plain baseline.
 PAPER = {
@@ -87,7 +88,7 @@ def _precision_lines(data: ReportData) -> list[str]:
              f"(top-1 agreement >= {gate.min_agreement:g} where the output is class scores); the parity column shows "
              f"that cosine."]
     if data.left_out:
-        lines.append(f"Not built (the backend does not offer the precision): {', '.join(data.left_out)}.")
+        lines.append(f"Not timed: {', '.join(data.left_out)}.")
     return lines
 
 

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from psdeploy.arch.registry import default_input_shape, get_config
@@ -17,7 +16,7 @@ from psdeploy.backends import backend_for
 from psdeploy.bench.environment import fingerprint
 from psdeploy.bench.stats import ratio_spread
 from psdeploy.bench.timing import TimingPlan, run_interleaved
-from psdeploy.calibration import CalibrationSet, read_calibration
+from psdeploy.calibration import CalibrationSet
 from psdeploy.export import AUTO
 from psdeploy.parity import make_input, torch_runner
 from psdeploy.report.cases import LayerSpec, ModuleCase, Role, layer_cases, network_cases
@@ -25,10 +24,9 @@ from psdeploy.report.config import Platform, ReportConfig, platforms
 from psdeploy.rewrite.deploy import rewrite
 from psdeploy.search import search_lowerings
 from psdeploy.search.prepare import export_case, open_on_target, prepare_eager, prepare_on_target, set_threads
-from psdeploy.verify.gate import accuracy_gate
+from psdeploy.verify.gate import accuracy_gate, synthetic_samples
 
 SCHEMA = "psdeploy.report/2"  # 2: a precision per measurement; reduced ones carry the gate's cosine, not parity
-SYNTHETIC_SAMPLES = 48  # a reduced-precision case is calibrated on three quarters and gated on the rest
 
 
 @dataclass
@@ -115,12 +113,6 @@ def searched_case(module_case: ModuleCase, shape: tuple[int, ...], where: Platfo
     kept = Counter(choices.values())
     summary = ", ".join(f"{name} {n}" for name, n in kept.most_common())
     return ModuleCase(module_case.case, rewrite(model, "grouped", choices).model, model), summary
-
-
-def synthetic_samples(shape: tuple[int, ...]) -> CalibrationSet:
-    """What a reduced-precision case is calibrated and gated on: image-like samples of the case's C,H,W."""
-    x = np.concatenate([make_input((1, *shape[1:]), seed) for seed in range(SYNTHETIC_SAMPLES)])
-    return read_calibration(x, f"synthetic inputs (make_input seeds 0-{SYNTHETIC_SAMPLES - 1})")
 
 
 @dataclass
