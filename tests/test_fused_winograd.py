@@ -9,6 +9,7 @@ import pytest
 
 from psdeploy import api
 from psdeploy.backends import BACKENDS, open_runner, parse_target
+from psdeploy.backends.tvm.intrinsics import register_tensor_intrinsics
 from psdeploy.errors import PsdeployError
 from psdeploy.export import export_onnx
 from psdeploy.load import load_model
@@ -169,6 +170,7 @@ def test_fused_kernel_gets_multi_level_tiling() -> None:
     weights = [te.placeholder(w.shape, name=f"w{j}")
                for j, w in enumerate(slot_weights(np.zeros((32, 32, 3, 3), "float32"), 1, 4))]
     func = te.create_prim_func([x, *weights, psconv_compute(x, *weights, stride=1, groups=1, rates=rates)])
+    register_tensor_intrinsics(parse_target("llvm"))  # as tuning does: not every vendor's (25 s)
     context = ms.TuneContext(mod=tvm.IRModule({"main": func}), target=tvm.target.Target(parse_target("llvm").tvm_target),
                              space_generator="post-order-apply", search_strategy="evolutionary", task_name="fused")
     spaces = context.space_generator.generate_design_space(context.mod)
@@ -209,6 +211,7 @@ def test_blocked_fused_kernel_is_register_tiled_and_passes_the_postprocs() -> No
     weights = [te.placeholder(block_weight(w, 8, 8).shape, name=f"w{j}")
                for j, w in enumerate(slot_weights(np.zeros((64, 64, 3, 3), "float32"), 1, 4))]
     func = te.create_prim_func([x, *weights, psconv_compute(x, *weights, stride=2, groups=1, rates=[2, 1, 4, 1])])
+    register_tensor_intrinsics(parse_target("llvm"))  # as tuning does: not every vendor's (25 s)
     context = ms.TuneContext(mod=tvm.IRModule({"main": func}), target=tvm.target.Target(parse_target("llvm").tvm_target),
                              space_generator="post-order-apply", search_strategy="evolutionary", task_name="fused")
     spaces = context.space_generator.generate_design_space(context.mod)

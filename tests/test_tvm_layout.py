@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from psdeploy import api
 from psdeploy.backends import BuildOptions, parse_target
+from psdeploy.backends.tvm.intrinsics import register_tensor_intrinsics
 from psdeploy.backends.tvm.layout import resolve_layout
 from psdeploy.cli import main
 from psdeploy.errors import PsdeployError
@@ -316,6 +317,7 @@ def test_blocked_convs_are_register_tiled_exactly(kernel, stride, size, block, i
     register_schedule_rules()
     annotated = s_tir.Schedule(func)
     annotated.annotate(annotated.get_sblock("conv2d_NCHWc"), "schedule_rule", RULE)
+    register_tensor_intrinsics(parse_target("llvm"))  # as tuning does: not every vendor's (25 s)
     context = ms.TuneContext(mod=annotated.mod, target=target, space_generator="post-order-apply",
                              search_strategy="evolutionary", task_name="conv")
     spaces = context.space_generator.generate_design_space(context.mod)

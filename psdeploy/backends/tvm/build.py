@@ -63,41 +63,41 @@ def pre_tuning_passes(winograd_tile: int = 0, layout: ConvLayout = NCHW, device:
     ]
 
 
-def post_tuning_passes(spec: Target):
+def post_tuning_passes(target: Target):
     """Apply tuned schedules; on GPU give every function still unscheduled dlight's default."""
     from tvm import relax
     from tvm.s_tir import dlight
 
     passes = [relax.transform.MetaScheduleApplyDatabase(enable_warning=False)]
-    if spec.device == "cuda":
+    if target.device == "cuda":
         passes.append(dlight.ApplyDefaultSchedule(dlight.gpu.Fallback()))
     return passes
 
 
-def lower(mod, spec: Target, winograd_tile: int = 0, layout: ConvLayout = NCHW):
+def lower(mod, target: Target, winograd_tile: int = 0, layout: ConvLayout = NCHW):
     import tvm
 
-    with tvm.target.Target(spec.tvm_target):
-        return tvm.transform.Sequential(pre_tuning_passes(winograd_tile, layout, spec.device))(mod)
+    with tvm.target.Target(target.tvm_target):
+        return tvm.transform.Sequential(pre_tuning_passes(winograd_tile, layout, target.device))(mod)
 
 
-def build(onnx_path: Path, input_shape: tuple[int, ...], spec: Target, options: BuildOptions, out_file: Path,
+def build(onnx_path: Path, input_shape: tuple[int, ...], target: Target, options: BuildOptions, out_file: Path,
           winograd_tile: int = 0, layout: ConvLayout = NCHW) -> tuple[TuningSummary, dict[str, KernelWork]]:
     """Import, lower, tune, apply, compile and export the library to ``out_file``; what each kernel computes."""
     import tvm
 
     from psdeploy.backends.tvm.kernels import kernel_work
 
-    mod = lower(import_onnx(onnx_path, input_shape, layout), spec, winograd_tile, layout)
-    database, summary = tune(mod, spec, TuningDatabase(options.tuning_db, spec), options.tune_trials,
+    mod = lower(import_onnx(onnx_path, input_shape, layout), target, winograd_tile, layout)
+    database, summary = tune(mod, target, TuningDatabase(options.tuning_db, target), options.tune_trials,
                              options.tune_time_s, options.rpc, options.on_batch)
     kernels = kernel_work(mod)  # read before scheduling, where each kernel's computation is still one block
-    target = tvm.target.Target(spec.tvm_target)
-    with target, database:
-        mod = tvm.transform.Sequential(post_tuning_passes(spec))(mod)
+    tvm_target = tvm.target.Target(target.tvm_target)
+    with tvm_target, database:
+        mod = tvm.transform.Sequential(post_tuning_passes(target))(mod)
     try:
-        executable = tvm.compile(mod, target=target)
+        executable = tvm.compile(mod, target=tvm_target)
         executable.export_library(str(out_file))
     except Exception as exc:
-        raise PsdeployError(f"TVM failed to build for {spec.tvm_target}: {str(exc).strip().splitlines()[-1]}") from None
+        raise PsdeployError(f"TVM failed to build for {target.tvm_target}: {str(exc).strip().splitlines()[-1]}") from None
     return summary, kernels

@@ -21,13 +21,13 @@ PACKAGE = "tvm.s_tir.tensor_intrin"
 MODULES = {"cpu": ("x86", "arm_cpu", "riscv_cpu"), "cuda": ("cuda",)}
 
 
-def register_tensor_intrinsics(spec: Target) -> None:
-    """Make the intrinsics ``spec``'s default schedule rules tensorize with known to TVM."""
+def register_tensor_intrinsics(target: Target) -> None:
+    """Make the intrinsics ``target``'s default schedule rules tensorize with known to TVM."""
     import tvm.s_tir
 
     if PACKAGE not in sys.modules:
         package = importlib.util.module_from_spec(importlib.util.find_spec(PACKAGE))
         sys.modules[PACKAGE] = package
         tvm.s_tir.tensor_intrin = package
-    for name in MODULES[spec.device]:
+    for name in MODULES[target.device]:
         importlib.import_module(f"{PACKAGE}.{name}")

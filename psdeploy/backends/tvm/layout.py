@@ -51,29 +51,29 @@ class ConvLayout:
 NCHW = ConvLayout("nchw")
 
 
-def channel_block(spec: Target) -> int:
+def channel_block(target: Target) -> int:
     """fp32 lanes of the target CPU's vectors: the channel block of ``nchwc``."""
     import tvm
     from tvm.target import codegen
 
-    target = tvm.target.Target(spec.tvm_target)
+    tvm_target = tvm.target.Target(target.tvm_target)
     for feature, lanes in VECTOR_FLOATS:
-        if codegen.target_has_features(feature, target):
+        if codegen.target_has_features(feature, tvm_target):
             return lanes
     return 4  # SSE
 
 
-def resolve_layout(requested: str | None, spec: Target, winograd_tile: int) -> ConvLayout:
+def resolve_layout(requested: str | None, target: Target, winograd_tile: int) -> ConvLayout:
     """The layout to build in: the one asked for, else the target's measured default."""
     if winograd_tile and requested == "nhwc":
         raise PsdeployError("--layout nhwc: Winograd convs are built in NCHW or NCHW{b}c; "
                             "give --layout nchw or nchwc (or no --layout) with --winograd")
-    name = requested or DEFAULT_LAYOUT[spec.device]
+    name = requested or DEFAULT_LAYOUT[target.device]
     if name == "nchwc":
-        if spec.device != "cpu":
+        if target.device != "cpu":
             raise PsdeployError("--layout nchwc: blocks channels by a CPU's vector width; for --target cuda give "
                                 "--layout nchw or nhwc")
-        return ConvLayout(name, channel_block(spec))
+        return ConvLayout(name, channel_block(target))
     return ConvLayout(name)
 
 

@@ -95,13 +95,13 @@ class TuningPlan:
     trials: int  # the cap on this run's trials
 
 
-def plan_tuning(mod, spec: Target, db: TuningDatabase, trials: int, time_s: float | None = None) -> TuningPlan:
+def plan_tuning(mod, target: Target, db: TuningDatabase, trials: int, time_s: float | None = None) -> TuningPlan:
     """Which tasks get trials, in which order, in batches of how many."""
     import tvm
     from tvm.s_tir import meta_schedule as ms
 
     database = db.open()
-    tasks = ms.relax_integration.extract_tasks(mod, tvm.target.Target(spec.tvm_target))
+    tasks = ms.relax_integration.extract_tasks(mod, tvm.target.Target(target.tvm_target))
     if trials <= 0 and time_s is None:
         return TuningPlan(database, tasks, [], 0, 0, 0)
     done = db.record_counts(database, [t.dispatched[0] for t in tasks])
@@ -127,14 +127,14 @@ def drop_log_files(work_dir: str) -> None:
             handler.close()
 
 
-def tune(mod, spec: Target, db: TuningDatabase, trials: int, time_s: float | None = None,
+def tune(mod, target: Target, db: TuningDatabase, trials: int, time_s: float | None = None,
          rpc: RpcTracker | None = None, on_batch=None) -> tuple[object, TuningSummary]:
     """Tune ``mod``'s tasks within the budget; a KeyboardInterrupt after Ctrl-C, every record kept."""
     from tvm.s_tir import meta_schedule as ms
 
     clock = PhaseClock()
     deadline = None if time_s is None else clock.origin + time_s
-    plan = plan_tuning(mod, spec, db, trials, time_s)
+    plan = plan_tuning(mod, target, db, trials, time_s)
     summary = TuningSummary(requested_trials=trials, per_task_budget=plan.per_task, tasks=len(plan.tasks),
                             time_budget_s=time_s, batch=plan.batch,
                             measured_on=f"rpc {rpc.address} key {rpc.key}" if rpc else "local",
@@ -148,10 +148,10 @@ def tune(mod, spec: Target, db: TuningDatabase, trials: int, time_s: float | Non
     summary.tasks_tuned = len(plan.todo)
     if not plan.todo:
         return plan.database, summary
-    health = FleetHealth(check_fleet_threads(rpc, spec.threads)) if rpc else None
-    summary.measured_threads = spec.threads
+    health = FleetHealth(check_fleet_threads(rpc, target.threads)) if rpc else None
+    summary.measured_threads = target.threads
     quiet_metaschedule_console()
-    register_tensor_intrinsics(spec)
+    register_tensor_intrinsics(target)
     register_schedule_rules()
     register_data_pack_rule(TARGET_KEY)
     with tempfile.TemporaryDirectory(prefix="psdeploy-ms-") as work_dir:
@@ -159,7 +159,7 @@ def tune(mod, spec: Target, db: TuningDatabase, trials: int, time_s: float | Non
             plan.todo, work_dir, strategy=search_strategy(plan.batch), seed=0)
         before, after, progress, state = make_callbacks(
             plan.trials if plan.trials < UNCAPPED else None, [c.task_name for c in contexts], clock, on_batch)
-        inner = fleet_runner(rpc, spec.threads, health, state.waiting) if rpc else local_runner(spec.threads)
+        inner = fleet_runner(rpc, target.threads, health, state.waiting) if rpc else local_runner(target.threads)
         runner = timed_runner(inner, clock)
 
         def stop() -> bool:

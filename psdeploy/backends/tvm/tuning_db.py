@@ -38,12 +38,12 @@ UNREPLAYABLE = "unreplayable_records.json"
 @dataclass
 class TuningDatabase:
     root: Path
-    spec: Target
+    target: Target
     notes: list[str] = field(default_factory=list)
 
     @property
     def directory(self) -> Path:
-        return self.root / self.spec.key
+        return self.root / self.target.key
 
     def open(self):
         """Validate (or create) the directory and return MetaSchedule's JSONDatabase over it."""
@@ -79,8 +79,8 @@ class TuningDatabase:
         others = [f"{p.name} ({_cpu_and_cores(_stamped_target(p))})" for p in stamped_targets(self.root)
                   if p != self.directory]
         if others:
-            self.notes.append(f"{self.root} holds no records for this target ({self.spec.key}: "
-                              f"{_cpu_and_cores(self.spec.tvm_target)}) but holds {', '.join(others)}; on such a "
+            self.notes.append(f"{self.root} holds no records for this target ({self.target.key}: "
+                              f"{_cpu_and_cores(self.target.tvm_target)}) but holds {', '.join(others)}; on such a "
                               f"CPU give the --mcpu/--num-cores they were tuned with, else tune for this one")
 
     def validate(self) -> None:
@@ -94,17 +94,17 @@ class TuningDatabase:
                 meta = json.loads(meta_path.read_text())
             except json.JSONDecodeError:
                 raise PsdeployError(f"--tuning-db {d}: {META_NAME} is corrupted (not JSON)") from None
-            if meta.get("format") != FORMAT or meta.get("target") != self.spec.tvm_target:
+            if meta.get("format") != FORMAT or meta.get("target") != self.target.tvm_target:
                 raise PsdeployError(
                     f"--tuning-db {d}: foreign tuning database (made for target {meta.get('target')}, "
-                    f"format {meta.get('format')}); expected target {self.spec.tvm_target}, format {FORMAT}"
+                    f"format {meta.get('format')}); expected target {self.target.tvm_target}, format {FORMAT}"
                 )
         elif d.exists() and any(d.iterdir()):
             raise PsdeployError(f"--tuning-db {d}: foreign tuning database (no {META_NAME}); "
                                 f"point --tuning-db at a directory psdeploy created")
         d.mkdir(parents=True, exist_ok=True)
         if not meta_path.exists():
-            write_atomic(meta_path, json.dumps({"format": FORMAT, "target": self.spec.tvm_target}, indent=1),
+            write_atomic(meta_path, json.dumps({"format": FORMAT, "target": self.target.tvm_target}, indent=1),
                               "--tuning-db")
         for name in (WORKLOADS, RECORDS):
             self._check_lines(d / name)
@@ -197,14 +197,14 @@ def prune(source: Path, destination: Path) -> list[PrunedTarget]:
     pruned = []
     with atomic_output(destination, "-o", directory=True) as staging:
         for folder in folders:
-            spec = Target("tvm", folder.name, _stamped_target(folder))
-            source_db, staged_db = TuningDatabase(source, spec), TuningDatabase(staging, spec)
+            target = Target("tvm", folder.name, _stamped_target(folder))
+            source_db, staged_db = TuningDatabase(source, target), TuningDatabase(staging, target)
             if source_db.directory != folder:
-                raise PsdeployError(f"{folder}: its stamp names a target whose folder would be {spec.key}; "
+                raise PsdeployError(f"{folder}: its stamp names a target whose folder would be {target.key}; "
                                     f"expected a folder psdeploy created")
             full, best = source_db.open(), staged_db.open()
             full.dump_pruned(best)
-            pruned.append(PrunedTarget(spec.key, len(full), len(best),
+            pruned.append(PrunedTarget(target.key, len(full), len(best),
                                        sum(p.stat().st_size for p in staged_db.directory.iterdir())))
     return pruned
 
