@@ -6,7 +6,7 @@ target plus build options, or PyTorch eager), never parsed again downstream.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -123,7 +123,8 @@ class Platform:
 
 
 
-def platform(name: str, config: ReportConfig, precision: str = "f32") -> Platform:
+def platform(name: str, config: ReportConfig) -> Platform:
+    """The recipe's backend ``name`` at fp32 (``platforms`` sets the other precisions)."""
     if name == TORCH:
         return Platform(name, None)
     if name not in ONNX_BACKENDS:
@@ -131,10 +132,9 @@ def platform(name: str, config: ReportConfig, precision: str = "f32") -> Platfor
     target_name, winograd, layout = ONNX_BACKENDS[name]
     target = parse_target(target_name, cores=config.threads if target_name == "llvm" else None)
     if target.backend != "tvm":  # the runtimes choose their own kernels: only the precision is ours
-        return Platform(name, target, precision=precision)
+        return Platform(name, target)
     return Platform(name, target, BuildOptions(winograd=winograd, layout=layout, tune_trials=config.tvm_trials,
-                                               tune_time_s=config.tvm_time_s, tuning_db=Path(config.tvm_database)),
-                    precision)
+                                               tune_time_s=config.tvm_time_s, tuning_db=Path(config.tvm_database)))
 
 
 def platforms(config: ReportConfig) -> tuple[list[Platform], list[str]]:
@@ -142,8 +142,8 @@ def platforms(config: ReportConfig) -> tuple[list[Platform], list[str]]:
     with why ("torch int8 (not built there)", "openvino bf16 (not on this CPU)")."""
     built, left_out = [], []
     for name in config.backends:
-        target = platform(name, config).target
-        backend = backend_for(target) if target is not None else None
+        at_f32 = platform(name, config)
+        backend = backend_for(at_f32.target) if at_f32.target is not None else None
         offered = backend.precisions if backend else ("f32",)
         here = backend.precisions_here() if backend else ("f32",)
         for precision in config.precisions:
@@ -152,7 +152,7 @@ def platforms(config: ReportConfig) -> tuple[list[Platform], list[str]]:
             elif precision not in here:
                 left_out.append(f"{name} {precision} (not on this CPU)")
             else:
-                built.append(platform(name, config, precision))
+                built.append(replace(at_f32, precision=precision))
     return built, left_out
 
 
