@@ -34,7 +34,7 @@ demo: $(STAMP)
 
 # one worker per core of a 2-core CI machine; each test file stays on one worker (its fixtures built once)
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 # Mutation testing of rewrite/, load/, parity/ and export/counts.py (settings in pyproject.toml), outside CI.
 # The whole set (~2,450 mutants) takes hours on 2 cores; the seeded sample of 200 about half an hour.

@@ -92,8 +92,20 @@ class Fleet:
 
 @pytest.fixture()
 def fleet():
+    """A tracker of the test's own, for tests that start servers on other thread counts or kill them."""
     started = Fleet()
     try:
+        yield started
+    finally:
+        started.close()
+
+
+@pytest.fixture(scope="module")
+def two_servers():
+    """A tracker with two servers at the llvm target's thread count, shared by the tests that kill none."""
+    started = Fleet()
+    try:
+        started.add_servers(2, threads=parse_target("llvm").threads)
         yield started
     finally:
         started.close()
@@ -105,7 +117,7 @@ def _tasks(mod, target, db) -> int:
     return len(tuning.plan_tuning(mod, target, db, 1).tasks)
 
 
-def test_candidates_are_measured_on_the_servers_at_the_targets_thread_count(tmp_path, layer, fleet,
+def test_candidates_are_measured_on_the_servers_at_the_targets_thread_count(tmp_path, layer, two_servers,
                                                                             monkeypatch) -> None:
     from tvm.s_tir import meta_schedule as ms
 
@@ -118,7 +130,7 @@ def test_candidates_are_measured_on_the_servers_at_the_targets_thread_count(tmp_
     monkeypatch.setattr(ms.runner, "LocalRunner", no_local_runner)
     mod, target = layer
     _only_named_log_handlers(monkeypatch)
-    fleet.add_servers(2, threads=target.threads)
+    fleet = two_servers
     db = TuningDatabase(tmp_path / "db", target)
     tasks = _tasks(mod, target, db)
     _, summary = tuning.tune(mod, target, db, trials=tasks, rpc=fleet.rpc)
@@ -195,7 +207,7 @@ def test_losing_every_server_is_one_line_and_keeps_the_records(tmp_path, layer, 
     assert time.monotonic() - started < 600  # bounded: each measurement has a deadline
 
 
-def test_the_demos_default_lowering_tunes_through_two_servers(tmp_path, fleet, monkeypatch) -> None:
+def test_the_demos_default_lowering_tunes_through_two_servers(tmp_path, two_servers, monkeypatch) -> None:
     """The grouped lowering's Gathers crashed every server (random index arguments); now no task fails."""
     from psdeploy.backends.tvm import tuning
     from psdeploy.backends.tvm.build import import_onnx, lower
@@ -205,7 +217,7 @@ def test_the_demos_default_lowering_tunes_through_two_servers(tmp_path, fleet, m
 
     target = parse_target("llvm")
     _only_named_log_handlers(monkeypatch)
-    fleet.add_servers(2, threads=target.threads)
+    fleet = two_servers
     path = tmp_path / "demo.onnx"
     export_onnx(load_model(str(DEMO_CHECKPOINT)), path)
     mod = lower(import_onnx(path, (1, 3, 32, 32)), target)

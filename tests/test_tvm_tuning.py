@@ -216,6 +216,21 @@ def test_local_measurements_run_the_targets_thread_count(monkeypatch) -> None:
         checked_local_evaluator(here + 1)(None, None, None, [])
 
 
+def test_cpu_candidates_are_timed_cold_as_inside_a_network() -> None:
+    """Each timed run of a CPU candidate starts with its weights flushed from the caches (one run per
+    flush: MetaSchedule's 100 ms minimum would repeat it warm); GPU candidates keep MetaSchedule's timing."""
+    from psdeploy.backends.tvm.measure import COLD_RUNS, evaluator_config, local_runner
+
+    runner = local_runner(parse_target("llvm", cores=2).threads)
+    try:
+        assert runner.evaluator_config == evaluator_config(cpu=True)
+    finally:
+        runner.pool.shutdown()
+    cold = evaluator_config(cpu=True)
+    assert cold.enable_cpu_cache_flush and cold.number == 1 and cold.min_repeat_ms == 0 and cold.repeat == COLD_RUNS
+    assert not evaluator_config(cpu=False).enable_cpu_cache_flush
+
+
 def test_gather_tasks_tune_with_no_candidate_reading_out_of_bounds(tmp_path, layer, monkeypatch) -> None:
     """MetaSchedule times kernels on random arguments: a Gather's index buffer filled at random read out of
     bounds and every candidate of every gather task failed. Baked indices leave no argument to fill."""

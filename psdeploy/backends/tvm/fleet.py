@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from psdeploy.backends.tune_options import RpcTracker
-from psdeploy.backends.tvm.measure import RUN_TIMEOUT_S, tracker_servers
+from psdeploy.backends.tvm.measure import RUN_TIMEOUT_S, evaluator_config, tracker_servers
 from psdeploy.backends.tvm.ms_build import SERVER_FAULT, THREADS_MISMATCH, send_by_value
 from psdeploy.errors import PsdeployError
 
@@ -83,13 +83,13 @@ def check_fleet_threads(rpc: RpcTracker, threads: int | None) -> int:
 def fleet_runner(rpc: RpcTracker, threads: int | None, health: FleetHealth, waiting: Callable[[str], None]):
     """A MetaSchedule runner measuring on the tracker's servers, one measurement in flight per server."""
     from tvm.ir.utils import derived_object
-    from tvm.s_tir.meta_schedule.runner import EvaluatorConfig, PyRunner, RunnerFuture, RunnerResult
+    from tvm.s_tir.meta_schedule.runner import PyRunner, RunnerFuture, RunnerResult
     from tvm.support.popen_pool import PopenPoolExecutor
 
     from psdeploy.backends.tvm.ms_build import measure_on_server
 
     send_by_value()
-    config, evaluator = _rpc_config(rpc), EvaluatorConfig._normalized(None)
+    config, evaluator = _rpc_config(rpc), evaluator_config(cpu=threads is not None)
     pool = PopenPoolExecutor(max_workers=health.servers, timeout=MEASURE_TIMEOUT_S)
     sent: list[concurrent.futures.Future] = []
 

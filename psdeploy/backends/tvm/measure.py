@@ -6,6 +6,12 @@ for the whole run and recycles each after ``WORKER_USES`` builds (the memory gro
 ``LocalBuilder``'s comment gives as its reason to restart). Candidates are measured here by
 MetaSchedule's ``LocalRunner`` (one long-lived worker running the target's thread count), or on
 the servers of a TVM RPC tracker (``fleet.py``).
+
+On CPU a candidate is timed as it runs inside a network: each run starts with its weights and output
+flushed from the caches, as the other layers' weights evict them there. MetaSchedule's default times
+repeated warm runs for 100 ms: a late-stage PSConv kernel (512@7, 9.4 MB of weights) measured 0.80 ms
+that way and 1.25 ms cold, which is what it took in PS-ResNet-50 (1.2 ms), so the tuner ranked
+schedules on a speed the network never sees.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ BUILD_TIMEOUT_S = 180
 RUN_TIMEOUT_S = 60
 WORKER_USES = 64  # builds per builder process before it is replaced
 TRACKER_PROBE_S = 10
+COLD_RUNS = 10  # cold runs averaged per CPU candidate
 
 
 @dataclass
@@ -130,8 +137,20 @@ def tracker_servers(rpc: RpcTracker) -> int:
     return sum(1 for s in summary.get("server_info", []) if s.get("key") == f"server:{rpc.key}")
 
 
+def evaluator_config(cpu: bool):
+    """How each candidate is timed: on CPU ``COLD_RUNS`` runs, each after its weights and output were flushed
+    from the caches (TVM's ``cache_flush_cpu_non_first_arg``: every argument but the input); elsewhere
+    MetaSchedule's default."""
+    from tvm.s_tir.meta_schedule.runner import EvaluatorConfig
+
+    if not cpu:
+        return EvaluatorConfig._normalized(None)
+    return EvaluatorConfig(number=1, repeat=COLD_RUNS, min_repeat_ms=0, enable_cpu_cache_flush=True)
+
+
 def local_runner(threads: int | None):
-    """MetaSchedule's runner for this machine; on CPU its worker runs ``threads`` TVM threads, checked."""
+    """MetaSchedule's runner for this machine; on CPU (``threads`` given) its worker runs that many TVM
+    threads, checked, and times candidates cold."""
     from tvm.s_tir import meta_schedule as ms
 
     from psdeploy.backends.tvm.ms_build import checked_local_evaluator, send_by_value, threads_initializer
@@ -139,5 +158,6 @@ def local_runner(threads: int | None):
     if threads is None:
         return ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT_S)
     send_by_value()
-    return ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT_S, initializer=threads_initializer(threads),
+    return ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT_S, evaluator_config=evaluator_config(cpu=True),
+                                 initializer=threads_initializer(threads),
                                  f_run_evaluator=checked_local_evaluator(threads))
