@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OUT := out/demo
 
-.PHONY: demo test install report-quick mutation mutation-sample clean
+.PHONY: demo test install report-quick order-check mutation mutation-sample clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,20 @@ mutation-sample: $(STAMP)
 	  > mutants/sample.txt
 	OMP_NUM_THREADS=1 $(BIN)/mutmut run --max-children 2 $$(cat mutants/sample.txt)
 	$(BIN)/mutmut results
+
+# Do ratios depend on argument order? bench A B and B A twice each, per runtime, on the ResNet-50 pairs
+# (minutes; a benchmark, not a test). PS-ResNet-50 in each runtime's default form; TVM from the committed database.
+ORDER_CHECK := out/order-check
+order-check: $(STAMP)
+	mkdir -p $(ORDER_CHECK)
+	test -e $(ORDER_CHECK)/r50.onnx || $(BIN)/psdeploy export seeded:resnet50 -o $(ORDER_CHECK)/r50.onnx
+	test -e $(ORDER_CHECK)/ps50.onnx || $(BIN)/psdeploy export seeded:ps_resnet50 -o $(ORDER_CHECK)/ps50.onnx
+	test -e $(ORDER_CHECK)/r50-ov || $(BIN)/psdeploy compile seeded:resnet50 --target openvino-cpu -o $(ORDER_CHECK)/r50-ov
+	test -e $(ORDER_CHECK)/ps50-ov || $(BIN)/psdeploy compile seeded:ps_resnet50 --target openvino-cpu -o $(ORDER_CHECK)/ps50-ov
+	test -e $(ORDER_CHECK)/r50-tvm || $(BIN)/psdeploy compile seeded:resnet50 --target llvm --tuning-db reports/tuning-db -o $(ORDER_CHECK)/r50-tvm
+	test -e $(ORDER_CHECK)/ps50-tvm || $(BIN)/psdeploy compile seeded:ps_resnet50 --target llvm --tuning-db reports/tuning-db -o $(ORDER_CHECK)/ps50-tvm
+	$(BIN)/python -m psdeploy.bench.order_check --threads 2 --pair $(ORDER_CHECK)/r50.onnx $(ORDER_CHECK)/ps50.onnx \
+	  --pair $(ORDER_CHECK)/r50-ov $(ORDER_CHECK)/ps50-ov --pair $(ORDER_CHECK)/r50-tvm $(ORDER_CHECK)/ps50-tvm
 
 report-quick: $(STAMP)
 	$(BIN)/psdeploy report --quick -o reports/ci

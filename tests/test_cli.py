@@ -64,12 +64,20 @@ def test_bench_interleaves_and_writes_json(tmp_path) -> None:
     b = export_onnx(load_model("seeded:ps_resnet_digits"), tmp_path / "ps.onnx", dynamic_batch=True).path
     out = tmp_path / "bench.json"
     result = _run("bench", str(a), str(b), "--batch", "1,2", "--iters", "30", "--warmup", "2", "--threads", "1",
-                  "--json", str(out))
+                  "--loads", "3", "--json", str(out))
     assert result.exit_code == 0, result.output
-    rows = json.loads(out.read_text())["rows"]
+    report = json.loads(out.read_text())
+    rows = report["rows"]
     assert [(r["model"], r["batch"]) for r in rows] == [("plain.onnx", 1), ("ps.onnx", 1), ("plain.onnx", 2),
                                                          ("ps.onnx", 2)]
-    assert rows[0]["ratio_to_first"] == 1.0 and all(r["iterations"] == 30 for r in rows)
+    assert rows[0]["ratio_to_first"] == 1.0 and all(r["iterations"] == 2 * 30 for r in rows)  # two timed runs a round
+    assert report["loads"] == 3 and all(len(r["load_ratios"]) == len(r["load_medians_ms"]) == 3 for r in rows)
+    assert all(sum(m["loads"] for m in r["modes"]) == 3 for r in rows)
+
+
+def test_bench_refuses_more_loads_than_its_rounds_fill(tmp_path) -> None:
+    result = _run("bench", str(DEMO_CHECKPOINT), "--iters", "30", "--loads", "7")
+    assert result.exit_code == 2 and "--loads 7: 30 timed rounds give fewer than 5 per load" in result.output
 
 
 def test_bench_refuses_too_few_iterations(tmp_path) -> None:

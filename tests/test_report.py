@@ -6,13 +6,11 @@ from __future__ import annotations
 import csv
 import json
 
-import numpy as np
 import pytest
 import torch
 
 from psdeploy.arch.seeded import seeded_model
 from psdeploy.bench.stats import LatencyStats, ratio_spread
-from psdeploy.bench.timing import TimingPlan, run_interleaved
 from psdeploy.errors import PsdeployError
 from psdeploy.report import compare_reports, run_report, to_json, write_report
 from psdeploy.report.cases import LayerSpec, Role, layer_cases
@@ -179,14 +177,6 @@ def test_statistics() -> None:
     stats = LatencyStats.from_samples([1.0, 2.0, 3.0, 4.0, 100.0])
     assert stats.median_ms == 3.0 and stats.min_ms == 1.0 and stats.noisy
     assert ratio_spread([2.0, 4.0, 6.0], [1.0, 2.0, 3.0])[0] == 2.0
-
-
-def test_interleaving_rotates_order() -> None:
-    order: list[str] = []
-    cases = {n: (lambda n=n: order.append(n)) for n in "abc"}
-    run_interleaved(cases, TimingPlan(warmup=1, max_warmup=1, iterations=3))
-    assert order[-9:] == list("abcbcacab")
-    assert np.array_equal(np.unique(order), np.array(list("abc")))
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,9 @@ from psdeploy.bench import BenchResult, bench_models
 from psdeploy.bench.timing import TimingPlan
 from psdeploy.bounds import (
     BATCH,
+    DEFAULT_LOADS,
     ITERS,
+    LOADS,
     MAX_TOP1_DROP,
     MIN_AGREEMENT,
     MIN_COSINE,
@@ -221,9 +223,12 @@ def run(model: str | Path, input: str | Path | np.ndarray | None = None, threads
 
 
 def bench(models: Sequence[str | Path], batches: Sequence[int] = (1,), *, warmup: int = 20, iters: int = 100,
-          threads: int | None = None, progress: Callable[[int, int], None] | None = None) -> BenchResult:
-    """Latency of ONNX files / artifacts, interleaved round-robin per batch; ratios to the first."""
+          threads: int | None = None, loads: int = DEFAULT_LOADS,
+          progress: Callable[[int, int], None] | None = None) -> BenchResult:
+    """Latency of ONNX files / artifacts over ``loads`` fresh processes, interleaved round-robin within each;
+    ratios to the first, with their spread within a load and across loads."""
     ITERS.check(iters)
+    LOADS.check(loads)
     WARMUP.check(warmup)
     _threads(threads)
     if not batches:
@@ -231,7 +236,7 @@ def bench(models: Sequence[str | Path], batches: Sequence[int] = (1,), *, warmup
     for batch in batches:
         BATCH.check(batch)
     plan = TimingPlan(warmup=warmup, max_warmup=max(5 * warmup, 50), iterations=iters)
-    return bench_models([str(m) for m in models], list(batches), plan, threads, progress)
+    return bench_models([str(m) for m in models], list(batches), plan, threads, progress, loads)
 
 
 def profile(model: str | Path, batch: int | None = None, runs: int = 30, threads: int | None = None,

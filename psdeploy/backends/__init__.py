@@ -70,13 +70,24 @@ def open_artifact(directory: Path, threads: int | None = None) -> OpenedRunner:
     return OpenedRunner(run, description, tuple(manifest.input_shape), manifest.output_names)
 
 
+def _check_model_path(path: Path) -> None:
+    if not path.is_dir() and (path.suffix != ".onnx" or not path.is_file()):
+        raise PsdeployError(f"{path}: expected an .onnx file or a compiled artifact directory")
+
+
+def model_input_shape(path: str | Path) -> tuple[int, ...]:
+    """The input shape (0 where dynamic) of an ONNX file or artifact, read without loading its runtime."""
+    path = Path(path)
+    _check_model_path(path)
+    return tuple(Manifest.read(path).input_shape) if path.is_dir() else onnx_signature(path)[0]
+
+
 def open_runner(path: str | Path, threads: int | None = None) -> OpenedRunner:
     """An ONNX file (run by onnxruntime) or a compiled artifact directory (run by its backend)."""
     path = Path(path)
+    _check_model_path(path)
     if path.is_dir():
         return open_artifact(path, threads)
-    if path.suffix != ".onnx" or not path.is_file():
-        raise PsdeployError(f"{path}: expected an .onnx file or a compiled artifact directory")
     shape, outputs = onnx_signature(path)
     run, description = BACKENDS["onnxruntime"].open(path, parse_target("onnxruntime-cpu"), threads)
     return OpenedRunner(run, description, shape, outputs)
@@ -96,5 +107,5 @@ def build_and_open(onnx_path: Path, input_shape: tuple[int, ...], target: Target
 
 
 __all__ = ["BACKENDS", "Backend", "artifact_module", "BuildOptions", "Manifest", "NodeTime", "OpenedRunner", "Profile",
-           "Target", "backend_for", "build_and_open", "get_backend", "onnx_signature", "open_artifact", "open_runner",
+           "Target", "backend_for", "build_and_open", "get_backend", "model_input_shape", "onnx_signature", "open_artifact", "open_runner",
            "parse_target"]

@@ -38,3 +38,24 @@ def ratio_spread(a: list[float], b: list[float]) -> tuple[float, float, float]:
     """Median ratio a/b of paired (same round) samples, with its 10th-90th percentile band."""
     r = np.asarray(a) / np.asarray(b)
     return float(np.median(r)), float(np.percentile(r, 10)), float(np.percentile(r, 90))
+
+
+MODE_GAP_PCT = 4.0  # loads whose medians differ by more than this are in different modes
+
+
+@dataclass
+class LoadMode:
+    median_ms: float  # the median of the loads' medians in this mode
+    loads: int
+
+
+def load_modes(load_medians_ms: list[float]) -> list[LoadMode]:
+    """Loads grouped into speed modes: sorted medians split wherever one is more than ``MODE_GAP_PCT`` above the
+    one before. One mode: the model ran at one speed in every load; more: its speed depends on the load."""
+    groups: list[list[float]] = []
+    for median in sorted(load_medians_ms):
+        if groups and median <= groups[-1][-1] * (1 + MODE_GAP_PCT / 100):
+            groups[-1].append(median)
+        else:
+            groups.append([median])
+    return [LoadMode(float(np.median(g)), len(g)) for g in groups]

@@ -1,7 +1,11 @@
 """Interleaved timing: every case runs once per round, so machine noise hits all alike.
 
-Warm-up runs rounds until each case's recent latencies settle (or a cap), then the
-timed rounds rotate the order so no case always runs first.
+Warm-up runs rounds until each case's recent latencies settle (or a cap). Each timed round
+then gives every case a short block of runs, the order rotated from round to round so no
+case always runs first. The first run of a block follows another case, whose runtime may
+still hold the cores or the caches (a thread pool spinning down, its buffers in L2): it is
+run but not timed, so every timed run follows a run of its own case, as in a server that
+runs one model. A case's figure for the round is the median of its timed runs in the block.
 """
 
 from __future__ import annotations
@@ -14,30 +18,34 @@ import numpy as np
 
 from psdeploy.bench.stats import LatencyStats
 
+Clock = Callable[[], float]  # seconds
+
 
 @dataclass
 class TimingPlan:
     warmup: int = 10  # minimum warm-up rounds
     max_warmup: int = 100  # cap when latencies keep drifting
-    iterations: int = 50  # timed rounds (every case once each)
+    iterations: int = 50  # timed rounds (every case one block each)
     min_seconds: float = 0.0  # keep timing rounds until this much time has passed
     settle_pct: float = 5.0  # warm-up ends when the last-window median moves less than this
+    block: int = 2  # timed runs per case per round, after its one untimed run
 
 
 @dataclass
 class TimedCase:
     name: str
-    samples_ms: list[float] = field(default_factory=list)
+    samples_ms: list[float] = field(default_factory=list)  # every timed run
+    rounds_ms: list[float] = field(default_factory=list)  # one figure per round: its block's median
 
     @property
     def stats(self) -> LatencyStats:
         return LatencyStats.from_samples(self.samples_ms)
 
 
-def _once(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
+def _once(fn: Callable[[], object], clock: Clock) -> float:
+    start = clock()
     fn()
-    return (time.perf_counter() - start) * 1e3
+    return (clock() - start) * 1e3
 
 
 def _settled(history: list[float], window: int, pct: float) -> bool:
@@ -47,26 +55,35 @@ def _settled(history: list[float], window: int, pct: float) -> bool:
     return abs(last - prev) / prev * 100 < pct
 
 
-def run_interleaved(
-    cases: dict[str, Callable[[], object]],
-    plan: TimingPlan,
-    progress: Callable[[int, int], None] | None = None,
-) -> dict[str, TimedCase]:
+def _warm_up(cases: dict[str, Callable[[], object]], plan: TimingPlan, clock: Clock) -> None:
     names = list(cases)
     warm: dict[str, list[float]] = {n: [] for n in names}
     window = max(3, plan.warmup // 2)
     for round_ in range(plan.max_warmup):
         for n in names:
-            warm[n].append(_once(cases[n]))
+            warm[n].append(_once(cases[n], clock))
         if round_ + 1 >= plan.warmup and all(_settled(warm[n], window, plan.settle_pct) for n in names):
             break
+
+
+def run_interleaved(
+    cases: dict[str, Callable[[], object]],
+    plan: TimingPlan,
+    progress: Callable[[int, int], None] | None = None,
+    clock: Clock = time.perf_counter,
+) -> dict[str, TimedCase]:
+    names = list(cases)
+    _warm_up(cases, plan, clock)
     timed = {n: TimedCase(n) for n in names}
-    start = time.perf_counter()
+    start = clock()
     round_ = 0
-    while round_ < plan.iterations or time.perf_counter() - start < plan.min_seconds:
+    while round_ < plan.iterations or clock() - start < plan.min_seconds:
         shift = round_ % len(names)
         for n in names[shift:] + names[:shift]:
-            timed[n].samples_ms.append(_once(cases[n]))
+            cases[n]()  # follows another case: not timed
+            block = [_once(cases[n], clock) for _ in range(plan.block)]
+            timed[n].samples_ms.extend(block)
+            timed[n].rounds_ms.append(float(np.median(block)))
         round_ += 1
         if progress:
             progress(round_, plan.iterations)

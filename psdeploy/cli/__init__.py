@@ -258,12 +258,16 @@ def verify(artifact: str, checkpoint: str, arch: str | None, tolerance: float) -
 @click.argument("models", nargs=-1, required=True)
 @click.option("--batch", default="1", show_default=True, help="Batch sizes, e.g. 1,8.")
 @click.option("--warmup", default=20, show_default=True, type=_range(bounds.WARMUP), help="Minimum warm-up rounds.")
-@click.option("--iters", default=100, show_default=True, type=_range(bounds.ITERS), help="Timed rounds.")
+@click.option("--iters", default=100, show_default=True, type=_range(bounds.ITERS),
+              help="Timed rounds in all, shared out over the loads.")
+@click.option("--loads", default=bounds.DEFAULT_LOADS, show_default=True, type=_range(bounds.LOADS),
+              help="Fresh processes the models are loaded and timed in, one after another.")
 @THREADS_OPTION
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the results as JSON.")
-def bench(models: tuple[str, ...], batch: str, warmup: int, iters: int, threads: int | None,
+def bench(models: tuple[str, ...], batch: str, warmup: int, iters: int, loads: int, threads: int | None,
           json_out: str | None) -> None:
-    """Latency of one or more ONNX files / artifacts, interleaved round-robin; ratios to the first."""
+    """Latency of one or more ONNX files / artifacts over several fresh loads, interleaved round-robin within
+    each; ratios to the first, with their spread within a load and across loads."""
     from rich.progress import Progress
 
     from psdeploy import api
@@ -282,7 +286,8 @@ def bench(models: tuple[str, ...], batch: str, warmup: int, iters: int, threads:
             if done == total:
                 done_before["rounds"] += total
 
-        result = api.bench(models, batches, warmup=warmup, iters=iters, threads=threads, progress=advance)
+        result = api.bench(models, batches, warmup=warmup, iters=iters, threads=threads, loads=loads,
+                           progress=advance)
     show_bench(result, threads)
     if json_out:
         write_atomic(json_out, json.dumps(result.to_dict(), indent=2), "--json")

@@ -175,10 +175,10 @@ def run_report(config: ReportConfig) -> ReportData:
                     onnx_path = exported[key]
                 prepared[label] = (module_case, _checked(module_case, group.shape, where, config, onnx_path, samples))
             timed = run_interleaved({k: p.run for k, (_, p) in prepared.items()}, plan)
-            baseline = timed[next(iter(timed))].samples_ms
+            baseline = timed[next(iter(timed))].rounds_ms
             for label, result in timed.items():
                 case, ready = prepared[label]
-                r, lo, hi = ratio_spread(result.samples_ms, baseline)
+                r, lo, hi = ratio_spread(result.rounds_ms, baseline)
                 data.measurements.append(Measurement(
                     group.table, where.name, group.label, label, group.batch, result.stats.to_dict(), r, lo, hi,
                     ready.parity_rel_err, where.precision, ready.mean_cosine, ready.int8_convs, case.case.role.value,
