@@ -7,6 +7,7 @@ compile, the lowering search, bench, profile (``profiling.py``) and the reports 
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
@@ -93,19 +94,43 @@ def open_runner(path: str | Path, threads: int | None = None) -> OpenedRunner:
     return OpenedRunner(run, description, shape, outputs)
 
 
-def build_and_open(onnx_path: Path, input_shape: tuple[int, ...], target: Target, options: BuildOptions,
-                   threads: int | None = None) -> OpenedRunner:
-    """Build ``onnx_path`` for ``target`` into a temporary directory and open it (searches, reports).
-    The directory goes once the runtime has loaded the module (what it still maps stays valid until closed)."""
+@dataclass
+class BuiltModule:
+    """A module built for a target, in a directory that outlives it: opened as often as wanted (each open is a
+    new load of the model: its own compiled graph and buffers)."""
+
+    backend: Backend
+    module: Path
+    target: Target
+    options: BuildOptions
+    input_shape: tuple[int, ...]
+    output_names: list[str]
+    quantization: object | None = None
+
+    def open(self, threads: int | None = None) -> OpenedRunner:
+        run, description = self.backend.open(self.module, self.target, threads, self.options.precision)
+        return OpenedRunner(run, description, self.input_shape, self.output_names, self.quantization)
+
+
+def build_module(onnx_path: Path, input_shape: tuple[int, ...], target: Target, options: BuildOptions,
+                 directory: Path) -> BuiltModule:
+    """Build ``onnx_path`` for ``target`` into ``directory`` (searches, reports)."""
     backend = backend_for(target)
     backend.check_options(target, options)
-    with tempfile.TemporaryDirectory(prefix=f"psdeploy-{backend.name}-") as work:
-        built = backend.build(onnx_path, input_shape, target, options, Path(work)) or {}
-        run, description = backend.open(Path(work) / backend.module_file, target, threads, options.precision)
+    built = backend.build(onnx_path, input_shape, target, options, directory) or {}
     _, outputs = onnx_signature(onnx_path)
-    return OpenedRunner(run, description, input_shape, outputs, built.get("quantization"))
+    return BuiltModule(backend, directory / backend.module_file, target, options, input_shape, outputs,
+                       built.get("quantization"))
+
+
+def build_and_open(onnx_path: Path, input_shape: tuple[int, ...], target: Target, options: BuildOptions,
+                   threads: int | None = None) -> OpenedRunner:
+    """Build ``onnx_path`` for ``target`` into a temporary directory and open it once. The directory goes once
+    the runtime has loaded the module (what it still maps stays valid until closed)."""
+    with tempfile.TemporaryDirectory(prefix=f"psdeploy-{target.backend}-") as work:
+        return build_module(onnx_path, input_shape, target, options, Path(work)).open(threads)
 
 
 __all__ = ["BACKENDS", "Backend", "artifact_module", "BuildOptions", "Manifest", "NodeTime", "OpenedRunner", "Profile",
-           "Target", "backend_for", "build_and_open", "get_backend", "model_input_shape", "onnx_signature", "open_artifact", "open_runner",
+           "BuiltModule", "Target", "backend_for", "build_and_open", "build_module", "get_backend", "model_input_shape", "onnx_signature", "open_artifact", "open_runner",
            "parse_target"]

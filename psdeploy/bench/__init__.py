@@ -14,35 +14,24 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from psdeploy.backends import model_input_shape
 from psdeploy.bench.environment import fingerprint
 from psdeploy.bench.load import LoadRequest, run_load
-from psdeploy.bench.stats import LatencyStats, LoadMode, load_modes, ratio_spread
-from psdeploy.bench.timing import TimedCase, TimingPlan
+from psdeploy.bench.stats import LatencyStats, Pooled
+from psdeploy.bench.timing import TimedCase, TimingPlan, pool_case, rounds_per_load
 from psdeploy.bounds import check_memory
 from psdeploy.errors import PsdeployError
-
-MIN_ROUNDS_PER_LOAD = 5  # a load's own median and ratio need that many
-
 
 @dataclass
 class BenchRow:
     name: str
     batch: int
-    stats: LatencyStats
-    samples_ms: list[float]
-    ratio: float | None = None  # median of per-round ratios to the first case, over every load
-    ratio_band: tuple[float, float] | None = None  # p10-p90 of those rounds: the spread within a load
+    pooled: Pooled  # latency and ratio to the first model, over every load
     runs_on: str = ""  # what the runtime reports it ran as (TVM: with the threads its runtime really started)
-    load_medians_ms: list[float] = field(default_factory=list)  # one per load
-    load_ratios: list[float] = field(default_factory=list)  # the median per-round ratio of each load
-    modes: list[LoadMode] = field(default_factory=list)
 
     @property
-    def load_dependent(self) -> bool:
-        return len(self.modes) > 1
+    def stats(self) -> LatencyStats:
+        return self.pooled.stats
 
 
 @dataclass
@@ -54,10 +43,10 @@ class BenchResult:
 
     def to_dict(self) -> dict[str, object]:
         return {"environment": self.environment, "loads": self.loads, "rows": [
-            {"model": r.name, "batch": r.batch, **r.stats.to_dict(), "ratio_to_first": r.ratio,
-             "ratio_p10_p90": r.ratio_band, "load_ratios": r.load_ratios, "load_medians_ms": r.load_medians_ms,
-             "modes": [asdict(m) for m in r.modes], "load_dependent": r.load_dependent, "runs_on": r.runs_on}
-            for r in self.rows]}
+            {"model": r.name, "batch": r.batch, **r.stats.to_dict(), "ratio_to_first": r.pooled.ratio,
+             "ratio_p10_p90": r.pooled.ratio_band, "load_ratios": r.pooled.load_ratios,
+             "load_medians_ms": r.pooled.load_medians_ms, "modes": [asdict(m) for m in r.pooled.modes],
+             "load_dependent": r.pooled.load_dependent, "runs_on": r.runs_on} for r in self.rows]}
 
 
 def _check_batch(shape: tuple[int, ...], batch: int, source: str) -> None:
@@ -68,24 +57,8 @@ def _check_batch(shape: tuple[int, ...], batch: int, source: str) -> None:
     check_memory(f"--batch {batch}", (batch, *shape[1:]))
 
 
-def rounds_per_load(iterations: int, loads: int) -> list[int]:
-    """``iterations`` timed rounds shared out over ``loads``, each at least ``MIN_ROUNDS_PER_LOAD``."""
-    if iterations < loads * MIN_ROUNDS_PER_LOAD:
-        raise PsdeployError(f"--loads {loads}: {iterations} timed rounds give fewer than {MIN_ROUNDS_PER_LOAD} per "
-                            f"load; expected --iters of at least {loads * MIN_ROUNDS_PER_LOAD}, or fewer loads")
-    return [iterations // loads + (k < iterations % loads) for k in range(loads)]
-
-
 def _row(path: str, batch: int, per_load: list[dict[str, TimedCase]], first: str, runs_on: str) -> BenchRow:
-    def pooled(attr: str, of: str) -> list[float]:
-        return [s for load in per_load for s in getattr(load[of], attr)]
-
-    samples = pooled("samples_ms", path)
-    ratio, lo, hi = ratio_spread(pooled("rounds_ms", path), pooled("rounds_ms", first))
-    load_medians = [float(np.median(load[path].samples_ms)) for load in per_load]
-    load_ratios = [ratio_spread(load[path].rounds_ms, load[first].rounds_ms)[0] for load in per_load]
-    return BenchRow(Path(path).name, batch, LatencyStats.from_samples(samples), samples, ratio, (lo, hi), runs_on,
-                    load_medians, load_ratios, load_modes(load_medians))
+    return BenchRow(Path(path).name, batch, pool_case(per_load, path, first), runs_on)
 
 
 def bench_models(paths: list[str], batches: list[int], plan: TimingPlan, threads: int | None,

@@ -18,8 +18,7 @@ from psdeploy.bounds import DEFAULT_LOADS
 
 
 def ps_over_plain(result: BenchResult, plain_first: bool) -> float:
-    ratio = result.rows[1].ratio
-    assert ratio is not None
+    ratio = result.rows[1].pooled.ratio
     return ratio if plain_first else 1 / ratio
 
 
@@ -45,7 +44,7 @@ def main(pairs: tuple[tuple[str, str], ...], batch: int, iters: int, loads: int,
             order = [plain, ps] if plain_first else [ps, plain]
             result = bench_models(order, [batch], plan, threads, loads=loads)
             estimates.append(ps_over_plain(result, plain_first))
-            modes = "; ".join(f"{r.name}: " + ", ".join(f"{m.median_ms:.2f} ms x{m.loads}" for m in r.modes)
+            modes = "; ".join(f"{r.name}: " + ", ".join(f"{m.median_ms:.2f} ms x{m.loads}" for m in r.pooled.modes)
                               for r in result.rows)
             click.echo(f"  bench {' '.join(order)}: {ps} / {plain} = {estimates[-1]:.3f}  (modes {modes})")
         verdict = "ok" if spread(estimates) <= max_spread else "TOO WIDE"

@@ -49,6 +49,33 @@ class LoadMode:
     loads: int
 
 
+@dataclass
+class Pooled:
+    """One case over several loads: its latency and its ratio to the first case, with both spreads."""
+
+    stats: LatencyStats  # every timed run of every load
+    ratio: float  # median of per-round ratios over every load
+    ratio_band: tuple[float, float]  # p10-p90 of those rounds: the spread within a load
+    load_medians_ms: list[float]
+    load_ratios: list[float]  # each load's median per-round ratio: the spread across loads
+    modes: list[LoadMode]
+
+    @property
+    def load_dependent(self) -> bool:
+        return len(self.modes) > 1
+
+
+def pool_loads(samples_ms: list[list[float]], rounds_ms: list[list[float]], first_rounds_ms: list[list[float]]
+               ) -> Pooled:
+    """A case's samples and per-round figures, one list per load, beside the first case's per-round figures."""
+    rounds = [r for load in rounds_ms for r in load]
+    ratio, lo, hi = ratio_spread(rounds, [r for load in first_rounds_ms for r in load])
+    medians = [float(np.median(load)) for load in samples_ms]
+    return Pooled(LatencyStats.from_samples([s for load in samples_ms for s in load]), ratio, (lo, hi), medians,
+                  [ratio_spread(mine, first)[0] for mine, first in zip(rounds_ms, first_rounds_ms)],
+                  load_modes(medians))
+
+
 def load_modes(load_medians_ms: list[float]) -> list[LoadMode]:
     """Loads grouped into speed modes: sorted medians split wherever one is more than ``MODE_GAP_PCT`` above the
     one before. One mode: the model ran at one speed in every load; more: its speed depends on the load."""

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from psdeploy.bench.stats import LatencyStats
+from psdeploy.bench.stats import LatencyStats, Pooled, pool_loads
+from psdeploy.errors import PsdeployError
 
 Clock = Callable[[], float]  # seconds
+MIN_ROUNDS_PER_LOAD = 5  # a load's own median and ratio need that many
 
 
 @dataclass
@@ -88,3 +90,34 @@ def run_interleaved(
         if progress:
             progress(round_, plan.iterations)
     return timed
+
+
+def rounds_per_load(iterations: int, loads: int) -> list[int]:
+    """``iterations`` timed rounds shared out over ``loads``, each at least ``MIN_ROUNDS_PER_LOAD``."""
+    if iterations < loads * MIN_ROUNDS_PER_LOAD:
+        raise PsdeployError(f"--loads {loads}: {iterations} timed rounds give fewer than {MIN_ROUNDS_PER_LOAD} per "
+                            f"load; expected --iters of at least {loads * MIN_ROUNDS_PER_LOAD}, or fewer loads")
+    return [iterations // loads + (k < iterations % loads) for k in range(loads)]
+
+
+Opener = Callable[[], Callable[[], object]]  # opens a case anew (a new load of its model) and returns its run
+
+
+def run_loads(openers: dict[str, Opener], plan: TimingPlan, loads: int) -> list[dict[str, TimedCase]]:
+    """In-process loads: each opens every case anew, in an order that alternates from load to load, and times
+    them interleaved, ``plan.iterations`` rounds shared out over the loads; a load's cases go before the next's."""
+    names = list(openers)
+    per_load = []
+    for k, rounds in enumerate(rounds_per_load(plan.iterations, loads)):
+        order = names[k % len(names):] + names[:k % len(names)]
+        opened = {n: openers[n]() for n in order}
+        timed = run_interleaved({n: opened[n] for n in names}, replace(plan, iterations=rounds))
+        del opened
+        per_load.append(timed)
+    return per_load
+
+
+def pool_case(per_load: list[dict[str, TimedCase]], name: str, first: str) -> Pooled:
+    """Case ``name`` over every load, its ratio taken to case ``first``."""
+    return pool_loads([load[name].samples_ms for load in per_load], [load[name].rounds_ms for load in per_load],
+                      [load[first].rounds_ms for load in per_load])

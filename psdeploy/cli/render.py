@@ -12,7 +12,8 @@ from rich.table import Table
 from psdeploy.api import RunResult
 from psdeploy.backends import Profile
 from psdeploy.backends.tvm.tuning_db import PrunedTarget
-from psdeploy.bench import BenchResult, BenchRow
+from psdeploy.bench import BenchResult
+from psdeploy.bench.stats import Pooled
 from psdeploy.compile import CompileResult
 from psdeploy.export import ExportResult, SearchRow
 from psdeploy.export.inspect import Inspection
@@ -172,11 +173,10 @@ def show_run(result: RunResult) -> None:
             console.print(f"{name} {out.shape}: mean {out.mean():.4g}, std {out.std():.4g}, max {out.max():.4g}")
 
 
-def _modes(row: BenchRow) -> str:
-    if not row.load_dependent:
-        return f"one ({len(row.load_medians_ms)} loads)"
-    modes = ", ".join(f"{m.median_ms:.2f} ms x{m.loads}" for m in row.modes)
-    return f"[red]{modes}[/]"
+def _modes(pooled: Pooled) -> str:
+    if not pooled.load_dependent:
+        return f"one ({len(pooled.load_medians_ms)} loads)"
+    return "[red]" + ", ".join(f"{m.median_ms:.2f} ms x{m.loads}" for m in pooled.modes) + "[/]"
 
 
 def show_bench(result: BenchResult, threads: int | None) -> None:
@@ -185,16 +185,16 @@ def show_bench(result: BenchResult, threads: int | None) -> None:
                    ("model", "runs on", "batch", "median", "p90", "min", "CV%", "img/s",
                     "ratio to first (p10-p90)", "per load", "speed modes"), left=("model", "runs on"))
     for row in result.rows:
-        s = row.stats
+        s, p = row.stats, row.pooled
         cv = f"[red]{s.cv_pct:.1f} noisy[/]" if s.noisy else f"{s.cv_pct:.1f}"
-        band = f"{row.ratio:.3f} ({row.ratio_band[0]:.3f}-{row.ratio_band[1]:.3f})"
-        per_load = f"{min(row.load_ratios):.3f}-{max(row.load_ratios):.3f}"
+        band = f"{p.ratio:.3f} ({p.ratio_band[0]:.3f}-{p.ratio_band[1]:.3f})"
+        per_load = f"{min(p.load_ratios):.3f}-{max(p.load_ratios):.3f}"
         table.add_row(row.name, row.runs_on, str(row.batch), f"{s.median_ms:.3f}", f"{s.p90_ms:.3f}",
-                      f"{s.min_ms:.3f}", cv, f"{row.batch * 1e3 / s.median_ms:.1f}", band, per_load, _modes(row))
+                      f"{s.min_ms:.3f}", cv, f"{row.batch * 1e3 / s.median_ms:.1f}", band, per_load, _modes(p))
     console.print(table)
-    for row in (r for r in result.rows if r.load_dependent):
-        err_console.print(f"[bold yellow]WARNING: {row.name} (batch {row.batch}) ran at {len(row.modes)} speeds "
-                          f"depending on the load ({_modes(row)}); its pooled figures mix them[/]")
+    for row in (r for r in result.rows if r.pooled.load_dependent):
+        err_console.print(f"[bold yellow]WARNING: {row.name} (batch {row.batch}) ran at {len(row.pooled.modes)} "
+                          f"speeds depending on the load ({_modes(row.pooled)}); its pooled figures mix them[/]")
     env = result.environment
     console.print(f"{env['cpu_model']} ({env['cpu_flags']}), {env['cores']} cores, governor {env['governor']}, "
                   f"gpu {env['gpu']}")

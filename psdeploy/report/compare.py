@@ -18,7 +18,7 @@ class RatioChange:
     worse: bool  # new band lies entirely above the old band
 
 
-READABLE = (SCHEMA, "psdeploy.report/1")  # 1: before precisions, every figure fp32
+READABLE = (SCHEMA, "psdeploy.report/2", "psdeploy.report/1")  # 1: before precisions, every figure fp32; 2: one load
 
 
 def _ratios(payload: dict, source: str) -> dict[str, tuple[float, float, float]]:

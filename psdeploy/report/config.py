@@ -15,7 +15,8 @@ from pydantic import Field, PositiveInt, field_validator
 from psdeploy.backends import BuildOptions, Target, backend_for, parse_target
 from psdeploy.backends.int8 import AccuracyGate
 from psdeploy.backends.tune_options import DEFAULT_TUNING_DB, TuningBudget
-from psdeploy.bounds import BATCH, ITERS, MAX_WARMUP, PRECISIONS, SECONDS, THREADS, WARMUP, check_memory
+from psdeploy.bench.timing import rounds_per_load
+from psdeploy.bounds import BATCH, ITERS, LOADS, MAX_WARMUP, PRECISIONS, SECONDS, THREADS, WARMUP, check_memory
 from psdeploy.errors import PsdeployError
 from psdeploy.export import AUTO
 from psdeploy.report.cases import LAYER_REFERENCE_CASES
@@ -32,12 +33,14 @@ ONNX_BACKENDS: dict[str, tuple[str, str, str | None]] = {
                                     ("-nchwc", "off", "nchwc"), ("-wino2", "f2", None), ("-wino4", "f4", None))},
 }
 BACKEND_NAMES = (TORCH, *ONNX_BACKENDS)
+REPORT_LOADS = 3  # in-process loads of every case (each opened anew), fewer than bench's: a report has many groups
 
 
 class _Timing(Strict):
     warmup: Annotated[int, WARMUP.constraint] = 10
     max_warmup: Annotated[int, MAX_WARMUP.constraint] = 60
-    iters: Annotated[int, ITERS.constraint] = 50
+    iters: Annotated[int, ITERS.constraint] = 50  # timed rounds, shared out over the loads
+    loads: Annotated[int, LOADS.constraint] = REPORT_LOADS
     min_seconds: Annotated[float, SECONDS.constraint] = 0.0
 
 
@@ -95,6 +98,7 @@ class ReportConfig:
     warmup: int = 10
     max_warmup: int = 60
     iters: int = 50
+    loads: int = REPORT_LOADS
     min_seconds: float = 0.0
     layer_shapes: list[tuple[int, int]] = field(default_factory=list)  # (channels, spatial)
     layer_strides: list[int] = field(default_factory=lambda: [1])
@@ -179,12 +183,17 @@ def load_report_config(path: str | Path, threads: int | None) -> ReportConfig:
     if foreign:
         raise PsdeployError(f"{path}: 'networks.backends': {foreign[0]!r} is not one of the report's backends "
                             f"({', '.join(recipe.backends)})")
+    try:
+        rounds_per_load(timing.iters, timing.loads)
+    except PsdeployError as exc:
+        raise PsdeployError(f"{path}: 'timing': {exc}") from None
     for channels, size in layers.shapes:
         check_memory(f"{path}: 'layers.shapes' [{channels}, {size}]", (max(layers.batches, default=1), channels, size, size))
     return ReportConfig(
         name=recipe.name or Path(path).stem, threads=threads or recipe.threads or 1, backends=list(recipe.backends),
         precisions=list(recipe.precision), gate=recipe.gate,
-        warmup=timing.warmup, max_warmup=timing.max_warmup, iters=timing.iters, min_seconds=timing.min_seconds,
+        warmup=timing.warmup, max_warmup=timing.max_warmup, iters=timing.iters, loads=timing.loads,
+        min_seconds=timing.min_seconds,
         layer_shapes=[tuple(s) for s in layers.shapes], layer_strides=list(layers.strides), layer_batches=list(layers.batches),
         lowerings=list(layers.lowerings), layer_cases=tuple(layers.cases), network_pairs=[tuple(p) for p in nets.pairs],
         network_batches=list(nets.batches), network_lowerings=list(nets.lowerings), network_backends=nets.backends,

@@ -9,7 +9,7 @@ from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
 
-from psdeploy.bench.stats import NOISY_CV_PCT
+from psdeploy.bench.stats import MODE_GAP_PCT, NOISY_CV_PCT
 from psdeploy.errors import PsdeployError
 from psdeploy.fileio import atomic_output, write_atomic
 from psdeploy.report.cases import Role
@@ -71,8 +71,16 @@ def _fmt(m: Measurement) -> list[str]:
     cv = f"{s['cv_pct']:.1f}" + (" **noisy**" if s["noisy"] else "")
     case = f"{m.case}: {m.chosen}" if m.chosen else m.case
     return [case, f"{s['median_ms']:.3f}", f"{s['p90_ms']:.3f}", f"{s['p99_ms']:.3f}", f"{s['min_ms']:.3f}", cv,
-            f"**{m.ratio:.3f}x** ({m.ratio_p10:.2f}-{m.ratio_p90:.2f})", f"{m.images_per_s:.1f}",
+            f"**{m.ratio:.3f}x** ({m.ratio_p10:.2f}-{m.ratio_p90:.2f})", _per_load(m), f"{m.images_per_s:.1f}",
             _checked(m), _paper_for(m)]
+
+
+def _per_load(m: Measurement) -> str:
+    """Each load's ratio, lowest-highest; a case whose loads ran at several speeds shows each and how many."""
+    spread = f"{min(m.load_ratios):.2f}-{max(m.load_ratios):.2f}"
+    if len(m.modes) == 1:
+        return spread
+    return spread + " **speeds " + ", ".join(f"{mode.median_ms:.2f} ms x{mode.loads}" for mode in m.modes) + "**"
 
 
 def _precision_lines(data: ReportData) -> list[str]:
@@ -99,9 +107,12 @@ def to_markdown(data: ReportData) -> str:
         "",
         f"Created {data.created} from `{cfg.source}`. Schema `{SCHEMA}`. " + " ".join(_precision_lines(data)),
         "",
-        "Each group's cases ran **interleaved** (round-robin, rotating order) in one run; the ratio is the median "
-        "of per-round ratios to the group's first case (plain conv / plain ResNet), with its p10-p90 band. "
-        f"Warm-up until stable (>= {cfg.warmup} rounds, <= {cfg.max_warmup}), then {cfg.iters} timed rounds. "
+        f"Each group's cases ran in {cfg.loads} loads (each case opened anew), **interleaved** within each "
+        "(round-robin, rotating order; each turn one untimed run, then two timed); the ratio is the median of "
+        "per-round ratios over every load to the group's first case (plain conv / plain ResNet), with its p10-p90 "
+        "band, and each load's own ratio beside it (per load); a case whose loads ran at speeds more than "
+        f"{MODE_GAP_PCT:.0f}% apart lists them. Warm-up until stable (>= {cfg.warmup} rounds, <= {cfg.max_warmup}) in "
+        f"each load, then {cfg.iters} timed rounds in all. "
         f"CV above {NOISY_CV_PCT:.0f}% is marked **noisy**. Every case was checked against its PyTorch "
         "reference on the same backend before timing (max|err|/max|ref| column).",
         "",
@@ -113,7 +124,8 @@ def to_markdown(data: ReportData) -> str:
         "- " + ", ".join(f"{k} {v}" for k, v in env["packages"].items()),
         "",
     ]
-    header = ["case", "median ms", "p90", "p99", "min", "CV%", "ratio (p10-p90)", "img/s", "parity", "paper"]
+    header = ["case", "median ms", "p90", "p99", "min", "CV%", "ratio (p10-p90)", "per load", "img/s", "parity",
+              "paper"]
     by_table: dict[str, dict[tuple[str, str], list[Measurement]]] = defaultdict(lambda: defaultdict(list))
     for m in data.measurements:
         by_table[m.table][(f"{m.backend} {m.precision}", m.group)].append(m)

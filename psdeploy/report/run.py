@@ -14,8 +14,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from psdeploy.arch.registry import default_input_shape, get_config
 from psdeploy.backends import backend_for
 from psdeploy.bench.environment import fingerprint
-from psdeploy.bench.stats import ratio_spread
-from psdeploy.bench.timing import TimingPlan, run_interleaved
+from psdeploy.bench.stats import LoadMode, load_modes
+from psdeploy.bench.timing import Opener, TimingPlan, pool_case, run_loads
 from psdeploy.calibration import CalibrationSet
 from psdeploy.export import AUTO
 from psdeploy.parity import make_input, torch_runner
@@ -23,10 +23,11 @@ from psdeploy.report.cases import LayerSpec, ModuleCase, Role, layer_cases, netw
 from psdeploy.report.config import Platform, ReportConfig, platforms
 from psdeploy.rewrite.deploy import rewrite
 from psdeploy.search import search_lowerings
-from psdeploy.search.prepare import export_case, open_on_target, prepare_eager, prepare_on_target, set_threads
+from psdeploy.search.prepare import build_on_target, export_case, prepare_eager, prepare_on_target, set_threads
 from psdeploy.verify.gate import accuracy_gate, synthetic_samples
 
-SCHEMA = "psdeploy.report/2"  # 2: a precision per measurement; reduced ones carry the gate's cosine, not parity
+# 2: a precision per measurement; reduced ones carry the gate's cosine, not parity; 3: several loads per case
+SCHEMA = "psdeploy.report/3"
 
 
 @dataclass
@@ -48,6 +49,12 @@ class Measurement:
     lowering: str | None = None
     skipped: str | None = None
     chosen: str | None = None  # ``auto``: the lowerings its search kept on this backend, with layer counts
+    load_ratios: list[float] = field(default_factory=list)  # each load's median ratio: the spread across loads
+    load_medians_ms: list[float] = field(default_factory=list)
+
+    @property
+    def modes(self) -> list[LoadMode]:
+        return load_modes(self.load_medians_ms)
 
     @property
     def images_per_s(self) -> float:
@@ -119,31 +126,36 @@ def searched_case(module_case: ModuleCase, shape: tuple[int, ...], where: Platfo
 class Checked:
     """A case ready to time on a platform, with how it was checked against its torch reference."""
 
-    run: Callable[[], object]
+    open: Opener  # a new load of the case, ready to run on its input
     parity_rel_err: float | None = None  # f32
     mean_cosine: float | None = None  # reduced precision (the accuracy gate)
     int8_convs: str | None = None
 
 
 def _checked(module_case: ModuleCase, shape: tuple[int, ...], where: Platform, config: ReportConfig,
-             onnx_path: Path | None, samples: CalibrationSet | None) -> Checked:
+             onnx_path: Path | None, samples: CalibrationSet | None, directory: Path) -> Checked:
     """f32: built and held to fp32 parity; reduced precision: built (calibrated on ``samples`` for int8) and
     held to the report's accuracy gate on their held-out part."""
     label = module_case.case.label
     if where.target is None:
         ready = prepare_eager(module_case.module, module_case.reference, shape, config.threads, label)
-        return Checked(ready.run, parity_rel_err=ready.parity.worst.rel_err)
+        return Checked(ready.open, parity_rel_err=ready.parity.worst.rel_err)
     if samples is None:
         ready = prepare_on_target(module_case.module, module_case.reference, shape, where.target, where.options,
-                                  config.threads, label, onnx_path=onnx_path)
-        return Checked(ready.run, parity_rel_err=ready.parity.worst.rel_err)
+                                  config.threads, label, directory, onnx_path=onnx_path)
+        return Checked(ready.open, parity_rel_err=ready.parity.worst.rel_err)
     options = replace(where.options, precision=where.precision,
                       calibration=samples if where.precision == "int8" else None)
-    opened = open_on_target(module_case.module, shape, where.target, options, config.threads, onnx_path)
-    gate = accuracy_gate(opened, torch_runner(module_case.reference), samples, config.gate)
+    built = build_on_target(module_case.module, shape, where.target, options, directory, onnx_path)
+    gate = accuracy_gate(built.open(config.threads), torch_runner(module_case.reference), samples, config.gate)
     x = make_input(shape, seed=0)
-    counted = opened.quantization
-    return Checked(lambda: opened.run(x), mean_cosine=gate.mean_cosine,
+    counted = built.quantization
+
+    def open_load() -> Callable[[], object]:
+        run = built.open(config.threads).run
+        return lambda: run(x)
+
+    return Checked(open_load, mean_cosine=gate.mean_cosine,
                    int8_convs=f"{counted.convs_int8}/{counted.convs}" if counted else None)
 
 
@@ -173,15 +185,16 @@ def run_report(config: ReportConfig) -> ReportData:
                     if key not in exported:
                         exported[key] = export_case(module_case.module, group.shape, Path(scratch))
                     onnx_path = exported[key]
-                prepared[label] = (module_case, _checked(module_case, group.shape, where, config, onnx_path, samples))
-            timed = run_interleaved({k: p.run for k, (_, p) in prepared.items()}, plan)
-            baseline = timed[next(iter(timed))].rounds_ms
-            for label, result in timed.items():
-                case, ready = prepared[label]
-                r, lo, hi = ratio_spread(result.rounds_ms, baseline)
+                prepared[label] = (module_case, _checked(module_case, group.shape, where, config, onnx_path, samples,
+                                                         Path(scratch)))
+            per_load = run_loads({k: p.open for k, (_, p) in prepared.items()}, plan, config.loads)
+            baseline = next(iter(prepared))
+            for label, (case, ready) in prepared.items():
+                pooled = pool_case(per_load, label, baseline)
                 data.measurements.append(Measurement(
-                    group.table, where.name, group.label, label, group.batch, result.stats.to_dict(), r, lo, hi,
-                    ready.parity_rel_err, where.precision, ready.mean_cosine, ready.int8_convs, case.case.role.value,
-                    case.case.lowering, chosen=chosen.get(label)))
+                    group.table, where.name, group.label, label, group.batch, pooled.stats.to_dict(), pooled.ratio,
+                    *pooled.ratio_band, ready.parity_rel_err, where.precision, ready.mean_cosine, ready.int8_convs,
+                    case.case.role.value, case.case.lowering, chosen=chosen.get(label),
+                    load_ratios=pooled.load_ratios, load_medians_ms=pooled.load_medians_ms))
             progress.advance(overall)
     return data

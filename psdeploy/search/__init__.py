@@ -4,12 +4,15 @@ The search is handed the parsed target (and build options) whole, so candidates 
 built exactly as the artifact will be: for the requested CPU, core count or CUDA arch.
 Each candidate is verified on the backend before it is timed; the candidates of one
 geometry run interleaved with the plain 3x3 of the same shape, whose time gives the
-ratio that the manifest and the report carry.
+ratio that the manifest and the report carry, in ``SEARCH_LOADS`` loads of each (every
+candidate opened anew), so that no choice rests on one load's speed.
 """
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -18,13 +21,14 @@ from psdeploy.arch.probe import probe
 from psdeploy.arch.psconv import PSGConv2d
 from psdeploy.backends import BuildOptions, Target, backend_for
 from psdeploy.search.prepare import prepare_on_target
-from psdeploy.bench.timing import TimingPlan, run_interleaved
+from psdeploy.bench.timing import TimingPlan, pool_case, run_loads
 from psdeploy.errors import PsdeployError
 from psdeploy.export.record import SearchRow
 from psdeploy.rewrite.lattice import PSConvLayer
 from psdeploy.rewrite.lowerings import LOWERINGS, LoweredReference, get_lowering
 
-SEARCH_PLAN = TimingPlan(warmup=5, max_warmup=20, iterations=30)
+SEARCH_PLAN = TimingPlan(warmup=5, max_warmup=20, iterations=30)  # shared out over the loads
+SEARCH_LOADS = 2
 
 
 @dataclass(frozen=True)
@@ -72,13 +76,14 @@ def search_lowerings(model: nn.Module, input_shape: tuple[int, ...], target: Tar
         shape = (input_shape[0], geometry.channels, geometry.height, geometry.width)
         plain = nn.Conv2d(geometry.channels, geometry.channels, 3, geometry.stride, 1, groups=geometry.groups,
                           bias=False).eval()
-        cases = {"plain": prepare_on_target(plain, plain, shape, target, options, threads, "plain")}
-        for name in names:
-            lowered = get_lowering(name).lower(layer, torch.zeros(geometry.channels))
-            cases[name] = prepare_on_target(lowered.module, LoweredReference(layer, lowered), shape, target, options,
-                                            threads, name)
-        timed = run_interleaved({k: v.run for k, v in cases.items()}, SEARCH_PLAN)
-        medians = {k: t.stats.median_ms for k, t in timed.items()}
+        with tempfile.TemporaryDirectory(prefix="psdeploy-search-") as scratch:
+            cases = {"plain": prepare_on_target(plain, plain, shape, target, options, threads, "plain", Path(scratch))}
+            for name in names:
+                lowered = get_lowering(name).lower(layer, torch.zeros(geometry.channels))
+                cases[name] = prepare_on_target(lowered.module, LoweredReference(layer, lowered), shape, target,
+                                                options, threads, name, Path(scratch))
+            per_load = run_loads({k: v.open for k, v in cases.items()}, SEARCH_PLAN, SEARCH_LOADS)
+        medians = {k: pool_case(per_load, k, "plain").stats.median_ms for k in cases}
         best = min(names, key=lambda n: medians[n])
         rows.append(SearchRow(geometry=geometry.label, layers=[m for m, _ in members], lowering=best,
                               timings_ms=medians, ratio_to_plain=medians[best] / medians["plain"]))

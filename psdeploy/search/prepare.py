@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from psdeploy.backends import BuildOptions, OpenedRunner, Target, build_and_open
+from psdeploy.backends import BuildOptions, BuiltModule, Target, build_module
+from psdeploy.bench.timing import Opener
 from psdeploy.bounds import DEFAULT_TOLERANCE
 from psdeploy.export.onnx_export import export_to_file
 from psdeploy.parity.compare import ParityReport, Runner, compare, make_input
@@ -26,10 +27,16 @@ from psdeploy.parity.runners import torch_runner
 
 @dataclass
 class Prepared:
-    """A backend's callable for one case, with the parity it showed against torch."""
+    """One case on a backend, with the parity it showed against torch: ``open()`` loads it anew (a compiled
+    model's new load: its own graph and buffers) and returns a call that runs it on the case's input."""
 
-    run: Callable[[], object]
+    open: Opener
     parity: ParityReport
+
+
+def _on_input(run: Runner, shape: tuple[int, ...]) -> Callable[[], object]:
+    x = make_input(shape, seed=0)
+    return lambda: run(x)
 
 
 def export_case(module: nn.Module, shape: tuple[int, ...], directory: Path) -> Path:
@@ -39,30 +46,31 @@ def export_case(module: nn.Module, shape: tuple[int, ...], directory: Path) -> P
     return path
 
 
-def _verified(run: Runner, reference: nn.Module, shape: tuple[int, ...], label: str,
-              tolerance: float) -> Prepared:
-    x = make_input(shape, seed=0)
+def check_parity(run: Runner, reference: nn.Module, shape: tuple[int, ...], label: str,
+                 tolerance: float) -> ParityReport:
     parity = compare(torch_runner(reference.eval()), run, [shape], ["y"], candidate_name=label,
                      reference_name="torch reference", tolerance=tolerance, seeds=(0,))
     parity.raise_if_failed()
-    return Prepared(lambda: run(x), parity)
+    return parity
 
 
-def open_on_target(module: nn.Module, shape: tuple[int, ...], target: Target, options: BuildOptions, threads: int,
-                   onnx_path: Path | None = None) -> OpenedRunner:
-    """Export ``module`` (unless ``onnx_path`` is given) and build it for ``target``, unchecked."""
-    if onnx_path is None:
-        with tempfile.TemporaryDirectory(prefix="psdeploy-case-") as scratch:
-            return build_and_open(export_case(module, shape, Path(scratch)), shape, target, options, threads)
-    return build_and_open(onnx_path, shape, target, options, threads)
+def build_on_target(module: nn.Module, shape: tuple[int, ...], target: Target, options: BuildOptions,
+                    directory: Path, onnx_path: Path | None = None) -> BuiltModule:
+    """Export ``module`` (unless ``onnx_path`` is given) and build it for ``target`` under ``directory``, which
+    must outlive every load of it; unchecked."""
+    onnx_path = onnx_path or export_case(module, shape, directory)
+    return build_module(onnx_path, shape, target, options, Path(tempfile.mkdtemp(prefix="built-", dir=directory)))
 
 
 def prepare_on_target(module: nn.Module, reference: nn.Module, shape: tuple[int, ...], target: Target,
-                      options: BuildOptions, threads: int, name: str, tolerance: float = DEFAULT_TOLERANCE,
-                      onnx_path: Path | None = None) -> Prepared:
-    """``module`` built for ``target`` (``open_on_target``), checked against ``reference`` at fp32 parity."""
-    opened = open_on_target(module, shape, target, options, threads, onnx_path)
-    return _verified(opened.run, reference, shape, f"{name} on {opened.description}", tolerance)
+                      options: BuildOptions, threads: int, name: str, directory: Path,
+                      tolerance: float = DEFAULT_TOLERANCE, onnx_path: Path | None = None) -> Prepared:
+    """``module`` built for ``target`` (``build_on_target``), its first load checked against ``reference`` at fp32
+    parity; each later load is the same build opened anew."""
+    built = build_on_target(module, shape, target, options, directory, onnx_path)
+    first = built.open(threads)
+    parity = check_parity(first.run, reference, shape, f"{name} on {first.description}", tolerance)
+    return Prepared(lambda: _on_input(built.open(threads).run, shape), parity)
 
 
 def prepare_eager(module: nn.Module, reference: nn.Module, shape: tuple[int, ...], threads: int, name: str,
@@ -76,7 +84,9 @@ def prepare_eager(module: nn.Module, reference: nn.Module, shape: tuple[int, ...
             out = module(torch.from_numpy(x))
         return [o.numpy() for o in (out if isinstance(out, tuple) else (out,))]
 
-    return _verified(run, reference, shape, f"{name} on torch", tolerance)
+    parity = check_parity(run, reference, shape, f"{name} on torch", tolerance)
+    on_input = _on_input(run, shape)
+    return Prepared(lambda: on_input, parity)  # eager PyTorch has no compiled load to redo
 
 
 def set_threads(threads: int) -> None:
