@@ -21,9 +21,10 @@ from psdeploy.errors import PsdeployError
 CALIBRATION = CalibrationSet("calib.npy", np.zeros((15, 3, 8, 8), np.float32), np.zeros((5, 3, 8, 8), np.float32),
                              "0" * 64)
 SET_VALUES = {"precision": "int8", "calibration": CALIBRATION, "winograd": "f2", "layout": "nhwc", "tune_trials": 8, "tune_time_s": 90.0,
-              "rpc": RpcTracker("10.0.0.5", 9190, "xeon"), "tuning_db": Path("my-db")}
+              "untuned": True, "rpc": RpcTracker("10.0.0.5", 9190, "xeon"), "tuning_db": Path("my-db")}
 SHOWN = {"precision": "--precision int8", "calibration": "--calibration calib.npy", "winograd": "--winograd f2", "layout": "--layout nhwc",
-         "tune_trials": "--tune-trials 8", "tune_time_s": "--tune-time 90s", "rpc": "--rpc 10.0.0.5:9190",
+         "tune_trials": "--tune-trials 8", "tune_time_s": "--tune-time 90s", "untuned": "--untuned",
+         "rpc": "--rpc 10.0.0.5:9190",
          "tuning_db": "--tuning-db my-db"}
 TARGETS = {"onnxruntime": Target("onnxruntime", "onnxruntime-cpu"), "openvino": Target("openvino", "openvino-cpu"),
            "tvm": Target("tvm", "llvm", {"kind": "llvm", "mcpu": "x86-64", "num-cores": 1})}

@@ -21,7 +21,7 @@ pytest.importorskip("tvm")
 
 
 def _compile(tmp_path: Path, target: str, name: str, trials: int = 0, **kw) -> CompileResult:
-    options = BuildOptions(tune_trials=trials, tuning_db=tmp_path / "db")
+    options = BuildOptions(tune_trials=trials, untuned=not trials, tuning_db=tmp_path / "db")
     return compile_model(CompileRequest("seeded:ps_resnet_digits", parse_target(target), tmp_path / name, options,
                                         **kw))
 
@@ -62,7 +62,7 @@ def test_code_for_a_cpu_this_one_cannot_run_builds_and_is_never_run_here(tmp_pat
 
     monkeypatch.setattr(host, "host_cpu_flags", lambda: frozenset({"avx", "avx2", "fma", "f16c"}))
     result = compile_model(CompileRequest("seeded:ps_resnet_digits", parse_target("llvm", mcpu="skylake-avx512"),
-                                          tmp_path / "x", BuildOptions(tuning_db=tmp_path / "db")))
+                                          tmp_path / "x", BuildOptions(untuned=True, tuning_db=tmp_path / "db")))
     status = Manifest.read(tmp_path / "x").parity["status"]
     assert not result.ran and (tmp_path / "x" / "module.so").stat().st_size > 0
     assert status.startswith("not run:") and "lacks avx512f" in status and "skylake-avx512" in status
@@ -76,20 +76,87 @@ def test_code_for_a_cpu_this_one_cannot_run_builds_and_is_never_run_here(tmp_pat
     assert not (tmp_path / "tuned").exists()
 
 
-def test_a_build_with_tasks_the_database_lacks_says_how_many_built_untuned(tmp_path) -> None:
-    """With no budget and an empty database, the warning counts every task as built untuned."""
-    import re
+def test_tvm_builds_the_fused_lowering_by_default(monkeypatch) -> None:
+    """A compile for TVM with no --lowering builds ``fused``, the form the committed databases hold."""
+    import psdeploy.api
+    from psdeploy import api
+    from psdeploy.backends import BACKENDS
 
+    requests: list[CompileRequest] = []
+    monkeypatch.setattr(psdeploy.api, "compile_model", requests.append)
+    api.compile("seeded:ps_resnet_digits", target="llvm", output="x")
+    assert BACKENDS["tvm"].default_lowering == "fused" and requests[0].lowering == "fused"
+
+
+def _compile_cli(tmp_path: Path, *flags: str):
     from click.testing import CliRunner
 
     from psdeploy.cli import main
 
-    cli = CliRunner().invoke(main, ["compile", "seeded:ps_resnet_digits", "--target", "llvm", "--tuning-db",
-                                    str(tmp_path / "db"), "-o", str(tmp_path / "x")])
+    return CliRunner().invoke(main, ["compile", "seeded:ps_resnet_digits", "--target", "llvm", "--tuning-db",
+                                     str(tmp_path / "db"), "-o", str(tmp_path / "x"), *flags])
+
+
+def test_a_build_with_no_budget_and_tasks_the_database_lacks_is_refused(tmp_path) -> None:
+    """Tuning takes long and untuned code is many times slower: either is the user's choice, so the build
+    is refused in one line naming both ways on, and nothing is written."""
+    cli = _compile_cli(tmp_path)
+    assert cli.exit_code == 2 and len(cli.output.strip().splitlines()) == 1, cli.output
+    assert "tasks have no record in the tuning database" in cli.output
+    assert "--tune-time" in cli.output and "--untuned" in cli.output
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_build_asked_untuned_says_how_many_tasks_it_built_untuned(tmp_path) -> None:
+    """With --untuned, no budget and an empty database, the warning counts every task and says it was asked
+    (16x16 inputs: the held-out check of the 32x32 demo images, slow on untuned kernels, does not apply)."""
+    import re
+
+    cli = _compile_cli(tmp_path, "--untuned", "--input-shape", "1,3,16,16")
     assert cli.exit_code == 0, cli.output
-    tasks = Manifest.read(tmp_path / "x").tuning.tasks
-    warning = re.search(r"WARNING: (\d+) of (\d+) tasks have no record", " ".join(cli.output.split()))
-    assert tasks > 0 and warning and warning.groups() == (str(tasks), str(tasks))
+    manifest = Manifest.read(tmp_path / "x")
+    output = " ".join(cli.output.split())
+    warning = re.search(r"WARNING: (\d+) of (\d+) tasks have no record", output)
+    assert manifest.lowering == "fused" and manifest.tuning.tasks > 0
+    assert warning and warning.groups() == (str(manifest.tuning.tasks),) * 2 and "as --untuned asked" in output
+
+
+def test_the_refusal_names_the_default_forms_a_build_leaves(tmp_path) -> None:
+    """A database that holds records lacks tasks of a build in another lowering and layout: the flags back to
+    TVM's defaults (the committed databases' forms) are named, in the refusal and, with --untuned, in a note."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from psdeploy.backends.artifact import TuningSummary
+    from psdeploy.backends.tvm import TvmBackend
+    from psdeploy.backends.tvm.build import check_untuned
+    from psdeploy.export import ExportRecord
+
+    target = parse_target("llvm")
+    path = tmp_path / "g.onnx"  # only its export record is read: a one-node graph stamped as a grouped export
+    x, y = (helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 3, 32, 32]) for name in "xy")
+    model = helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y]))
+    ExportRecord(arch="ps_resnet_digits", lowering="grouped", input_shape=(1, 3, 32, 32), dynamic_batch=False,
+                 source="seeded:ps_resnet_digits", source_sha256="0" * 64, opset=18).stamp(model)
+    onnx.save(model, str(path))
+    db = TuningDatabase(tmp_path / "db", target)
+    db.directory.mkdir(parents=True)
+    (db.directory / RECORDS).write_text("[0]\n")  # read for its size only
+
+    def summary() -> TuningSummary:
+        return TuningSummary(requested_trials=0, per_task_budget=0, tasks=5, tasks_already_tuned=2, untuned=True)
+
+    with pytest.raises(PsdeployError) as refused:
+        check_untuned(summary(), db, path, target, BuildOptions(layout="nchw"), TvmBackend.default_lowering)
+    message = str(refused.value)
+    assert message.startswith("--target llvm: 3 of 5 tasks have no record") and "\n" not in message
+    assert "--lowering fused (this build: grouped), --layout nchwc (this build: nchw)" in message
+    asked = summary()
+    check_untuned(asked, db, path, target, BuildOptions(layout="nchw", untuned=True), TvmBackend.default_lowering)
+    assert len(asked.notes) == 1 and "--lowering fused (this build: grouped)" in asked.notes[0]
+    with pytest.raises(PsdeployError) as plain:  # in the default forms: nothing to name
+        check_untuned(summary(), db, path, target, BuildOptions(), "grouped")
+    assert "this build" not in str(plain.value)
 
 
 @pytest.mark.skipif("cuda_available()", reason="a GPU is visible: tuning for cuda can measure here")

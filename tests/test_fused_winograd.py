@@ -75,7 +75,8 @@ def test_fused_compiles_to_one_tvm_function_per_layer_shape_and_verifies(fused_o
     spec = parse_target("llvm")
     mod = lower(import_onnx(fused_onnx, (1, 3, 32, 32)), spec)
     assert any("psconv_fused" in gv.name_hint for gv in mod.get_global_vars())
-    result = api.compile(str(fused_onnx), target="llvm", output=tmp_path / "art", tuning_db=tmp_path / "db")
+    result = api.compile(str(fused_onnx), target="llvm", output=tmp_path / "art", tuning_db=tmp_path / "db",
+                         untuned=True)
     assert result.ran and result.parity.passed and result.manifest.lowering == "fused"
     assert_runs_like_torch(open_runner(tmp_path / "art").run, digits.model, (1, 3, 32, 32), TVM_TOL)
 
@@ -104,7 +105,7 @@ def test_winograd_replaces_every_eligible_conv(polyphase_lowered, tile) -> None:
 
 def test_winograd_artifact_verifies_and_is_recorded(digits, tmp_path) -> None:
     result = api.compile("seeded:ps_resnet_digits@4", target="llvm", output=tmp_path / "w", lowering="polyphase",
-                         winograd="f4", tuning_db=tmp_path / "db")
+                         winograd="f4", tuning_db=tmp_path / "db", untuned=True)
     assert result.ran and result.parity.passed and result.manifest.winograd == "f4"
     assert_runs_like_torch(open_runner(tmp_path / "w").run, digits.model, (1, 3, 32, 32), WINOGRAD_TOL)
     assert result.manifest.accuracy["prediction_agreement"] == 1.0
@@ -143,7 +144,7 @@ def test_dilated_winograd_reads_its_tiles_in_place(channels, height, width, dila
 def test_grouped_winograd_artifact_has_no_direct_dilated_conv(digits, tmp_path) -> None:
     """``grouped`` + Winograd: the dilated branches run the in-place dilated Winograd, verified end to end."""
     result = api.compile("seeded:ps_resnet_digits@4", target="llvm", output=tmp_path / "g", lowering="grouped",
-                         winograd="f2", tuning_db=tmp_path / "db")
+                         winograd="f2", tuning_db=tmp_path / "db", untuned=True)
     assert result.ran and result.parity.passed and result.manifest.winograd == "f2"
     assert_runs_like_torch(open_runner(tmp_path / "g").run, digits.model, (1, 3, 32, 32), WINOGRAD_TOL)
 
@@ -189,7 +190,7 @@ def test_fused_and_winograd_build_for_cuda(tmp_path) -> None:
     from psdeploy.backends.tvm.host import cuda_available
 
     result = api.compile("seeded:ps_resnet_digits", target="cuda", output=tmp_path / "cu", lowering="fused",
-                         winograd="f4", tuning_db=tmp_path / "db")
+                         winograd="f4", tuning_db=tmp_path / "db", untuned=True)
     assert (tmp_path / "cu" / "module.so").stat().st_size > 0 and result.manifest.winograd == "f4"
     assert result.ran == cuda_available()
 

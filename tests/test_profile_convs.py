@@ -20,7 +20,7 @@ def plain_digits(tmp_path_factory):
     out = tmp_path_factory.mktemp("convs")
     onnx_path = out / "plain.onnx"
     export_onnx(load_model("seeded:resnet_digits", None), onnx_path)
-    api.compile(str(onnx_path), target="llvm", output=out / "tvm", layout="nchwc", tuning_db=out / "db")
+    api.compile(str(onnx_path), target="llvm", output=out / "tvm", layout="nchwc", tuning_db=out / "db", untuned=True)
     return onnx_path, out / "tvm"
 
 
@@ -51,7 +51,7 @@ def test_a_psconv_kernel_counts_the_multiply_adds_of_every_slot(tmp_path) -> Non
     onnx_path = tmp_path / "fused.onnx"
     export_onnx(load_model("seeded:ps_resnet_digits", None), onnx_path, "fused")
     result = api.compile(str(onnx_path), target="llvm", mcpu="haswell", output=tmp_path / "tvm", layout="nchwc",
-                         tuning_db=tmp_path / "db")
+                         tuning_db=tmp_path / "db", untuned=True)
     assert any(k.op == "psconv_fused" for k in result.manifest.kernels.values())
     profiled = api.profile(tmp_path / "tvm", runs=1)
     assert sum(t.flops_per_run for t in profiled.convs) == pytest.approx(2 * count_file(str(onnx_path)).conv_macs)

@@ -131,13 +131,18 @@ def test_shipped_report_recipes_parse() -> None:
 
 
 def test_report_tvm_time_budget(tmp_path) -> None:
+    from psdeploy.report.config import platform
+
     path = tmp_path / "r.yaml"
     path.write_text("backends: [tvm-llvm-nhwc]\ntvm: {time: 90s, trials: 500}\n")
     config = load_report_config(path, None)
-    assert (config.tvm_time_s, config.tvm_trials) == (90.0, 500)
+    assert (config.tvm_time_s, config.tvm_trials) == (90.0, 500) and not config.tvm_untuned
     path.write_text("backends: [tvm-llvm]\ntvm: {time: soon}\n")
     with pytest.raises(PsdeployError, match="'tvm.time': value error, expected a positive duration"):
         load_report_config(path, None)
+    path.write_text("backends: [tvm-llvm]\ntvm: {untuned: true}\n")
+    pytest.importorskip("tvm")  # parses the llvm target
+    assert platform("tvm-llvm", load_report_config(path, None)).options.untuned  # no budget: asked for untuned
 
 
 def test_network_tables_on_a_subset_of_backends(tmp_path) -> None:

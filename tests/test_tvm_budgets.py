@@ -58,7 +58,8 @@ def test_rpc_needs_its_key_and_a_budget() -> None:
 @pytest.mark.parametrize("flags, option", [(["--tune-time", "soon"], "'--tune-time'"),
                                            (["--tune-time", "0"], "'--tune-time'"),
                                            (["--rpc", "tracker", "--rpc-key", "x"], "'--rpc'"),
-                                           (["--tune-trials", "4", "--rpc", "h:9190"], "--rpc-key")])
+                                           (["--tune-trials", "4", "--rpc", "h:9190"], "--rpc-key"),
+                                           (["--untuned", "--tune-time", "1m"], "--untuned: ")])
 def test_cli_refuses_bad_values_in_one_line(tmp_path, flags, option) -> None:
     out = tmp_path / "out"
     result = CliRunner().invoke(main, ["compile", "seeded:ps_resnet_digits", "--target", "llvm", *flags,
@@ -99,6 +100,11 @@ def test_recipe_budget_reaches_the_build_and_flags_override_it(tmp_path, monkeyp
     api.compile(recipe=recipe, tune_time="90s", rpc_key="epyc")
     assert (seen[0].tune_trials, seen[0].tune_time_s, seen[0].rpc) == (500, 1200.0, RpcTracker("tracker", 9190, "xeon"))
     assert (seen[1].tune_time_s, seen[1].rpc) == (90.0, RpcTracker("tracker", 9190, "epyc"))
+    assert not seen[0].untuned
+    recipe.write_text("model: {checkpoint: seeded:ps_resnet_digits}\nbackend: {target: llvm}\n"
+                      "tuning: {untuned: true}\noutput: out\n")
+    api.compile(recipe=recipe)
+    assert seen[2].untuned and not seen[2].tunes
 
 
 @pytest.mark.parametrize("trials, tasks, batch", [

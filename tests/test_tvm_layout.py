@@ -99,17 +99,18 @@ def test_nhwc_moves_every_conv_and_folds_the_weight_transposes(digits, tmp_path,
 @pytest.mark.parametrize("lowering", ["grouped", "sliced", "aligned", "fused"])
 def test_every_lowering_is_exact_in_nhwc(digits, tmp_path, lowering) -> None:
     result = api.compile("seeded:ps_resnet_digits@4", target="llvm", output=tmp_path / "a", lowering=lowering,
-                         layout="nhwc", input_shape=",".join(map(str, ODD_SHAPE)), tuning_db=tmp_path / "db")
+                         layout="nhwc", input_shape=",".join(map(str, ODD_SHAPE)), tuning_db=tmp_path / "db",
+                         untuned=True)
     assert result.manifest.layout == "nhwc" and result.ran and result.parity.passed
 
 
 def test_nchwc_by_default_with_or_without_winograd_recorded(tmp_path) -> None:
     plain = api.compile("seeded:ps_resnet_digits@4", target="llvm", mcpu="haswell", output=tmp_path / "n",
-                        input_shape=",".join(map(str, ODD_SHAPE)), tuning_db=tmp_path / "db")
+                        input_shape=",".join(map(str, ODD_SHAPE)), tuning_db=tmp_path / "db", untuned=True)
     assert plain.manifest.layout == "nchw8c" and plain.parity.passed
     wino = api.compile("seeded:ps_resnet_digits@4", target="llvm", mcpu="haswell", output=tmp_path / "w",
                        winograd="f2", lowering="grouped", input_shape=",".join(map(str, ODD_SHAPE)),
-                       tuning_db=tmp_path / "db")
+                       tuning_db=tmp_path / "db", untuned=True)
     assert wino.manifest.layout == "nchw8c" and wino.parity.passed
 
 
@@ -253,7 +254,7 @@ def test_every_lowering_is_exact_in_nchwc(digits, tmp_path, mcpu, block) -> None
     for lowering in ("grouped", "fused") if block == 8 else ():
         result = api.compile("seeded:ps_resnet_digits@4", target="llvm", mcpu=mcpu, output=tmp_path / lowering,
                              lowering=lowering, layout="nchwc", input_shape=",".join(map(str, ODD_SHAPE)),
-                             tuning_db=tmp_path / "db")
+                             tuning_db=tmp_path / "db", untuned=True)
         assert result.manifest.layout == f"nchw{block}c" and result.ran and result.parity.passed
 
 
@@ -280,7 +281,7 @@ def test_a_ps_resnext_layer_with_off_design_kernels_is_exact_in_nchwc(tmp_path, 
     if reason := cannot_run_here(target):
         pytest.skip(reason)
     prepared = prepare_on_target(fused, module, (1, 256, *size), target,
-                                 BuildOptions(layout="nchwc", tuning_db=tmp_path / "db"), 1, "fused")
+                                 BuildOptions(layout="nchwc", untuned=True, tuning_db=tmp_path / "db"), 1, "fused")
     assert prepared.parity.passed
 
 

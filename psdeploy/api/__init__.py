@@ -111,7 +111,7 @@ def export(source: Source, output: str | Path, *, arch: str | None = None, lower
 def compile(source: str | Path | ExportResult | None = None, *, recipe: str | Path | None = None,
             target: str | None = None, output: str | Path | None = None, arch: str | None = None,
             input_shape: Shape = None, lowering: str | None = None, tune_trials: int | None = None,
-            tune_time: str | float | None = None, rpc: str | tuple[str, int] | None = None,
+            tune_time: str | float | None = None, untuned: bool | None = None, rpc: str | tuple[str, int] | None = None,
             rpc_key: str | None = None, tuning_db: str | Path | None = None, mcpu: str | None = None,
             num_cores: int | None = None, cuda_arch: str | None = None,
             precision: str | None = None, calibration: str | Path | np.ndarray | None = None,
@@ -123,7 +123,8 @@ def compile(source: str | Path | ExportResult | None = None, *, recipe: str | Pa
     checkpoint, ``seeded:ARCH``, an ONNX file ``export`` wrote, or the result ``export`` returned.
 
     TVM tuning: ``tune_trials`` in total and/or ``tune_time`` (seconds, or ``"20m"``), stopping at
-    whichever comes first; ``rpc="host:9190"`` with ``rpc_key`` measures candidates on the servers
+    whichever comes first; with neither, tasks the ``tuning_db`` holds no record of are refused unless
+    ``untuned=True`` builds them untuned; ``rpc="host:9190"`` with ``rpc_key`` measures candidates on the servers
     registered with that TVM RPC tracker; ``layout`` ("nchw"/"nhwc") overrides the TVM target's default.
     ``on_batch(trials)`` follows tuning.
 
@@ -165,6 +166,7 @@ def compile(source: str | Path | ExportResult | None = None, *, recipe: str | Pa
         layout=pick(layout, backend and backend.layout),
         tune_trials=pick(tune_trials, tuning and tuning.trials, 0),
         tune_time_s=None if time_budget is None else parse_duration(time_budget),
+        untuned=pick(untuned, tuning and tuning.untuned, False),
         rpc=rpc_tracker(pick(rpc, tuning and tuning.rpc), pick(rpc_key, tuning and tuning.rpc_key)),
         tuning_db=Path(pick(tuning_db, tuning and tuning.database, DEFAULT_TUNING_DB)), on_batch=on_batch)
     request = CompileRequest(

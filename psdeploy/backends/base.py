@@ -44,6 +44,8 @@ class BuildOptions:
     tune_trials: int = field(default=0, metadata={"flag": "--tune-trials"})
     # TVM: a deadline for tuning, in seconds of wall time
     tune_time_s: float | None = field(default=None, metadata={"flag": "--tune-time"})
+    # TVM: with no budget, build the tasks the database lacks untuned (else the build is refused)
+    untuned: bool = field(default=False, metadata={"flag": "--untuned"})
     # TVM: measure candidates on the tracker's servers instead of here
     rpc: RpcTracker | None = field(default=None, metadata={"flag": "--rpc"})
     # TVM: the tuning database root
@@ -66,14 +68,18 @@ class BuildOptions:
         TUNE_TRIALS.check(self.tune_trials)
         if self.tune_time_s is not None and self.tune_time_s <= 0:
             raise PsdeployError(f"--tune-time {self.tune_time_s:g}s: expected a positive duration")
+        if self.untuned and self.tunes:
+            raise PsdeployError("--untuned: builds the tasks the tuning database lacks untuned, without tuning; "
+                                "give it or a --tune-trials/--tune-time budget, not both")
         if self.rpc is not None and not self.tunes:
             raise PsdeployError(f"--rpc {self.rpc.address}: measures tuning candidates; give --tune-trials or "
                                 f"--tune-time too")
 
     def set_options(self) -> dict[str, str]:
         """Option name -> how it reads on the command line (``--layout nhwc``), for those not at their default."""
-        shown = {"tune_time_s": lambda v: f"{v:g}s", "rpc": lambda v: v.address, "calibration": lambda v: v.source}
-        return {f.name: f"{f.metadata['flag']} {shown.get(f.name, str)(getattr(self, f.name))}"
+        shown = {"tune_time_s": lambda v: f"{v:g}s", "rpc": lambda v: v.address, "calibration": lambda v: v.source,
+                 "untuned": lambda v: ""}
+        return {f.name: f"{f.metadata['flag']} {shown.get(f.name, str)(getattr(self, f.name))}".rstrip()
                 for f in fields(self) if "flag" in f.metadata and getattr(self, f.name) != f.default}
 
     @property

@@ -50,10 +50,11 @@ def recipe_duration(value: str | float | None) -> float | None:
 
 
 class TuningBudget(Strict):
-    """A recipe's tuning keys (compile's ``tuning``, a report's ``tvm``): trials, deadline, database."""
+    """A recipe's tuning keys (compile's ``tuning``, a report's ``tvm``): trials, deadline, untuned, database."""
 
     trials: Annotated[int, TUNE_TRIALS.constraint] = 0  # with ``time``, a cap
     time: str | PositiveFloat | PositiveInt | None = None  # a deadline: "90s", "20m", "1h", or seconds
+    untuned: bool = False  # with no budget: build the tasks the database lacks untuned instead of refusing
     database: str = str(DEFAULT_TUNING_DB)
 
     @field_validator("time")

@@ -168,11 +168,16 @@ def accuracy(model: str, checkpoint: str, arch: str | None) -> None:
 @click.option("--input-shape", default=None, help="N,C,H,W (static for TVM).")
 @click.option("--lowering", default=None,
               help="PSConv lowering: grouped, sliced, aligned, polyphase, fused (TVM), auto (timed on the target); "
-                   "default: the target's fastest form (sliced on openvino-cpu, grouped elsewhere).")
+                   "default: the target's fastest form (sliced on openvino-cpu, fused on TVM, grouped on "
+                   "onnxruntime-cpu).")
 @click.option("--tune-trials", type=_range(bounds.TUNE_TRIALS), default=None,
-              help="MetaSchedule trials in total (TVM); 0 = untuned; with --tune-time, a cap.")
+              help="MetaSchedule trials in total (TVM); 0 = none (schedules from --tuning-db alone); with "
+                   "--tune-time, a cap.")
 @click.option("--tune-time", type=_Parsed("DURATION", _duration), default=None,
               help="Tune for this long (TVM), e.g. 90s, 20m, 1h; stops at this or --tune-trials, whichever first.")
+@click.option("--untuned", is_flag=True,
+              help="TVM, no budget: build the tasks --tuning-db has no record of untuned (many times slower); "
+                   "without it such a build is refused.")
 @click.option("--rpc", type=_Parsed("HOST:PORT", _tracker), default=None,
               help="Measure tuning candidates on the servers of this TVM RPC tracker (needs --rpc-key).")
 @click.option("--rpc-key", default=None, help="The key the RPC servers registered under (e.g. xeon).")
@@ -200,16 +205,17 @@ def accuracy(model: str, checkpoint: str, arch: str | None) -> None:
 @click.option("--tolerance", type=_range(bounds.TOLERANCE), default=None,
               help=TOLERANCE_HELP + f" (default {bounds.DEFAULT_TOLERANCE:g})")
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
-def compile_cmd(source, recipe, target, output, arch, input_shape, lowering, tune_trials, tune_time, rpc, rpc_key,
-                tuning_db, mcpu, num_cores, cuda_arch, precision, calibration, min_cosine, min_agreement, max_top1_drop,
-                winograd, layout, tolerance, force) -> None:
+def compile_cmd(source, recipe, target, output, arch, input_shape, lowering, tune_trials, tune_time, untuned, rpc,
+                rpc_key, tuning_db, mcpu, num_cores, cuda_arch, precision, calibration, min_cosine, min_agreement,
+                max_top1_drop, winograd, layout, tolerance, force) -> None:
     """Compile a checkpoint (or psdeploy-exported ONNX) for TVM llvm/cuda, OpenVINO or onnxruntime, verified."""
     from psdeploy import api
     from psdeploy.cli.render import show_compile
 
     result = api.compile(source, recipe=recipe, target=target, output=output, arch=arch, input_shape=input_shape,
-                         lowering=lowering, tune_trials=tune_trials, tune_time=tune_time, rpc=rpc, rpc_key=rpc_key,
-                         tuning_db=tuning_db, mcpu=mcpu,
+                         lowering=lowering, tune_trials=tune_trials, tune_time=tune_time,
+                         untuned=untuned or None,  # not given: the recipe's
+                         rpc=rpc, rpc_key=rpc_key, tuning_db=tuning_db, mcpu=mcpu,
                          num_cores=num_cores, cuda_arch=cuda_arch, precision=precision, calibration=calibration,
                          min_cosine=min_cosine, min_agreement=min_agreement, max_top1_drop=max_top1_drop,
                          winograd=winograd, layout=layout, tolerance=tolerance, force=force)

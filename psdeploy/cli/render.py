@@ -131,8 +131,9 @@ def show_compile(result: CompileResult) -> None:
             console.print(f"tuning-db: {note}")
         if untuned := t.tasks - t.tasks_tuned - t.tasks_already_tuned:
             err_console.print(f"[bold yellow]WARNING: {untuned} of {t.tasks} tasks have no record in the tuning "
-                              f"database and were built UNTUNED, many times slower than onnxruntime on CPU: give "
-                              f"a --tune-time budget, or the --tuning-db tuned for this CPU[/]")
+                              f"database and were built UNTUNED, as --untuned asked: many times slower than "
+                              f"onnxruntime on CPU; give a --tune-time budget, or the --tuning-db tuned for this "
+                              f"CPU, to build them tuned[/]")
     if m.lowering_search:
         console.print(search_table(m.lowering_search))
     if q := m.quantization:

@@ -111,6 +111,7 @@ class ReportConfig:
     network_backends: list[str] | None = None  # None: every backend
     tvm_trials: int = 0
     tvm_time_s: float | None = None
+    tvm_untuned: bool = False  # no budget: build the tasks the database lacks untuned
     tvm_database: str = str(DEFAULT_TUNING_DB)
     source: str = ""
 
@@ -138,7 +139,8 @@ def platform(name: str, config: ReportConfig) -> Platform:
     if target.backend != "tvm":  # the runtimes choose their own kernels: only the precision is ours
         return Platform(name, target)
     return Platform(name, target, BuildOptions(winograd=winograd, layout=layout, tune_trials=config.tvm_trials,
-                                               tune_time_s=config.tvm_time_s, tuning_db=Path(config.tvm_database)))
+                                               tune_time_s=config.tvm_time_s, untuned=config.tvm_untuned,
+                                               tuning_db=Path(config.tvm_database)))
 
 
 def platforms(config: ReportConfig) -> tuple[list[Platform], list[str]]:
@@ -198,5 +200,5 @@ def load_report_config(path: str | Path, threads: int | None) -> ReportConfig:
         lowerings=list(layers.lowerings), layer_cases=tuple(layers.cases), network_pairs=[tuple(p) for p in nets.pairs],
         network_batches=list(nets.batches), network_lowerings=list(nets.lowerings), network_backends=nets.backends,
         tvm_trials=recipe.tvm.trials,
-        tvm_time_s=recipe.tvm.time, tvm_database=recipe.tvm.database, source=str(path),
+        tvm_time_s=recipe.tvm.time, tvm_untuned=recipe.tvm.untuned, tvm_database=recipe.tvm.database, source=str(path),
     )

@@ -13,10 +13,11 @@ from pathlib import Path
 from psdeploy.backends.artifact import KernelWork, TuningSummary
 from psdeploy.backends.base import BuildOptions
 from psdeploy.backends.targets import Target
-from psdeploy.backends.tvm.layout import NCHW, ConvLayout
-from psdeploy.backends.tvm.tuning import tune
-from psdeploy.backends.tvm.tuning_db import TuningDatabase
+from psdeploy.backends.tvm.layout import DEFAULT_LAYOUT, NCHW, ConvLayout
+from psdeploy.backends.tvm.tuning import missing_tasks, tune
+from psdeploy.backends.tvm.tuning_db import RECORDS, TuningDatabase
 from psdeploy.errors import PsdeployError
+from psdeploy.export.record import ExportRecord
 
 
 def import_onnx(path: Path, input_shape: tuple[int, ...], layout: ConvLayout = NCHW):
@@ -81,16 +82,64 @@ def lower(mod, target: Target, winograd_tile: int = 0, layout: ConvLayout = NCHW
         return tvm.transform.Sequential(pre_tuning_passes(winograd_tile, layout, target.device))(mod)
 
 
+def _exported_lowering(onnx_path: Path) -> str | None:
+    """The lowering psdeploy exported ``onnx_path`` with; None for an ONNX without its record (a layer case)."""
+    import onnx
+
+    try:
+        return ExportRecord.read(onnx.load(str(onnx_path), load_external_data=False), str(onnx_path)).lowering
+    except PsdeployError:
+        return None
+
+
+def default_forms_asked(onnx_path: Path, target: Target, options: BuildOptions, default_lowering: str) -> str:
+    """How this build departs from TVM's default forms (the committed databases' forms), as the flags that
+    would return to them, e.g. ``--lowering fused``; empty when it does not: tasks a database lacks may be
+    those of another form, which a user should hear of before tuning or building untuned."""
+    lowering = _exported_lowering(onnx_path)
+    flags = []
+    if lowering is not None and lowering != default_lowering:
+        flags.append(f"--lowering {default_lowering} (this build: {lowering})")
+    if options.layout is not None and options.layout != DEFAULT_LAYOUT[target.device]:
+        flags.append(f"--layout {DEFAULT_LAYOUT[target.device]} (this build: {options.layout})")
+    if options.winograd != "off":
+        flags.append(f"--winograd off (this build: {options.winograd})")
+    return ", ".join(flags)
+
+
+def check_untuned(summary: TuningSummary, db: TuningDatabase, onnx_path: Path, target: Target,
+                  options: BuildOptions, default_lowering: str) -> None:
+    """A build with no budget and tasks the database lacks is refused unless --untuned asks for it (then a
+    note); either way, when the database holds records, the default forms the build left are named."""
+    missing = missing_tasks(summary)
+    if not missing:
+        return
+    records = db.directory / RECORDS
+    departs = default_forms_asked(onnx_path, target, options, default_lowering) \
+        if records.is_file() and records.stat().st_size > 0 else ""
+    other = (f"it holds records, and the committed databases are tuned in TVM's default forms, which this build "
+             f"leaves: {departs}") if departs else ""
+    if options.untuned:
+        if other:
+            summary.notes.append(f"{missing} tasks have no record in {db.directory}: {other}")
+        return
+    raise PsdeployError(f"--target {target.name}: {missing} of {summary.tasks} tasks have no record in the tuning "
+                        f"database {db.directory}{'; ' + other if other else ''}; give a --tune-time budget to tune "
+                        f"them, or --untuned to build them untuned (many times slower)")
+
+
 def build(onnx_path: Path, input_shape: tuple[int, ...], target: Target, options: BuildOptions, out_file: Path,
-          winograd_tile: int = 0, layout: ConvLayout = NCHW) -> tuple[TuningSummary, dict[str, KernelWork]]:
-    """Import, lower, tune, apply, compile and export the library to ``out_file``; what each kernel computes."""
+          winograd_tile: int, layout: ConvLayout, default_lowering: str) -> tuple[TuningSummary, dict[str, KernelWork]]:
+    """Import, lower, tune, apply, compile and export the library to ``out_file``; what each kernel computes.
+    With no budget and tasks the database lacks, refused before compiling unless ``options.untuned``."""
     import tvm
 
     from psdeploy.backends.tvm.kernels import kernel_work
 
     mod = lower(import_onnx(onnx_path, input_shape, layout), target, winograd_tile, layout)
-    database, summary = tune(mod, target, TuningDatabase(options.tuning_db, target), options.tune_trials,
-                             options.tune_time_s, options.rpc, options.on_batch)
+    db = TuningDatabase(options.tuning_db, target)
+    database, summary = tune(mod, target, db, options.tune_trials, options.tune_time_s, options.rpc, options.on_batch)
+    check_untuned(summary, db, onnx_path, target, options, default_lowering)
     kernels = kernel_work(mod)  # read before scheduling, where each kernel's computation is still one block
     tvm_target = tvm.target.Target(target.tvm_target)
     with tvm_target, database:

@@ -116,6 +116,11 @@ def plan_tuning(mod, target: Target, db: TuningDatabase, trials: int, time_s: fl
     return TuningPlan(database, tasks, [tasks[i] for i in todo], per_task, batch, cap)
 
 
+def missing_tasks(summary: TuningSummary) -> int:
+    """Tasks a build with no budget finds no record of: they would build untuned."""
+    return summary.tasks - summary.tasks_already_tuned if summary.untuned else 0
+
+
 def drop_log_files(work_dir: str) -> None:
     """MetaSchedule leaves a file handler per tuning run on its loggers, writing into that run's (temporary)
     work directory: the next run in the same process would log into a deleted directory and fail."""
