@@ -20,17 +20,17 @@ $(STAMP): pyproject.toml $(BIN)/python
 
 install: $(STAMP)
 
+# Runs again and again: --force replaces what the last run wrote (psdeploy refuses an existing output without it).
 demo: $(STAMP)
-	mkdir -p $(OUT)
 	$(BIN)/psdeploy inspect models/ps_resnet_digits.pth
-	$(BIN)/psdeploy export models/ps_resnet_digits.pth -o $(OUT)/ps_resnet_digits.onnx --dynamic-batch
+	$(BIN)/psdeploy export models/ps_resnet_digits.pth -o $(OUT)/ps_resnet_digits.onnx --dynamic-batch --force
 	$(BIN)/psdeploy accuracy $(OUT)/ps_resnet_digits.onnx --against models/ps_resnet_digits.pth
 	$(BIN)/psdeploy compile --recipe recipes/demo/openvino-cpu.yaml --force
 	$(BIN)/psdeploy accuracy $(OUT)/digits-ov --against models/ps_resnet_digits.pth
 	$(BIN)/psdeploy compile --recipe recipes/demo/openvino-cpu-int8.yaml --force
 	$(BIN)/psdeploy accuracy $(OUT)/digits-ov-int8 --against models/ps_resnet_digits.pth
-	$(BIN)/psdeploy export seeded:ps_resnet50 -o $(OUT)/ps_resnet50_seeded.onnx
-	$(BIN)/psdeploy export seeded:resnet50 -o $(OUT)/resnet50_seeded.onnx
+	$(BIN)/psdeploy export seeded:ps_resnet50 -o $(OUT)/ps_resnet50_seeded.onnx --force
+	$(BIN)/psdeploy export seeded:resnet50 -o $(OUT)/resnet50_seeded.onnx --force
 
 # one worker per core of a 2-core CI machine; each test file stays on one worker (its fixtures built once)
 test: $(STAMP)
@@ -68,7 +68,7 @@ order-check: $(STAMP)
 	  --pair $(ORDER_CHECK)/r50-ov $(ORDER_CHECK)/ps50-ov --pair $(ORDER_CHECK)/r50-tvm $(ORDER_CHECK)/ps50-tvm
 
 report-quick: $(STAMP)
-	$(BIN)/psdeploy report --quick -o reports/ci
+	$(BIN)/psdeploy report --quick -o reports/ci --force
 
 clean:
 	rm -rf $(OUT) .pytest_cache mutants

@@ -6,6 +6,7 @@ field, and a mismatch becomes one line naming the file, the key and what was exp
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -82,3 +83,11 @@ def read_yaml(path: str | Path, option: str = "--recipe") -> Any:
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PsdeployError(f"{path}: not valid YAML ({first})") from None
+
+
+def beside(recipe: str | Path, value: str) -> str:
+    """A path written in the file ``recipe``, made relative to that file's folder (an absolute or ``~`` one is
+    kept): recipes mean the same wherever psdeploy runs. ``..`` is folded lexically, so messages name
+    ``models/x.pth`` rather than ``recipes/demo/../../models/x.pth``."""
+    path = Path(value).expanduser()
+    return str(path) if path.is_absolute() else os.path.normpath(Path(recipe).parent / path)

@@ -67,9 +67,11 @@ def test_failed_verification_leaves_no_file(tmp_path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("name", ["missing_dir/net.onnx", "."])
-def test_unwritable_output(tmp_path, name) -> None:
-    with pytest.raises(PsdeployError, match="-o "):
+@pytest.mark.parametrize("name, expect", [("a_file/net.onnx", "a_file is not a directory"),
+                                          (".", "already exists; pass --force")])
+def test_unwritable_output(tmp_path, name, expect) -> None:
+    (tmp_path / "a_file").write_text("a file, not a folder")
+    with pytest.raises(PsdeployError, match="^-o .*" + expect):
         export_onnx(load_model("seeded:ps_resnet_digits@1"), tmp_path / name)
 
 

@@ -92,7 +92,7 @@ def test_atomic_output_interrupted_half_way(tmp_path, directory) -> None:
     if directory:
         (target / "old.txt").write_text("old")
     before = _tree(tmp_path)
-    with pytest.raises(KeyboardInterrupt), atomic_output(target, directory=directory) as tmp:
+    with pytest.raises(KeyboardInterrupt), atomic_output(target, directory=directory, force=True) as tmp:
         (tmp / "half.bin" if directory else tmp).write_bytes(b"half")
         raise KeyboardInterrupt
     assert _tree(tmp_path) == before

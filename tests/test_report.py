@@ -26,7 +26,7 @@ def tiny_report(tmp_path_factory):
                           network_pairs=[("ps_resnet_digits", "resnet_digits")], network_batches=[2],
                           network_lowerings=["grouped", "auto"])
     data = run_report(config)
-    out = tmp_path_factory.mktemp("report")
+    out = tmp_path_factory.mktemp("report") / "tiny"
     write_report(data, out)
     return data, out
 
@@ -192,7 +192,7 @@ def precision_report(tmp_path_factory):
                           layer_shapes=[(16, 9)], layer_cases=("plain",),
                           network_pairs=[("ps_resnet_digits", "resnet_digits")], network_batches=[2])
     data = run_report(config)
-    out = tmp_path_factory.mktemp("precision-report")
+    out = tmp_path_factory.mktemp("precision-report") / "precisions"
     write_report(data, out)
     return data, out
 

@@ -31,7 +31,7 @@ def digits():
 def _lowered(digits, tmp_path: Path, lowering: str, layout: str, winograd_tile: int = 0, mcpu: str | None = None):
     from psdeploy.backends.tvm.build import import_onnx, lower
 
-    path = tmp_path / f"{lowering}.onnx"
+    path = tmp_path / f"{lowering}-{layout}-{winograd_tile}.onnx"  # one test may lower one export several ways
     export_onnx(digits, path, lowering)
     spec = parse_target("llvm", mcpu=mcpu)
     conv_layout = resolve_layout(layout, spec, winograd_tile)

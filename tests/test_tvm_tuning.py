@@ -151,7 +151,7 @@ def test_pruned_database_keeps_each_workloads_best_and_a_build_starts_from_it(tm
     _, summary = tuning.tune(mod, target, TuningDatabase(tmp_path / "best", target), trials=0)
     assert summary.untuned and summary.trials_measured == 0
     assert summary.tasks_already_tuned == len(with_a_valid_record)
-    with pytest.raises(PsdeployError, match="exists and is not an empty directory"):
+    with pytest.raises(PsdeployError, match="already exists; pass --force to replace it"):
         api.prune_tuning_db(tmp_path / "full", tmp_path / "best")
     with pytest.raises(PsdeployError, match="not a psdeploy tuning database"):
         api.prune_tuning_db(tmp_path / "nothing", tmp_path / "out")

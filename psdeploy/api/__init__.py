@@ -7,7 +7,9 @@
     api.bench(["ps50-ov", "resnet50-ov"], batches=[1, 8])
 
 Every function raises ``PsdeployError`` (one line naming the file, layer or option at
-fault) on bad input, and writes nothing half-done.
+fault) on bad input, and writes nothing half-done. The functions that write (``export``, ``compile``,
+``report``, ``prune_tuning_db``) refuse an existing output unless ``force=True``, and create missing
+parent folders (``psdeploy.fileio``).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from psdeploy.compile import CompileRequest, CompileResult, compile_model
 from psdeploy.errors import PsdeployError
 from psdeploy.export import AUTO, ExportResult, export_onnx, input_shape_of, parse_shape
 from psdeploy.export.inspect import Inspection, inspect_model
+from psdeploy.fileio import check_destination
 from psdeploy.load import LoadedModel, load_model
 from psdeploy.report import (
     ReportData,
@@ -58,7 +61,7 @@ from psdeploy.report import (
     to_json,
     write_report,
 )
-from psdeploy.report.compare import RatioChange
+from psdeploy.report.compare import RatioChange, read_earlier
 from psdeploy.parity.compare import DEFAULT_TOLERANCE, ParityReport, make_input
 from psdeploy.parity.runners import torch_runner
 from psdeploy.search import search_lowerings
@@ -89,10 +92,11 @@ def inspect(source: Source, arch: str | None = None) -> Inspection:
 
 def export(source: Source, output: str | Path, *, arch: str | None = None, lowering: str | None = None,
            input_shape: Shape = None, opset: int = 18, dynamic_batch: bool = False,
-           tolerance: float = DEFAULT_TOLERANCE, threads: int | None = None, on: str = "onnxruntime-cpu") -> ExportResult:
+           tolerance: float = DEFAULT_TOLERANCE, threads: int | None = None, on: str = "onnxruntime-cpu",
+           force: bool = False) -> ExportResult:
     """Rewrite, export and verify in onnxruntime. The file is for the runtime ``on`` (``onnxruntime-cpu`` or
     ``openvino-cpu``), as the best forms differ between them: no ``lowering`` gives that runtime's default
-    form, ``'auto'`` times the candidates there per layer."""
+    form, ``'auto'`` times the candidates there per layer. An existing ``output`` is refused unless ``force``."""
     target = parse_target(on)
     if target.backend == "tvm":
         raise PsdeployError(f"--on {on}: for a TVM target, 'psdeploy compile' chooses the lowering and builds")
@@ -100,12 +104,13 @@ def export(source: Source, output: str | Path, *, arch: str | None = None, lower
     OPSET.check(opset)
     TOLERANCE.check(tolerance)
     _threads(threads)
+    check_destination(Path(output), "-o", force=force)
     loaded = _loaded(source, arch)
     shape = parse_shape(input_shape, loaded)
     choices = search = None
     if lowering == AUTO:
         choices, search = search_lowerings(loaded.model, shape, target, BuildOptions(), threads or os.cpu_count() or 1)
-    return export_onnx(loaded, output, lowering, shape, opset, dynamic_batch, tolerance, choices, search)
+    return export_onnx(loaded, output, lowering, shape, opset, dynamic_batch, tolerance, choices, search, force)
 
 
 def compile(source: str | Path | ExportResult | None = None, *, recipe: str | Path | None = None,
@@ -120,7 +125,9 @@ def compile(source: str | Path | ExportResult | None = None, *, recipe: str | Pa
             tolerance: float | None = None, force: bool = False,
             on_batch: Callable[[int], None] | None = None) -> CompileResult:
     """Build a verified artifact directory; options given here override the ``recipe``'s. ``source`` is a
-    checkpoint, ``seeded:ARCH``, an ONNX file ``export`` wrote, or the result ``export`` returned.
+    checkpoint, ``seeded:ARCH``, an ONNX file ``export`` wrote, or the result ``export`` returned. An existing
+    ``output`` is refused unless ``force``. Paths in the recipe (checkpoint, calibration, tuning database,
+    output) are relative to the recipe file's folder; paths given here, to the current one.
 
     TVM tuning: ``tune_trials`` in total and/or ``tune_time`` (seconds, or ``"20m"``), stopping at
     whichever comes first; with neither, tasks the ``tuning_db`` holds no record of are refused unless
@@ -145,6 +152,7 @@ def compile(source: str | Path | ExportResult | None = None, *, recipe: str | Pa
     for flag, value in (("SOURCE", source), ("--target", target_text), ("-o/--output", output)):
         if not value:
             raise PsdeployError(f"{flag} is required (given directly or in --recipe)")
+    check_destination(Path(output), "-o", directory=True, force=force)  # before calibration data is read
     parsed = parse_target(target_text, pick(mcpu, backend and backend.mcpu),
                           pick(num_cores, backend and backend.num_cores), pick(cuda_arch, backend and backend.cuda_arch))
     if input_shape is not None:
@@ -253,23 +261,28 @@ def profile(model: str | Path, batch: int | None = None, runs: int = 30, threads
 
 
 def report(output: str | Path, *, recipe: str | Path | None = None, quick: bool = False, threads: int | None = None,
-           compare_with: str | Path | None = None) -> tuple[ReportData, list[Path], list[RatioChange]]:
-    """The Appendix G tables from a report recipe (or the quick CI one), written to ``output``; with
-    ``compare_with`` an earlier report.json, the ratios that moved (``worse`` beyond the recorded spread)."""
+           compare_with: str | Path | None = None,
+           force: bool = False) -> tuple[ReportData, list[Path], list[RatioChange]]:
+    """The Appendix G tables from a report recipe (or the quick CI one), written to the folder ``output`` (an
+    existing one refused unless ``force``, then replaced whole); with ``compare_with`` an earlier report.json,
+    the ratios that moved (``worse`` beyond the recorded spread)."""
     if quick == bool(recipe):
         raise PsdeployError("report: give exactly one of --recipe FILE or --quick")
     _threads(threads)
+    check_destination(Path(output), "-o", directory=True, force=force)  # before the timing, not after it
+    earlier = read_earlier(Path(compare_with)) if compare_with else None  # before --force can replace it
     config = quick_config(threads or 2) if quick else load_report_config(recipe, threads)
     data = run_report(config)
-    paths = write_report(data, Path(output))
-    changes = compare_reports(Path(compare_with), to_json(data)) if compare_with else []
+    paths = write_report(data, Path(output), force=force)
+    changes = compare_reports(Path(compare_with), to_json(data), earlier) if compare_with else []
     return data, paths, changes
 
 
-def prune_tuning_db(source: str | Path, output: str | Path) -> list[PrunedTarget]:
-    """The best record of every workload of a tuning database, per target, into a new one at ``output``:
-    small enough to commit beside the figures it produced, and what ``compile --tuning-db`` starts from."""
-    return prune(Path(source), Path(output))
+def prune_tuning_db(source: str | Path, output: str | Path, *, force: bool = False) -> list[PrunedTarget]:
+    """The best record of every workload of a tuning database, per target, into a new one at ``output`` (an
+    existing one refused unless ``force``): small enough to commit beside the figures it produced, and what
+    ``compile --tuning-db`` starts from."""
+    return prune(Path(source), Path(output), force)
 
 
 __all__ = ["Recipe", "report", "RunResult", "accuracy", "bench", "compile", "export", "inspect", "load", "profile",

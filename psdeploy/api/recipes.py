@@ -3,6 +3,10 @@
 A recipe is strict YAML: an unknown key or a value of the wrong kind is an error naming
 the key and what was expected. Options given to ``psdeploy.compile`` (or on the command
 line) override what the recipe says.
+
+Every path in a recipe (``model.checkpoint``, ``backend.calibration``, ``tuning.database``,
+``output``) is relative to the folder of the recipe file, wherever psdeploy is run from;
+``seeded:ARCH`` and the calibration set ``digits`` are names, not paths.
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ from pydantic import BeforeValidator, Field, PositiveInt
 from psdeploy.backends.int8 import AccuracyGate
 from psdeploy.backends.tune_options import TuningBudget, parse_tracker
 from psdeploy.bounds import DEFAULT_TOLERANCE, LAYOUTS, NUM_CORES, PRECISIONS, TOLERANCE, WINOGRAD
+from psdeploy.calibration import DIGITS
 from psdeploy.errors import PsdeployError
-from psdeploy.schema import Strict, read_yaml, validated
+from psdeploy.load.loader import SEEDED_PREFIX
+from psdeploy.schema import Strict, beside, read_yaml, validated
 
 
 def _tracker(value: object) -> object:
@@ -64,4 +70,18 @@ class Recipe(Strict):
 
 
 def load_recipe(path: str | Path) -> Recipe:
-    return validated(Recipe, read_yaml(path), str(path))
+    """The recipe at ``path``, its paths made relative to its folder (see the module docstring)."""
+    recipe = validated(Recipe, read_yaml(path), str(path))
+    model, backend, tuning = recipe.model, recipe.backend, recipe.tuning
+    checkpoint = model.checkpoint
+    calibration = backend.calibration
+    return recipe.model_copy(update={
+        "model": model.model_copy(update={
+            "checkpoint": checkpoint if checkpoint.startswith(SEEDED_PREFIX) else beside(path, checkpoint)}),
+        "backend": backend.model_copy(update={
+            "calibration": calibration if calibration in (None, DIGITS) else beside(path, calibration)}),
+        # not written in the recipe: the default database, in the current folder like --tuning-db's
+        "tuning": tuning.model_copy(update={"database": beside(path, tuning.database)})
+        if "database" in tuning.model_fields_set else tuning,
+        "output": recipe.output and beside(path, recipe.output),
+    })

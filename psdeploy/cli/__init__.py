@@ -58,6 +58,10 @@ ARCH_OPTION = click.option("--arch", default=None, help="Architecture name (defa
 THREADS_OPTION = click.option("--threads", default=None, type=_range(bounds.THREADS),
                               help="Intra-op threads (default: all cores).")
 TOLERANCE_HELP = "max|err|/max|ref| allowed."
+# Every command that writes takes this one --force; the rule it relaxes is psdeploy.fileio's: an existing output
+# is refused, missing parent folders are created, and nothing half-written stays.
+FORCE_OPTION = click.option("--force", is_flag=True,
+                            help="Replace the output if it exists (without it, an existing output is refused).")
 
 
 class _Parsed(click.ParamType):
@@ -127,16 +131,19 @@ def inspect(checkpoint: str, arch: str | None) -> None:
 @click.option("--on", "on", default="onnxruntime-cpu", show_default=True,
               type=click.Choice(["onnxruntime-cpu", "openvino-cpu"]),
               help="The runtime the file is for: its default lowering, and where --lowering auto times the candidates.")
+@FORCE_OPTION
 def export(checkpoint: str, output: str, arch: str | None, input_shape: str | None, dynamic_batch: bool,
-           opset: int, lowering: str, tolerance: float, on: str) -> None:
+           opset: int, lowering: str, tolerance: float, on: str, force: bool) -> None:
     """Rewrite, export ONNX and verify it in onnxruntime against the checkpoint."""
     from psdeploy import api
     from psdeploy.cli.render import console, show_export
+    from psdeploy.fileio import check_destination
 
+    check_destination(Path(output), "-o", force=force)
     loaded = api.load(checkpoint, arch)
     with console.status(f"rewriting ({lowering or 'default for ' + on}), exporting and verifying {loaded.arch}…"):
         result = api.export(loaded, output, lowering=lowering, input_shape=input_shape, opset=opset,
-                            dynamic_batch=dynamic_batch, tolerance=tolerance, on=on)
+                            dynamic_batch=dynamic_batch, tolerance=tolerance, on=on, force=force)
     show_export(result, loaded.arch, opset)
 
 
@@ -160,10 +167,12 @@ def accuracy(model: str, checkpoint: str, arch: str | None) -> None:
 
 @main.command(name="compile")
 @click.argument("source", required=False)
-@click.option("--recipe", type=click.Path(dir_okay=False), help="YAML recipe; flags given here override it.")
+@click.option("--recipe", type=click.Path(dir_okay=False),
+              help="YAML recipe (its paths are relative to its own folder); flags given here override it.")
 @click.option("--target", default=None,
               help="llvm, cuda, openvino-cpu, onnxruntime-cpu, or a TVM JSON target dict.")
-@click.option("-o", "--output", default=None, type=click.Path(file_okay=False), help="Artifact directory.")
+@click.option("-o", "--output", default=None, type=click.Path(file_okay=False),
+              help="Artifact directory (default: the recipe's output).")
 @ARCH_OPTION
 @click.option("--input-shape", default=None, help="N,C,H,W (static for TVM).")
 @click.option("--lowering", default=None,
@@ -204,7 +213,7 @@ def accuracy(model: str, checkpoint: str, arch: str | None) -> None:
                    "(default on llvm, measured fastest, Winograd or not; cuda: nchw).")
 @click.option("--tolerance", type=_range(bounds.TOLERANCE), default=None,
               help=TOLERANCE_HELP + f" (default {bounds.DEFAULT_TOLERANCE:g})")
-@click.option("--force", is_flag=True, help="Replace an existing output directory.")
+@FORCE_OPTION
 def compile_cmd(source, recipe, target, output, arch, input_shape, lowering, tune_trials, tune_time, untuned, rpc,
                 rpc_key, tuning_db, mcpu, num_cores, cuda_arch, precision, calibration, min_cosine, min_agreement,
                 max_top1_drop, winograd, layout, tolerance, force) -> None:
@@ -227,18 +236,21 @@ def compile_cmd(source, recipe, target, output, arch, input_shape, lowering, tun
 @click.option("--input", "input_file", type=click.Path(dir_okay=False, exists=True), help=".npy input (N,C,H,W).")
 @click.option("--save-output", type=click.Path(dir_okay=False), help="Write the first output to this .npy.")
 @THREADS_OPTION
-def run(artifact: str, input_file: str | None, save_output: str | None, threads: int | None) -> None:
+@FORCE_OPTION
+def run(artifact: str, input_file: str | None, save_output: str | None, threads: int | None, force: bool) -> None:
     """Run an artifact (or ONNX file) on an input or a random one; print top-5 or output stats."""
     from psdeploy import api
     from psdeploy.cli.render import console, show_run
-    from psdeploy.fileio import atomic_output
+    from psdeploy.fileio import atomic_output, check_destination
 
+    if save_output:
+        check_destination(Path(save_output), "--save-output", force=force)
     result = api.run(artifact, input_file, threads)
     show_run(result)
     if save_output:
         import numpy as np
 
-        with atomic_output(save_output, "--save-output") as tmp, tmp.open("wb") as fh:
+        with atomic_output(save_output, "--save-output", force=force) as tmp, tmp.open("wb") as fh:
             np.save(fh, result.outputs[0])
         console.print(f"saved {save_output}")
 
@@ -270,8 +282,9 @@ def verify(artifact: str, checkpoint: str, arch: str | None, tolerance: float) -
               help="Fresh processes the models are loaded and timed in, one after another.")
 @THREADS_OPTION
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the results as JSON.")
+@FORCE_OPTION
 def bench(models: tuple[str, ...], batch: str, warmup: int, iters: int, loads: int, threads: int | None,
-          json_out: str | None) -> None:
+          json_out: str | None, force: bool) -> None:
     """Latency of one or more ONNX files / artifacts over several fresh loads, interleaved round-robin within
     each; ratios to the first, with their spread within a load and across loads."""
     from rich.progress import Progress
@@ -282,7 +295,7 @@ def bench(models: tuple[str, ...], batch: str, warmup: int, iters: int, loads: i
 
     batches = _batches(batch, "--batch")
     if json_out:
-        check_destination(Path(json_out), "--json")
+        check_destination(Path(json_out), "--json", force=force)
     with Progress(console=err_console, transient=True) as progress:
         bar = progress.add_task("timed rounds", total=iters * len(batches))
         done_before = {"rounds": 0}
@@ -296,7 +309,7 @@ def bench(models: tuple[str, ...], batch: str, warmup: int, iters: int, loads: i
                            progress=advance)
     show_bench(result, threads)
     if json_out:
-        write_atomic(json_out, json.dumps(result.to_dict(), indent=2), "--json")
+        write_atomic(json_out, json.dumps(result.to_dict(), indent=2), "--json", force=force)
 
 
 @main.command()
@@ -337,12 +350,15 @@ def profile(model: str, on: str | None, against: str | None, batch: int | None, 
               help="Threads for every backend (default: recipe, else 2).")
 @click.option("--compare", "compare_with", type=click.Path(dir_okay=False, exists=True),
               help="Earlier report.json: list ratios that got worse beyond noise; exit 1 if any.")
-def report(recipe: str | None, quick: bool, output: str, threads: int | None, compare_with: str | None) -> None:
+@FORCE_OPTION
+def report(recipe: str | None, quick: bool, output: str, threads: int | None, compare_with: str | None,
+           force: bool) -> None:
     """Appendix G latency tables (layer and network) per backend: Markdown, JSON, CSV and PNG."""
     from psdeploy import api
     from psdeploy.cli.render import show_report
 
-    _, paths, changes = api.report(output, recipe=recipe, quick=quick, threads=threads, compare_with=compare_with)
+    _, paths, changes = api.report(output, recipe=recipe, quick=quick, threads=threads, compare_with=compare_with,
+                                   force=force)
     show_report(paths, changes)
     if any(c.worse for c in changes):
         sys.exit(EXIT_WORSE)
@@ -352,9 +368,10 @@ def report(recipe: str | None, quick: bool, output: str, threads: int | None, co
 @click.argument("source", type=click.Path(file_okay=False, exists=True))
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
               help="New tuning-database root: the best record of each workload, per target.")
-def prune_db(source: str, output: str) -> None:
+@FORCE_OPTION
+def prune_db(source: str, output: str, force: bool) -> None:
     """Keep the best schedule of each workload of a TVM tuning database (to commit, or to start from)."""
     from psdeploy import api
     from psdeploy.cli.render import show_pruned
 
-    show_pruned(api.prune_tuning_db(source, output), output)
+    show_pruned(api.prune_tuning_db(source, output, force=force), output)

@@ -90,14 +90,16 @@ def export_onnx(
     tolerance: float = DEFAULT_TOLERANCE,
     choices: dict[str, str] | None = None,
     search: list[SearchRow] | None = None,
+    force: bool = False,
 ) -> ExportResult:
     """Rewrite, export and verify; the file exists at ``output`` only if every check passed.
 
     ``lowering='auto'`` needs ``choices`` (layer -> lowering) and the ``search`` rows that chose them:
-    the search times candidates on a backend, a layer above this one.
+    the search times candidates on a backend, a layer above this one. An existing ``output`` is refused unless
+    ``force`` (``psdeploy.fileio``'s rule).
     """
     output = Path(output)
-    check_destination(output, "-o")
+    check_destination(output, "-o", force=force)
     shape = input_shape or default_input_shape(loaded.config)
     if lowering == AUTO and choices is None:
         raise PsdeployError("--lowering auto: the per-layer choices of a lowering search are needed")
@@ -106,7 +108,7 @@ def export_onnx(
     rewrite_parity = verify_rewrite(loaded, deploy, shape, tolerance)
     rewrite_parity.raise_if_failed()
     names = loaded.model.output_names
-    with atomic_output(output) as tmp:
+    with atomic_output(output, "-o", force=force) as tmp:
         export_to_file(deploy.model, tmp, shape, names, opset, dynamic_batch)
         shapes = [shape, (2 * shape[0] + 1, *shape[1:])] if dynamic_batch else [shape]
         onnx_parity = compare(

@@ -28,11 +28,20 @@ def _ratios(payload: dict, source: str) -> dict[str, tuple[float, float, float]]
             (m["ratio"], m["ratio_p10"], m["ratio_p90"]) for m in payload["measurements"]}
 
 
-def compare_reports(old_path: Path, new_payload: dict) -> list[RatioChange]:
+def read_earlier(old_path: Path) -> dict:
+    """The earlier report.json, read (and its schema checked) before a report is timed and written: it may be
+    the very file ``report -o SAME_DIR --force`` replaces."""
     try:
         old_payload = json.loads(Path(old_path).read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise PsdeployError(f"--compare {old_path}: unreadable report JSON ({exc.__class__.__name__})") from None
+    _ratios(old_payload, str(old_path))
+    return old_payload
+
+
+def compare_reports(old_path: Path, new_payload: dict, old_payload: dict | None = None) -> list[RatioChange]:
+    """The ratios of ``new_payload`` against the earlier report at ``old_path`` (``old_payload``: as read already)."""
+    old_payload = read_earlier(old_path) if old_payload is None else old_payload
     old, new = _ratios(old_payload, str(old_path)), _ratios(new_payload, "this report")
     changes = []
     for key in sorted(set(old) & set(new)):

@@ -1,7 +1,9 @@
 """Report recipes (``recipes/reports/*.yaml``): which tables, backends, shapes and timing.
 
 Validated by schema; each backend name is resolved once into a ``Platform`` (a parsed
-target plus build options, or PyTorch eager), never parsed again downstream.
+target plus build options, or PyTorch eager), never parsed again downstream. The one path a
+report recipe may hold, ``tvm.database``, is relative to the recipe file's folder, as in compile
+recipes.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from psdeploy.errors import PsdeployError
 from psdeploy.export import AUTO
 from psdeploy.report.cases import LAYER_REFERENCE_CASES
 from psdeploy.rewrite.lowerings import LOWERINGS
-from psdeploy.schema import Strict, read_yaml, validated
+from psdeploy.schema import Strict, beside, read_yaml, validated
 
 TORCH = "torch"
 # name -> (target name, Winograd, layout); "-wino2"/"-wino4": Winograd F(2x2,3x3)/F(4x4,3x3) for every
@@ -200,5 +202,8 @@ def load_report_config(path: str | Path, threads: int | None) -> ReportConfig:
         lowerings=list(layers.lowerings), layer_cases=tuple(layers.cases), network_pairs=[tuple(p) for p in nets.pairs],
         network_batches=list(nets.batches), network_lowerings=list(nets.lowerings), network_backends=nets.backends,
         tvm_trials=recipe.tvm.trials,
-        tvm_time_s=recipe.tvm.time, tvm_untuned=recipe.tvm.untuned, tvm_database=recipe.tvm.database, source=str(path),
+        tvm_time_s=recipe.tvm.time, tvm_untuned=recipe.tvm.untuned, source=str(path),
+        # a database the recipe names is beside the recipe; none named: the default, in the current folder
+        tvm_database=beside(path, recipe.tvm.database) if "database" in recipe.tvm.model_fields_set
+        else recipe.tvm.database,
     )

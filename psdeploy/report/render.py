@@ -10,8 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from psdeploy.bench.stats import MODE_GAP_PCT, NOISY_CV_PCT
-from psdeploy.errors import PsdeployError
-from psdeploy.fileio import atomic_output, write_atomic
+from psdeploy.fileio import atomic_output
 from psdeploy.report.cases import Role
 from psdeploy.report.run import SCHEMA, Measurement, ReportData
 from psdeploy.verify.gate import SYNTHETIC_SAMPLES
@@ -212,17 +211,16 @@ def to_layer_png(data: ReportData, path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(data: ReportData, out_dir: Path) -> list[Path]:
-    """Write report.md/.json/.csv and the charts, each whole or not at all."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise PsdeployError(f"-o {out_dir}: exists and is not a directory")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = [write_atomic(out_dir / name, content) for name, content in (
-        ("report.md", to_markdown(data)), ("report.json", json.dumps(to_json(data), indent=1)),
-        ("report.csv", to_csv(data)))]
-    charts = [("ratios.png", to_png)] + ([("ratio_vs_layer.png", to_layer_png)] if _layer_psconv(data) else [])
-    for name, draw in charts:
-        with atomic_output(out_dir / name) as tmp:
-            draw(data, tmp)
-        written.append(out_dir / name)
-    return written
+def write_report(data: ReportData, out_dir: Path, *, force: bool = False) -> list[Path]:
+    """Write report.md/.json/.csv and the charts into ``out_dir``, the folder whole or not at all (an existing
+    one refused unless ``force``, then replaced)."""
+    names = ["report.md", "report.json", "report.csv", "ratios.png"]
+    with atomic_output(out_dir, "-o", directory=True, force=force) as stage:
+        for name, content in (("report.md", to_markdown(data)), ("report.json", json.dumps(to_json(data), indent=1)),
+                              ("report.csv", to_csv(data))):
+            (stage / name).write_text(content)
+        to_png(data, stage / "ratios.png")
+        if _layer_psconv(data):
+            to_layer_png(data, stage / "ratio_vs_layer.png")
+            names.append("ratio_vs_layer.png")
+    return [out_dir / name for name in names]

@@ -67,7 +67,8 @@ class TuningDatabase:
         with open(self.directory / UNREPLAYABLE, "ab") as aside:
             aside.writelines(lines[i] for i in bad)
         set_aside = set(bad)
-        write_atomic(path, b"".join(line for i, line in enumerate(lines) if i not in set_aside), "--tuning-db")
+        write_atomic(path, b"".join(line for i, line in enumerate(lines) if i not in set_aside), "--tuning-db",
+                     force=True)
         self.notes.append(f"moved {len(bad)} records MetaSchedule cannot replay to {UNREPLAYABLE}")
         return len(bad)
 
@@ -105,7 +106,7 @@ class TuningDatabase:
         d.mkdir(parents=True, exist_ok=True)
         if not meta_path.exists():
             write_atomic(meta_path, json.dumps({"format": FORMAT, "target": self.target.tvm_target}, indent=1),
-                              "--tuning-db")
+                         "--tuning-db")
         for name in (WORKLOADS, RECORDS):
             self._check_lines(d / name)
 
@@ -128,10 +129,10 @@ class TuningDatabase:
             try:
                 json.loads(tail)
             except json.JSONDecodeError:
-                write_atomic(path, data[: len(data) - len(tail)], "--tuning-db")
+                write_atomic(path, data[: len(data) - len(tail)], "--tuning-db", force=True)
                 self.notes.append(f"dropped a half-written last line of {path.name} (interrupted run)")
                 return
-            write_atomic(path, data + b"\n", "--tuning-db")
+            write_atomic(path, data + b"\n", "--tuning-db", force=True)
 
     def record_counts(self, database, mods) -> list[int]:
         """Valid tuning records already held for each workload (0 when unseen)."""
@@ -186,16 +187,15 @@ class PrunedTarget:
     bytes_after: int
 
 
-def prune(source: Path, destination: Path) -> list[PrunedTarget]:
+def prune(source: Path, destination: Path, force: bool = False) -> list[PrunedTarget]:
     """Copy the best record of every workload, for every target under ``source``, into a new
-    ``destination`` (MetaSchedule's own ``dump_pruned``); all of it or, on error, nothing."""
+    ``destination`` (MetaSchedule's own ``dump_pruned``); all of it or, on error, nothing. An existing
+    ``destination`` is refused unless ``force``, then replaced whole."""
     folders = stamped_targets(source)
     if not folders:
         raise PsdeployError(f"{source}: not a psdeploy tuning database (no target folder with {META_NAME})")
-    if destination.exists() and (not destination.is_dir() or any(destination.iterdir())):
-        raise PsdeployError(f"-o {destination}: exists and is not an empty directory; give a new one")
     pruned = []
-    with atomic_output(destination, "-o", directory=True) as staging:
+    with atomic_output(destination, "-o", directory=True, force=force) as staging:
         for folder in folders:
             target = Target("tvm", folder.name, _stamped_target(folder))
             source_db, staged_db = TuningDatabase(source, target), TuningDatabase(staging, target)
