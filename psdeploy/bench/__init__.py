@@ -63,7 +63,8 @@ def _row(path: str, batch: int, per_load: list[dict[str, TimedCase]], first: str
 
 def bench_models(paths: list[str], batches: list[int], plan: TimingPlan, threads: int | None,
                  progress=None, loads: int = 1) -> BenchResult:
-    """Every model at every batch, over ``loads`` fresh processes, interleaved round-robin within each."""
+    """Every model at every batch, over ``loads`` fresh processes (each opens every model once and times the
+    batches in turn), interleaved round-robin within each. ``progress(done, total)`` counts rounds over all."""
     shares = rounds_per_load(plan.iterations, loads)
     if len({Path(p).name for p in paths}) != len(paths):
         raise PsdeployError("bench: two models share a file name; copy one under another name")
@@ -71,22 +72,20 @@ def bench_models(paths: list[str], batches: list[int], plan: TimingPlan, threads
     for batch in batches:  # every batch checked before any is timed
         for path in paths:
             _check_batch(shapes[path], batch, path)
-    rows: list[BenchRow] = []
-    for batch in batches:
-        per_load: list[dict[str, TimedCase]] = []
-        runs_on: dict[str, str] = {}
-        done = 0
-        for k, rounds in enumerate(shares):
-            order = paths[k % len(paths):] + paths[:k % len(paths)]  # who is opened and run first alternates
-            request = LoadRequest(paths=order, batch=batch, plan=asdict(plan) | {"iterations": rounds},
-                                  threads=threads)
+    per_load: list[list[dict[str, TimedCase]]] = []  # load -> batch -> path -> timed
+    done = 0
+    for k, rounds in enumerate(shares):
+        order = paths[k % len(paths):] + paths[:k % len(paths)]  # who is opened and run first alternates
+        request = LoadRequest(paths=order, batches=batches, plan=asdict(plan) | {"iterations": rounds},
+                              threads=threads)
 
-            def advance(n: int, _: int, before: int = done) -> None:
-                if progress:
-                    progress(before + n, plan.iterations)
+        def advance(n: int, _: int, before: int = done) -> None:
+            if progress:
+                progress(before + n, plan.iterations * len(batches))
 
-            timed, runs_on = run_load(request, advance)
-            per_load.append(timed)
-            done += rounds
-        rows.extend(_row(p, batch, per_load, paths[0], runs_on[p]) for p in paths)
+        timed, runs_on = run_load(request, advance)
+        per_load.append(timed)
+        done += rounds * len(batches)
+    rows = [_row(p, batch, [load[b] for load in per_load], paths[0], runs_on[p])
+            for b, batch in enumerate(batches) for p in paths]
     return BenchResult(rows, plan, loads, fingerprint(threads))

@@ -27,14 +27,18 @@ EXIT_USER_ERROR = 2
 
 class LoadRequest(BaseModel):
     paths: list[str]  # in the order this load opens them (and starts each round with)
-    batch: int
+    batches: list[int]  # timed one after another, every model open throughout
     plan: dict[str, float | int]
     threads: int | None = None
 
 
-class LoadResult(BaseModel):
+class BatchTimes(BaseModel):
     samples_ms: dict[str, list[float]]
     rounds_ms: dict[str, list[float]]
+
+
+class LoadResult(BaseModel):
+    batches: list[BatchTimes]  # in the request's order
     runs_on: dict[str, str]
 
 
@@ -42,20 +46,21 @@ def _time_one_load(request: LoadRequest, progress: Callable[[int, int], None]) -
     from psdeploy.backends import open_runner
     from psdeploy.parity.compare import make_input
 
-    cases, runs_on = {}, {}
-    for path in request.paths:
-        runner = open_runner(path, request.threads)
-        x = make_input((request.batch, *runner.input_shape[1:]), seed=0)
-        cases[path] = lambda r=runner, x=x: r.run(x)
-        runs_on[path] = runner.description
-    timed = run_interleaved(cases, TimingPlan(**request.plan), progress)
-    return LoadResult(samples_ms={p: t.samples_ms for p, t in timed.items()},
-                      rounds_ms={p: t.rounds_ms for p, t in timed.items()}, runs_on=runs_on)
+    runners = {path: open_runner(path, request.threads) for path in request.paths}
+    plan = TimingPlan(**request.plan)
+    results = []
+    for k, batch in enumerate(request.batches):
+        inputs = {p: make_input((batch, *r.input_shape[1:]), seed=0) for p, r in runners.items()}
+        cases = {p: (lambda r=r, x=inputs[p]: r.run(x)) for p, r in runners.items()}
+        timed = run_interleaved(cases, plan, lambda n, total, k=k: progress(k * total + n, len(request.batches) * total))
+        results.append(BatchTimes(samples_ms={p: t.samples_ms for p, t in timed.items()},
+                                  rounds_ms={p: t.rounds_ms for p, t in timed.items()}))
+    return LoadResult(batches=results, runs_on={p: r.description for p, r in runners.items()})
 
 
 def run_load(request: LoadRequest, progress: Callable[[int, int], None] | None = None
-             ) -> tuple[dict[str, TimedCase], dict[str, str]]:
-    """Time ``request`` in a fresh Python process: (path -> timed case, path -> what it ran on)."""
+             ) -> tuple[list[dict[str, TimedCase]], dict[str, str]]:
+    """Time ``request`` in a fresh Python process: (per batch, path -> timed case; path -> what it ran on)."""
     with tempfile.TemporaryFile("w+") as errors:
         child = subprocess.Popen([sys.executable, "-m", "psdeploy.bench.load"], stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, stderr=errors, text=True)
@@ -76,7 +81,8 @@ def run_load(request: LoadRequest, progress: Callable[[int, int], None] | None =
         raise PsdeployError(last if child.returncode == EXIT_USER_ERROR
                             else f"bench: the process timing {', '.join(request.paths)} failed ({last})")
     loaded = LoadResult.model_validate(result)
-    return {p: TimedCase(Path(p).name, loaded.samples_ms[p], loaded.rounds_ms[p]) for p in request.paths}, loaded.runs_on
+    return [{p: TimedCase(Path(p).name, b.samples_ms[p], b.rounds_ms[p]) for p in request.paths}
+            for b in loaded.batches], loaded.runs_on
 
 
 def _main() -> None:

@@ -298,12 +298,9 @@ def bench(models: tuple[str, ...], batch: str, warmup: int, iters: int, loads: i
         check_destination(Path(json_out), "--json", force=force)
     with Progress(console=err_console, transient=True) as progress:
         bar = progress.add_task("timed rounds", total=iters * len(batches))
-        done_before = {"rounds": 0}
 
         def advance(done: int, total: int) -> None:
-            progress.update(bar, completed=done_before["rounds"] + done)
-            if done == total:
-                done_before["rounds"] += total
+            progress.update(bar, completed=done)
 
         result = api.bench(models, batches, warmup=warmup, iters=iters, threads=threads, loads=loads,
                            progress=advance)
