@@ -11,6 +11,7 @@ import numpy as np
 from psdeploy.errors import PsdeployError
 
 IMAGE_SIZE = 32
+CLASSES = 10  # the digits 0-9
 SPLIT_SEED = 0
 HELD_OUT_FRACTION = 0.25
 MEAN, STD = 0.25, 0.35

@@ -272,7 +272,7 @@ def test_a_ps_resnext_layer_with_off_design_kernels_is_exact_in_nchwc(tmp_path, 
     from psdeploy.rewrite.lowerings import get_lowering
 
     torch.manual_seed(stride)
-    module = PSGConv2d(256, 256, 3, stride, 1, 2, 8, 4).eval()  # released init: the mask left unapplied
+    module = PSGConv2d(256, 256, 3, stride, 1, 2, 8, 4).eval()  # released init: its mask leaves cards 1, 3, 5, 7
     layer = PSConvLayer.from_released("l", module)
     assert any(layer.off_design_blocks().values())
     fused = get_lowering("fused").lower(layer, torch.zeros(256)).module

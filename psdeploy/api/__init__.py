@@ -23,7 +23,15 @@ import numpy as np
 
 from psdeploy.api.recipes import Recipe, load_recipe
 from psdeploy.arrays import load_npy
-from psdeploy.backends import BuildOptions, OpenedRunner, Profile, backend_for, open_runner, parse_target
+from psdeploy.backends import (
+    BuildOptions,
+    OpenedRunner,
+    Profile,
+    backend_for,
+    model_input_shape,
+    open_runner,
+    parse_target,
+)
 from psdeploy.backends.int8 import AccuracyGate
 from psdeploy.backends.profiling import profile as profile_backend
 from psdeploy.backends.tune_options import DEFAULT_TUNING_DB, parse_duration, rpc_tracker
@@ -65,7 +73,7 @@ from psdeploy.report.compare import RatioChange, read_earlier
 from psdeploy.parity.compare import DEFAULT_TOLERANCE, ParityReport, make_input
 from psdeploy.parity.runners import torch_runner
 from psdeploy.search import search_lowerings
-from psdeploy.verify import AccuracyReport, held_out_top1, verify_artifact
+from psdeploy.verify import AccuracyReport, check_fits_demo, held_out_top1, verify_artifact
 
 Source = str | Path | LoadedModel  # a checkpoint path, "seeded:ARCH[@SEED]", or a model already loaded
 Shape = str | Sequence[int] | None  # "N,C,H,W" or a tuple
@@ -195,10 +203,13 @@ def verify(artifact: str | Path, against: str | Path, arch: str | None = None,
 
 
 def accuracy(model: str | Path, against: Source, arch: str | None = None) -> tuple[AccuracyReport, str]:
-    """Held-out top-1 of the digits demo split: the checkpoint vs an ONNX file or artifact."""
+    """Held-out top-1 of the digits demo split: the checkpoint vs an ONNX file or artifact. A model the demo
+    data does not fit (input size, classes, a backbone) is refused before anything runs."""
     loaded = _loaded(against, arch)
+    check_fits_demo(str(model), model_input_shape(model), loaded)
     runner = open_runner(model)
-    return held_out_top1(torch_runner(loaded.model), runner.run, runner.batch), runner.description
+    return (held_out_top1(torch_runner(loaded.model), runner.run, runner.batch, str(model)),
+            runner.description)
 
 
 @dataclass

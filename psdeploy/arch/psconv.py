@@ -1,9 +1,9 @@
 """The PSConv modules exactly as released (Li/Yao/Chen, ECCV 2020).
 
 These are the *oracle*: a checkpoint's function is whatever these modules compute
-with its weights. The released code builds a CUDA mask and a gradient hook that
-keep the masked blocks of the dense ``conv`` at zero during training; inference
-does not need them (the mask is not in the state dict), so they are left out.
+with its weights. As in the release, a new module zeroes the blocks of the dense
+``conv`` that the dilated branches cover and masks their gradient, so a network
+trained with these modules stays masked (the mask is not in the state dict).
 The state-dict keys (``gwconv``, ``gwconv_shift``, ``conv``) are the released ones.
 """
 
@@ -54,6 +54,18 @@ class PSGConv2d(nn.Module):
         self.conv = nn.Conv2d(
             in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=False,
         )
+        self._mask_dense_conv()
+
+    def _mask_dense_conv(self) -> None:
+        """The release's init: the masked blocks zeroed, and their gradient dropped (kept zero while training).
+        Skipped on the meta device, where the loader builds a model whose every weight it then overwrites."""
+        weight = self.conv.weight
+        if weight.is_meta:
+            return
+        mask = released_init_mask(self)
+        with torch.no_grad():
+            weight.masked_fill_(mask.to(weight.device), 0.0)
+        weight.register_hook(lambda grad: grad.masked_fill(mask.to(grad.device), 0.0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x_shift = self.gwconv_shift(swap_halves_per_group(x, self.groups))
@@ -68,7 +80,7 @@ def released_init_mask(module: PSGConv2d) -> torch.Tensor:
     which is why trained PS-ResNeXt checkpoints hold non-zero "masked" kernels.
     """
     weight = module.conv.weight
-    mask = torch.zeros(weight.shape, dtype=torch.bool)
+    mask = torch.zeros(weight.shape, dtype=torch.bool, device="cpu")
     g, p = module.groups, module.parts
     c_out, c_in_card = weight.shape[0], weight.shape[1]
     if g == 1:

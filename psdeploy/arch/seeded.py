@@ -1,7 +1,8 @@
 """Seeded random models that look like trained released checkpoints.
 
 Weights are random but structured as the release leaves them: the PSConv masks applied
-at init (so PS-ResNet layers are clean and PS-ResNeXt layers are not). BatchNorm
+at init, as the modules do (so PS-ResNet layers are clean and PS-ResNeXt layers are not;
+the gains below scale the masked zeros as zeros). BatchNorm
 statistics are what a trained network holds: each conv's output channels get gains
 spanning three and a half decades, and the running mean and variance are then measured
 on a calibration batch, so variances span ~1e-3..10, means sit away from 0, and the
@@ -14,7 +15,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from psdeploy.arch.psconv import PSGConv2d, released_init_mask
 from psdeploy.arch.registry import build, default_input_shape, get_config
 from psdeploy.arch.resnet import ResNet
 
@@ -52,9 +52,6 @@ def seeded_model(arch: str, seed: int = 0, num_classes: int | None | str = "defa
                 elif isinstance(module, nn.BatchNorm2d):
                     module.weight.uniform_(0.6, 1.4)
                     module.bias.uniform_(-0.2, 0.2)
-            for module in model.modules():
-                if isinstance(module, PSGConv2d):
-                    module.conv.weight[released_init_mask(module)] = 0.0
         _calibrate(model)
     finally:
         torch.random.set_rng_state(generator_state)

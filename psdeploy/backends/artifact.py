@@ -21,8 +21,8 @@ from psdeploy.errors import PsdeployError
 from psdeploy.export.counts import ConvKey
 from psdeploy.export.record import SearchRow
 from psdeploy.schema import Strict, validated
+from psdeploy.sources import MANIFEST
 
-MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
 
 
@@ -57,7 +57,8 @@ class TuningSummary(Strict):
     batch: int = 0  # candidates built and measured per search round
     measured_on: str = "local"  # or the RPC tracker and key
     measured_threads: int | None = None  # TVM threads each candidate was timed with (the target's num-cores)
-    tasks_tuned: int = 0
+    tasks_tuned: int = 0  # tasks to tune in this run
+    tasks_measured: int = 0  # of those, the tasks with a candidate measured (none, where time or trials ran out)
     tasks_already_tuned: int = 0
     trials_measured: int = 0
     stopped_by: str = ""  # "trials", "deadline" or "search space" (every task exhausted or capped)
@@ -79,8 +80,9 @@ class Manifest(Strict):
     target_spec: dict[str, Any] | None
     arch: str
     lowering: str
-    source: str
+    source: str  # the checkpoint (or seeded:ARCH) the artifact computes; an ONNX file's path before onnx was kept
     source_sha256: str
+    onnx: str | None = None  # the exported ONNX file it was compiled from, if it was
     input_shape: list[Annotated[int, Field(ge=0)]] = Field(min_length=4, max_length=4)  # N,C,H,W; 0 where dynamic
     output_names: list[str] = Field(min_length=1)
     module_file: str

@@ -8,6 +8,7 @@ is in its grouped convs or in the channel gathers and the layout reorders around
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -33,6 +34,26 @@ from psdeploy.parity.runners import onnxruntime_session
 WARMUP_RUNS = 5
 RUNS_ON = "onnxruntime"
 TRANSFORMER_SUFFIX = re.compile(r"_nchwc(_token_\d+)?$")  # onnxruntime's names for the nodes it rewrites
+
+
+def default_threads() -> int:
+    """The intra-op threads onnxruntime starts when not told: one per physical core (its documented default),
+    counted over the CPUs this process may run on from the topology Linux reports (logical CPUs without it)."""
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    cores = set()
+    for cpu in cpus:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add(((topology / "physical_package_id").read_text(), (topology / "core_id").read_text()))
+        except OSError:
+            return len(cpus) or 1
+    return len(cores) or 1
+
+
+def _runs_on(threads: int | None, precision: str) -> str:
+    """What a session runs as, with its thread count, as TVM's rows say theirs."""
+    n = threads or default_threads()
+    return f"{RUNS_ON} ({'' if precision == 'f32' else precision + ', '}{n} thread{'s' if n != 1 else ''})"
 
 
 def _session(module: Path, threads: int | None, profile_prefix: str | None = None,
@@ -71,7 +92,7 @@ class OnnxruntimeBackend(Backend):
         def run(x: np.ndarray) -> list[np.ndarray]:
             return list(session.run(None, {name: x}))
 
-        return run, RUNS_ON if precision == "f32" else f"{RUNS_ON} ({precision})"
+        return run, _runs_on(threads, precision)
 
     def profile(self, module: Path, target: Target, x: np.ndarray, runs: int,
                 threads: int | None = None, precision: str = "f32") -> tuple[list[NodeTime], str]:

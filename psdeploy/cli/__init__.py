@@ -1,52 +1,89 @@
 """``psdeploy``: a thin click layer over ``psdeploy.api``; tables come from ``psdeploy.cli.render``.
 
-Errors become one line on stderr and exit code 2; Ctrl-C exits 130.
+Errors, click's own usage errors included, become one line on stderr (``error: ...``) and exit
+code 2; Ctrl-C exits 130. The pipeline (torch, onnx, the runtimes: seconds to import) is imported
+inside each command, after its arguments are checked, so a bad flag or a missing file is told at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from psdeploy import bounds
 from psdeploy.errors import PsdeployError
+from psdeploy.sources import CHECKPOINT, COMPILABLE, check_source
+
+if TYPE_CHECKING:
+    from psdeploy.progress import Progress
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 EXIT_WORSE = 1  # report --compare: a ratio got worse beyond noise
 
 
-class _Group(click.Group):
-    def invoke(self, ctx: click.Context):
-        from rich.markup import escape
+@contextlib.contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """Every failure a user can cause, ours or click's, as one ``error:`` line and exit code 2."""
+    from rich.markup import escape
 
-        from psdeploy.cli.render import err_console
+    from psdeploy.console import err_console
 
-        try:
-            return super().invoke(ctx)
-        except PsdeployError as exc:
-            err_console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
-            sys.exit(EXIT_ERROR)
-        except click.UsageError as exc:  # a flag's value or a missing argument: one line too
-            command = f"{exc.ctx.command_path}: " if exc.ctx else ""
-            err_console.print(f"[red]error:[/] {escape(command + exc.format_message())}", soft_wrap=True)
-            sys.exit(EXIT_ERROR)
-        except KeyboardInterrupt:
-            err_console.print("[yellow]interrupted[/]")
-            sys.exit(EXIT_INTERRUPTED)
+    try:
+        yield
+    except PsdeployError as exc:
+        err_console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        sys.exit(EXIT_ERROR)
+    except click.exceptions.NoArgsIsHelpError:  # bare 'psdeploy': the help, as click shows it
+        raise
+    except click.ClickException as exc:  # a flag's value, a missing argument, an unknown option or command
+        where = f"{exc.ctx.command_path}: " if isinstance(exc, click.UsageError) and exc.ctx else ""
+        err_console.print(f"[red]error:[/] {escape(where + exc.format_message())}", soft_wrap=True)
+        sys.exit(EXIT_ERROR)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]")
+        sys.exit(EXIT_INTERRUPTED)
 
 
-@click.group(cls=_Group)
-@click.version_option(package_name="psdeploy")
-@click.option("-v", "--verbose", is_flag=True, help="Show third-party warnings and logs (torch, onnxscript, TVM).")
-def main(verbose: bool) -> None:
-    """Deploy PS-ResNet / PS-ResNeXt: load, rewrite, export, compile, verify, benchmark."""
+def _set_verbose(ctx: click.Context, param: click.Parameter, verbose: bool) -> None:
     from psdeploy.quiet import set_verbose
 
-    set_verbose(verbose)
+    if verbose or ctx.parent is None:  # before the command name (reset on each run) or after it
+        set_verbose(verbose)
+
+
+def _verbose_option() -> click.Option:
+    return click.Option(["-v", "--verbose"], is_flag=True, expose_value=False, is_eager=True, callback=_set_verbose,
+                        help="Show third-party warnings and logs (torch, onnxscript, TVM).")
+
+
+class _Group(click.Group):
+    """One-line errors around parsing and running, and ``-v`` on every command."""
+
+    def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
+        with _one_line_errors():
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: click.Context):
+        with _one_line_errors():
+            return super().invoke(ctx)
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        cmd.params.append(_verbose_option())
+        super().add_command(cmd, name)
+
+
+@click.group(cls=_Group, params=[_verbose_option()])
+@click.version_option(package_name="psdeploy")
+def main() -> None:
+    """Deploy PS-ResNet / PS-ResNeXt: load, rewrite, export, compile, verify, benchmark."""
 
 
 def _range(bound: bounds.Bound) -> click.ParamType:
@@ -54,9 +91,33 @@ def _range(bound: bounds.Bound) -> click.ParamType:
     return (click.FloatRange if bound.real else click.IntRange)(bound.low, bound.high)
 
 
+def _warn_oversubscribed(ctx: click.Context, param: click.Parameter, threads: int | None) -> int | None:
+    """More threads than CPUs runs, and measures, threads fighting over cores: say so before any work."""
+    cpus = os.cpu_count() or 1
+    if threads is not None and threads > cpus:
+        from psdeploy.console import err_console
+
+        err_console.print(f"[bold yellow]warning:[/] --threads {threads} is more than the {cpus} CPUs here; the "
+                          f"extra threads take turns on them, which slows every model and skews its timings",
+                          soft_wrap=True)
+    return threads
+
+
+def _checked(expected: str) -> Callable[[click.Context, click.Parameter, str | None], str | None]:
+    """A click callback: the source argument checked (missing file, an artifact given for a checkpoint)."""
+    def callback(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        if value is not None:
+            check_source(value, expected)
+        return value
+    return callback
+
+
 ARCH_OPTION = click.option("--arch", default=None, help="Architecture name (default: detected from the keys).")
-THREADS_OPTION = click.option("--threads", default=None, type=_range(bounds.THREADS),
-                              help="Intra-op threads (default: all cores).")
+THREADS_OPTION = click.option("--threads", default=None, type=_range(bounds.THREADS), callback=_warn_oversubscribed,
+                              help="Intra-op threads (default: the runtime's own, e.g. onnxruntime's one per "
+                                   "physical core; a model's 'runs on' says how many).")
+AGAINST_OPTION = click.option("--against", "checkpoint", required=True, callback=_checked(CHECKPOINT),
+                              help="The checkpoint the model was compiled or exported from.")
 TOLERANCE_HELP = "max|err|/max|ref| allowed."
 # Every command that writes takes this one --force; the rule it relaxes is psdeploy.fileio's: an existing output
 # is refused, missing parent folders are created, and nothing half-written stays.
@@ -104,7 +165,7 @@ def _batches(text: str, option: str) -> list[int]:
 
 
 @main.command()
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.argument("checkpoint", callback=_checked(CHECKPOINT))
 @ARCH_OPTION
 def inspect(checkpoint: str, arch: str | None) -> None:
     """Architecture, every PSConv layer, and released-vs-deployed parameters/MACs."""
@@ -115,7 +176,7 @@ def inspect(checkpoint: str, arch: str | None) -> None:
 
 
 @main.command()
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.argument("checkpoint", callback=_checked(CHECKPOINT))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="ONNX file to write.")
 @ARCH_OPTION
 @click.option("--input-shape", default=None, help="N,C,H,W (default: 1,3,224,224; 1,3,32,32 for the digits models).")
@@ -136,12 +197,13 @@ def export(checkpoint: str, output: str, arch: str | None, input_shape: str | No
            opset: int, lowering: str, tolerance: float, on: str, force: bool) -> None:
     """Rewrite, export ONNX and verify it in onnxruntime against the checkpoint."""
     from psdeploy import api
-    from psdeploy.cli.render import console, show_export
+    from psdeploy.cli.render import show_export
     from psdeploy.fileio import check_destination
+    from psdeploy.progress import stage
 
     check_destination(Path(output), "-o", force=force)
     loaded = api.load(checkpoint, arch)
-    with console.status(f"rewriting ({lowering or 'default for ' + on}), exporting and verifying {loaded.arch}…"):
+    with stage(f"export: rewriting ({lowering or 'default for ' + on}), exporting and verifying {loaded.arch}"):
         result = api.export(loaded, output, lowering=lowering, input_shape=input_shape, opset=opset,
                             dynamic_batch=dynamic_batch, tolerance=tolerance, on=on, force=force)
     show_export(result, loaded.arch, opset)
@@ -149,14 +211,14 @@ def export(checkpoint: str, output: str, arch: str | None, input_shape: str | No
 
 @main.command()
 @click.argument("model", type=click.Path(exists=True))
-@click.option("--against", "checkpoint", required=True, help="The checkpoint the artifact came from.")
+@AGAINST_OPTION
 @ARCH_OPTION
 def accuracy(model: str, checkpoint: str, arch: str | None) -> None:
     """Held-out top-1 on the digits demo split: checkpoint (PyTorch) vs ONNX file or compiled artifact."""
     from psdeploy import api
     from psdeploy.cli.render import console, show_accuracy
 
-    with console.status("evaluating the held-out split…"):
+    with console.status("evaluating the held-out split…"):  # seconds: a spinner on a terminal, no log line
         report, description = api.accuracy(model, checkpoint, arch)
     show_accuracy(report, description)
     if not report.agree:
@@ -166,7 +228,7 @@ def accuracy(model: str, checkpoint: str, arch: str | None) -> None:
 
 
 @main.command(name="compile")
-@click.argument("source", required=False)
+@click.argument("source", required=False, callback=_checked(COMPILABLE))
 @click.option("--recipe", type=click.Path(dir_okay=False),
               help="YAML recipe (its paths are relative to its own folder); flags given here override it.")
 @click.option("--target", default=None,
@@ -257,7 +319,7 @@ def run(artifact: str, input_file: str | None, save_output: str | None, threads:
 
 @main.command()
 @click.argument("artifact", type=click.Path(exists=True, file_okay=False))
-@click.option("--against", "checkpoint", required=True, help="The checkpoint the artifact was compiled from.")
+@AGAINST_OPTION
 @ARCH_OPTION
 @click.option("--tolerance", type=_range(bounds.TOLERANCE), default=bounds.DEFAULT_TOLERANCE, show_default=True,
               help=TOLERANCE_HELP)
@@ -272,8 +334,30 @@ def verify(artifact: str, checkpoint: str, arch: str | None, tolerance: float) -
     console.print(f"[green]parity ok[/]: worst rel err {report.worst.rel_err:.3g}")
 
 
+def _bench_progress(progress: Progress, batches: list[int], iters: int, loads: int) -> Callable[[int, int], None]:
+    """bench's ``progress(done, total)`` (rounds over every load, each timing every batch in turn) as stages."""
+    from psdeploy.bench.timing import rounds_per_load
+
+    shares = rounds_per_load(iters, loads)
+
+    def where(done: int) -> str:
+        start = 0
+        for k, rounds in enumerate(shares):
+            if done <= start + rounds * len(batches) or k == loads - 1:
+                batch = batches[min(max(done - start - 1, 0) // rounds, len(batches) - 1)]
+                return f"load {k + 1}/{loads}, batch {batch}"
+            start += rounds * len(batches)
+        return ""
+
+    def advance(done: int, total: int) -> None:
+        progress.update(done, total=total, stage=where(max(done, 1)))
+
+    progress.update(0, total=iters * len(batches), stage=where(1))
+    return advance
+
+
 @main.command()
-@click.argument("models", nargs=-1, required=True)
+@click.argument("models", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--batch", default="1", show_default=True, help="Batch sizes, e.g. 1,8.")
 @click.option("--warmup", default=20, show_default=True, type=_range(bounds.WARMUP), help="Minimum warm-up rounds.")
 @click.option("--iters", default=100, show_default=True, type=_range(bounds.ITERS),
@@ -287,23 +371,18 @@ def bench(models: tuple[str, ...], batch: str, warmup: int, iters: int, loads: i
           json_out: str | None, force: bool) -> None:
     """Latency of one or more ONNX files / artifacts over several fresh loads, interleaved round-robin within
     each; ratios to the first, with their spread within a load and across loads."""
-    from rich.progress import Progress
-
-    from psdeploy import api
-    from psdeploy.cli.render import err_console, show_bench
     from psdeploy.fileio import check_destination, write_atomic
 
     batches = _batches(batch, "--batch")
     if json_out:
         check_destination(Path(json_out), "--json", force=force)
-    with Progress(console=err_console, transient=True) as progress:
-        bar = progress.add_task("timed rounds", total=iters * len(batches))
+    from psdeploy import api
+    from psdeploy.cli.render import show_bench
+    from psdeploy.progress import Progress
 
-        def advance(done: int, total: int) -> None:
-            progress.update(bar, completed=done)
-
+    with Progress("bench", iters, "rounds") as progress:
         result = api.bench(models, batches, warmup=warmup, iters=iters, threads=threads, loads=loads,
-                           progress=advance)
+                           progress=_bench_progress(progress, batches, iters, loads))
     show_bench(result, threads)
     if json_out:
         write_atomic(json_out, json.dumps(result.to_dict(), indent=2), "--json", force=force)

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
 from psdeploy.api import RunResult
@@ -15,15 +12,12 @@ from psdeploy.backends.tvm.tuning_db import PrunedTarget
 from psdeploy.bench import BenchResult
 from psdeploy.bench.stats import Pooled
 from psdeploy.compile import CompileResult
+from psdeploy.console import console, err_console
 from psdeploy.export import ExportResult, SearchRow
 from psdeploy.export.inspect import Inspection
 from psdeploy.report.compare import RatioChange
 from psdeploy.verify.accuracy import AccuracyReport
 from psdeploy.parity.compare import ParityReport
-
-_WIDTH = None if sys.stdout.isatty() else 120  # logs (CI, pipes) get wide, unwrapped tables
-console = Console(highlight=False, width=_WIDTH)
-err_console = Console(stderr=True, highlight=False, width=_WIDTH)
 
 
 def millions(n: int) -> str:
@@ -67,6 +61,17 @@ def search_table(rows: list[SearchRow]) -> Table:
     return table
 
 
+def _unmasked(resnext: bool) -> str:
+    """Why a checkpoint's layers hold kernels its design masks: PS-ResNeXt's release has a known mask bug;
+    a PS-ResNet has none, so its checkpoint was trained without the mask."""
+    why = ("as PS-ResNeXt's released PSGConv2d leaves them: its mask indexes (i + j * groups) where "
+           "(i + j * parts) was meant" if resnext else
+           "which the released PS-ResNet code zeroes at init and keeps at zero while training (PS-ResNet's "
+           "mask has no bug): this checkpoint was trained without that mask")
+    return (f"The others hold non-zero 'masked' kernels, {why}; their exact function keeps the dense dilation-1 "
+            f"conv of each group (1.5x for those layers).")
+
+
 def show_inspection(source: str, info: Inspection) -> None:
     loaded = info.loaded
     head = "backbone (C2..C5 outputs)" if loaded.config.num_classes is None else f"{loaded.config.num_classes} classes"
@@ -74,18 +79,19 @@ def show_inspection(source: str, info: Inspection) -> None:
     console.print(f"architecture: [bold]{loaded.arch}[/] ({head}); {'; '.join(loaded.notes) or 'bare state dict'}")
     if info.layers:
         table = _table("PSConv layers (blocks: card x out part x in part; rates d1/d2/d4)",
-                       ("layer", "C", "stride", "groups", "off-design non-zero blocks", "deployed as", "shuffles"),
-                       left=("layer", "off-design non-zero blocks", "deployed as"))
+                       ("layer (checkpoint)", "in exports and profiles", "C", "stride", "groups",
+                        "off-design non-zero blocks", "deployed as", "shuffles"),
+                       left=("layer (checkpoint)", "in exports and profiles", "off-design non-zero blocks",
+                             "deployed as"))
         for layer in info.layers:
             off = ", ".join(f"d{d}:{n}" for d, n in layer.off_design.items() if n) or "none"
-            table.add_row(layer.name, str(layer.channels), str(layer.stride), str(layer.groups), off,
-                          " + ".join(map(str, layer.stats.convs)), str(layer.stats.shuffles))
+            table.add_row(f"{layer.name}.conv2", layer.deployed_name, str(layer.channels), str(layer.stride),
+                          str(layer.groups), off, " + ".join(map(str, layer.stats.convs)), str(layer.stats.shuffles))
         console.print(table)
         clean = sum(layer.clean for layer in info.layers)
         console.print(f"{clean}/{len(info.layers)} layers clean: masked blocks really zero, deployed at 1.0x.")
         if clean < len(info.layers):
-            console.print("The others hold non-zero 'masked' kernels (the PSGConv2d mask bug); their exact "
-                          "function keeps the dense dilation-1 conv of each group (1.5x for those layers).")
+            console.print(_unmasked(loaded.config.groups > 1))
     counts = _table(f"counts per sample at {'x'.join(map(str, info.input_shape))}", ("form", "params", "MACs"),
                     left=("form",))
     counts.add_row("checkpoint as released", millions(info.released[0]), giga(info.released[1]))
@@ -115,8 +121,9 @@ def show_export(result: ExportResult, arch: str, opset: int) -> None:
 def show_compile(result: CompileResult) -> None:
     m = result.manifest
     if t := m.tuning:
-        console.print(f"tuning: {t.tasks} tasks, {t.tasks_tuned} tuned now, {t.tasks_already_tuned} "
-                      f"already in the database, {t.trials_measured} trials measured; db {t.database}")
+        console.print(f"tuning: {t.tasks} tasks: {t.tasks_tuned} to tune now ({t.tasks_measured} of them "
+                      f"measured), {t.tasks_already_tuned} already in the database; {t.trials_measured} trials "
+                      f"measured; db {t.database}")
         if t.trials_measured:
             phases = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in t.phase_s.items())
             threads = f" at {t.measured_threads} TVM threads" if t.measured_threads else ""
@@ -168,8 +175,10 @@ def show_run(result: RunResult) -> None:
         console.print(f"random input {result.input.shape} (seed 0)")
     for name, out in zip(result.runner.output_names, result.outputs):
         if name == "logits":
-            top = np.argsort(-out[0])[:5]
-            console.print(f"{name} {out.shape}: top-5 " + ", ".join(f"{int(i)} ({out[0, i]:.3f})" for i in top))
+            console.print(f"{name} {out.shape}: top-5 classes (score)")
+            for n, scores in enumerate(out):
+                top = np.argsort(-scores)[:5]
+                console.print(f"  sample {n} of {len(out)}: " + ", ".join(f"{int(i)} ({scores[i]:.3f})" for i in top))
         else:
             console.print(f"{name} {out.shape}: mean {out.mean():.4g}, std {out.std():.4g}, max {out.max():.4g}")
 
@@ -181,8 +190,8 @@ def _modes(pooled: Pooled) -> str:
 
 
 def show_bench(result: BenchResult, threads: int | None) -> None:
-    table = _table(f"latency (ms), {result.plan.iterations} interleaved rounds over {result.loads} loads, threads "
-                   f"{threads or os.cpu_count()}",
+    shown = f"threads {threads}" if threads else "each runtime's default threads (see 'runs on')"
+    table = _table(f"latency (ms), {result.plan.iterations} interleaved rounds over {result.loads} loads, {shown}",
                    ("model", "runs on", "batch", "median", "p90", "min", "CV%", "img/s",
                     "ratio to first (p10-p90)", "per load", "speed modes"), left=("model", "runs on"))
     for row in result.rows:

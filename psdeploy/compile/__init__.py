@@ -24,6 +24,7 @@ from psdeploy.export import AUTO, ExportRecord, ExportResult, export_onnx
 from psdeploy.fileio import atomic_output
 from psdeploy.load import LoadedModel, load_model
 from psdeploy.search import search_lowerings
+from psdeploy.sources import COMPILABLE, check_source
 from psdeploy.parity import DEFAULT_TOLERANCE, ParityReport
 from psdeploy.verify.accuracy import check_top1
 from psdeploy.verify.artifact import gate_staged, verify_staged
@@ -99,6 +100,8 @@ def compile_model(request: CompileRequest) -> CompileResult:
     target, options = request.target, request.options
     backend = backend_for(target)
     backend.check_options(target, options)
+    if isinstance(request.source, str):
+        check_source(request.source, COMPILABLE)
     with atomic_output(request.output, "-o", directory=True, force=request.force) as stage:
         from_onnx = isinstance(request.source, ExportResult) or request.source.endswith(".onnx")
         if from_onnx:
@@ -125,7 +128,7 @@ def compile_model(request: CompileRequest) -> CompileResult:
         build_info = backend.build(onnx_path, shape, target, options, stage)
         manifest = Manifest(
             backend=target.backend, target=target.name, target_spec=target.tvm_target, arch=record.arch,
-            lowering=record.lowering, source=str(onnx_path) if from_onnx else request.source,
+            lowering=record.lowering, source=record.source, onnx=str(onnx_path) if from_onnx else None,
             source_sha256=record.source_sha256, input_shape=list(shape), output_names=names,
             module_file=backend.module_file, precision=options.precision, winograd=options.winograd,
             layout=backend.layout(target, options),

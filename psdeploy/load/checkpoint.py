@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from psdeploy.errors import PsdeployError
+from psdeploy.sources import check_source
 
 ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_PROTOCOLS = range(2, 6)  # torch.save's legacy format writes protocol 2; plain pickles use up to 5
@@ -88,8 +89,7 @@ def _is_cut_name(qualified: str) -> bool:
 def read_checkpoint(path: str | Path) -> Any:
     """The unpickled object of ``path``, with only tensors and plain containers allowed."""
     path = Path(path)
-    if not path.is_file():
-        raise PsdeployError(f"{path}: no such checkpoint file")
+    check_source(str(path))
     try:
         size = path.stat().st_size
         with path.open("rb") as fh:

@@ -13,6 +13,7 @@ from psdeploy.errors import PsdeployError
 from psdeploy.load.checkpoint import read_checkpoint, sha256_of
 from psdeploy.load.detect import ExpectedLayout, detect_layout
 from psdeploy.load.keys import filter_keys, unwrap
+from psdeploy.sources import SEEDED_PREFIX
 
 _LISTED = 8
 
@@ -144,9 +145,6 @@ def load_layout(
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PsdeployError(f"{source}: does not fit {layout.config.name}: {first}") from None
     return model.eval(), layout.config, notes
-
-
-SEEDED_PREFIX = "seeded:"
 
 
 def load_seeded(spec: str) -> LoadedModel:

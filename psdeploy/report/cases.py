@@ -9,7 +9,7 @@ from enum import Enum
 import torch
 from torch import nn
 
-from psdeploy.arch.psconv import PSGConv2d, released_init_mask
+from psdeploy.arch.psconv import PSGConv2d
 from psdeploy.arch.seeded import seeded_model
 from psdeploy.export import AUTO
 from psdeploy.rewrite.deploy import rewrite
@@ -70,9 +70,7 @@ def layer_cases(spec: LayerSpec, lowerings: list[str], seed: int = 0,
     """The chosen reference cases, then one deployed case per lowering, all of the same seeded layer."""
     torch.manual_seed(seed)
     c, s = spec.channels, spec.stride
-    released = PSGConv2d(c, c, 3, s, 1, 2, 1, 4).eval()
-    with torch.no_grad():
-        released.conv.weight[released_init_mask(released)] = 0.0
+    released = PSGConv2d(c, c, 3, s, 1, 2, 1, 4).eval()  # masked at init, as released
     out = []
     for name in reference_cases:
         case, dilation = LAYER_REFERENCE_CASES[name]

@@ -9,8 +9,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
 from psdeploy.arch.registry import default_input_shape, get_config
 from psdeploy.backends import backend_for
 from psdeploy.bench.environment import fingerprint
@@ -19,6 +17,7 @@ from psdeploy.bench.timing import Opener, TimingPlan, pool_case, run_loads
 from psdeploy.calibration import CalibrationSet
 from psdeploy.export import AUTO
 from psdeploy.parity import make_input, torch_runner
+from psdeploy.progress import Progress
 from psdeploy.report.cases import LayerSpec, ModuleCase, Role, layer_cases, network_cases
 from psdeploy.report.config import Platform, ReportConfig, platforms
 from psdeploy.rewrite.deploy import rewrite
@@ -166,12 +165,11 @@ def run_report(config: ReportConfig) -> ReportData:
     plan = TimingPlan(config.warmup, config.max_warmup, config.iters, config.min_seconds)
     groups = _groups(config)
     exported: dict[tuple[str, str, str], Path] = {}  # (group, case, backend if searched) -> ONNX
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns) as progress, tempfile.TemporaryDirectory(prefix="psdeploy-report-") as scratch:
-        runs = [(where, group) for where in built for group in groups if _runs_on(group, where, config)]
-        overall = progress.add_task("report", total=len(runs))
-        for where, group in runs:
-            progress.update(overall, description=f"{where.name} {where.precision}: {group.label}")
+    runs = [(where, group) for where in built for group in groups if _runs_on(group, where, config)]
+    with (Progress("report", len(runs), "groups", transient=False) as progress,
+          tempfile.TemporaryDirectory(prefix="psdeploy-report-") as scratch):
+        for done, (where, group) in enumerate(runs):
+            progress.update(done, stage=f"{where.name} {where.precision}: {group.label}")
             samples = synthetic_samples(group.shape) if where.precision != "f32" else None
             prepared: dict[str, tuple[ModuleCase, Checked]] = {}
             chosen: dict[str, str] = {}
@@ -196,5 +194,5 @@ def run_report(config: ReportConfig) -> ReportData:
                     *pooled.ratio_band, ready.parity_rel_err, where.precision, ready.mean_cosine, ready.int8_convs,
                     case.case.role.value, case.case.lowering, chosen=chosen.get(label),
                     load_ratios=pooled.load_ratios, load_medians_ms=pooled.load_medians_ms))
-            progress.advance(overall)
+        progress.update(len(runs), stage="done")
     return data

@@ -80,6 +80,7 @@ class LayerReport:
     off_design: dict[int, int]
     stats: LoweringStats
     lowering: str = ""
+    deployed_name: str = ""  # its module in the deployed model: the name exports and profiles give it
 
 
 @dataclass
@@ -95,7 +96,8 @@ def psconv_layers(model: ResNet) -> list[PSConvLayer]:
             if isinstance(m, PSGConv2d)]
 
 
-def _deploy_block(name: str, block: Bottleneck, lowering_name: str, reports: list[LayerReport]) -> DeployBottleneck:
+def _deploy_block(name: str, deployed_name: str, block: Bottleneck, lowering_name: str,
+                  reports: list[LayerReport]) -> DeployBottleneck:
     conv1 = fold_conv_bn(block.conv1, block.bn1)
     conv3 = fold_conv_bn(block.conv3, block.bn3)
     downsample = None
@@ -110,7 +112,7 @@ def _deploy_block(name: str, block: Bottleneck, lowering_name: str, reports: lis
         permute_in_channels(conv3, block_order_to_channels(list(lowered.out_order), s.groups, s.out_block))
         conv2: nn.Module = lowered.module
         reports.append(LayerReport(name, s.stride, s.out_channels, s.groups, layer.is_clean,
-                                   layer.off_design_blocks(), lowered.stats, lowering_name))
+                                   layer.off_design_blocks(), lowered.stats, lowering_name, f"{deployed_name}.conv2"))
     else:
         conv2 = fold_conv_bn(block.conv2, block.bn2)
     return DeployBottleneck(conv1, conv2, conv3, downsample).eval()
@@ -125,7 +127,7 @@ def _released_form(model: ResNet, lowering: Lowering) -> DeployResult:
         lowered = lowering.lower(layer, torch.zeros(s.out_channels))
         released.get_submodule(layer.name).conv2 = lowered.module
         reports.append(LayerReport(layer.name, s.stride, s.out_channels, s.groups, layer.is_clean,
-                                   layer.off_design_blocks(), lowered.stats, lowering.name))
+                                   layer.off_design_blocks(), lowered.stats, lowering.name, f"{layer.name}.conv2"))
     return DeployResult(released, lowering.name, reports)
 
 
@@ -144,9 +146,10 @@ def rewrite(model: ResNet, lowering: str = "grouped", choices: dict[str, str] | 
             raise PsdeployError(f"--lowering {name}: keeps the released form and cannot be mixed per layer")
     reports: list[LayerReport] = []
     stages = []
-    for stage_name in model.stage_names:
+    for index, stage_name in enumerate(model.stage_names):  # DeployResNet.stages[index] is this stage
         blocks = [
-            _deploy_block(f"{stage_name}.{i}", block, choices.get(f"{stage_name}.{i}", lowering), reports)
+            _deploy_block(f"{stage_name}.{i}", f"stages.{index}.{i}", block,
+                          choices.get(f"{stage_name}.{i}", lowering), reports)
             for i, block in enumerate(getattr(model, stage_name))
         ]
         stages.append(nn.Sequential(*blocks))

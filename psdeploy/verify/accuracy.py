@@ -8,10 +8,32 @@ from pathlib import Path
 import numpy as np
 
 from psdeploy.backends import open_artifact
-from psdeploy.demo_data import digits_split, top1
+from psdeploy.demo_data import CLASSES, IMAGE_SIZE, digits_split, top1
 from psdeploy.errors import PsdeployError
 from psdeploy.load import LoadedModel
 from psdeploy.parity import Runner, torch_runner
+
+DEMO_DATA = (f"the digits demo data (scikit-learn's 8x8 digits upsampled to 3x{IMAGE_SIZE}x{IMAGE_SIZE} images, "
+             f"{CLASSES} classes)")
+
+
+def check_fits_demo(model: str, input_shape: tuple[int, ...], loaded: LoadedModel) -> None:
+    """Refuse, in one line and before anything runs, a model the demo data cannot measure: another input
+    size, another number of classes, or a backbone with no class scores."""
+    cfg = loaded.config
+    misfits = []
+    if any(d and d != e for d, e in zip(input_shape[1:], (3, IMAGE_SIZE, IMAGE_SIZE))):
+        misfits.append(f"takes {'x'.join(str(d or '?') for d in input_shape[1:])} inputs")
+    checkpoint = f"its checkpoint {loaded.source} ({cfg.name})"
+    if cfg.num_classes is None:
+        misfits.append(f"{checkpoint} is a backbone (feature maps, no class scores)")
+    elif cfg.num_classes != CLASSES:
+        misfits.append(f"{checkpoint} has {cfg.num_classes} classes")
+    if cfg.in_chans != 3:
+        misfits.append(f"{checkpoint} takes {cfg.in_chans}-channel images")
+    if misfits:
+        raise PsdeployError(f"{model}: {'; '.join(misfits)}; accuracy measures top-1 on {DEMO_DATA}, which only "
+                            f"a model trained on it fits (like models/ps_resnet_digits.pth)")
 
 
 @dataclass
@@ -35,9 +57,13 @@ def run_in_batches(runner: Runner, x: np.ndarray, batch: int) -> list[np.ndarray
     return [np.concatenate(outputs)[: len(x)] for outputs in zip(*calls, strict=True)]
 
 
-def held_out_top1(reference: Runner, candidate: Runner, batch: int = 1) -> AccuracyReport:
+def held_out_top1(reference: Runner, candidate: Runner, batch: int = 1, name: str = "the model") -> AccuracyReport:
     """``batch`` must fit the candidate (1 for static-shape artifacts; the tail is padded)."""
     _, _, x, y = digits_split()
+    first = candidate(x[:batch])[0]
+    if first.shape[1:] != (CLASSES,):  # an artifact of another network than the checkpoint's: refused at once
+        raise PsdeployError(f"{name}: its first output holds {'x'.join(map(str, first.shape[1:]))} values per "
+                            f"sample, not the {CLASSES} class scores of {DEMO_DATA}")
     ref = run_in_batches(reference, x, batch)[0]
     cand = run_in_batches(candidate, x, batch)[0]
     agreement = float((ref.argmax(1) == cand.argmax(1)).mean())
@@ -48,7 +74,7 @@ def check_top1(directory: Path, loaded: LoadedModel, max_drop: float | None = No
     """Demo-family artifacts built for the demo images (32x32) must give the checkpoint's held-out top-1,
     prediction for prediction; a reduced-precision one (``max_drop``: points) may lose that much top-1."""
     runner = open_artifact(directory)
-    report = held_out_top1(torch_runner(loaded.model), runner.run, runner.batch)
+    report = held_out_top1(torch_runner(loaded.model), runner.run, runner.batch, runner.description)
     drop = 100 * (report.reference_top1 - report.candidate_top1)
     if max_drop is None and not report.agree:
         raise PsdeployError(f"{runner.description}: held-out top-1 {report.candidate_top1:.4f} differs from the "

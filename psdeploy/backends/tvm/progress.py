@@ -1,4 +1,4 @@
-"""MetaSchedule measure callbacks: a rich progress bar, each task's best latency, and Ctrl-C.
+"""MetaSchedule measure callbacks: progress (a bar, or plain lines in a log), each task's best latency, and Ctrl-C.
 
 They bracket MetaSchedule's own callbacks (store the records, update the cost model), so the
 time between them is the run's "update" phase. MetaSchedule's loop runs in C++ and swallows
@@ -15,10 +15,9 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
 from psdeploy.backends.tvm.measure import PhaseClock
 from psdeploy.backends.tvm.scheduler import FAILED_MS
+from psdeploy.progress import Progress
 
 
 @dataclass
@@ -37,12 +36,8 @@ def make_callbacks(total_trials: int | None, task_names: list[str], clock: Phase
     from tvm.ir.utils import derived_object
     from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
 
-    progress = Progress(
-        TextColumn("[bold]tuning[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("trials"),
-        TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), transient=False,
-    )
-    bar = progress.add_task("tune", total=total_trials, detail="")
-    state = TuningState(waiting=lambda text: progress.update(bar, detail=text))
+    progress = Progress("tuning", total_trials, "trials", transient=False)
+    state = TuningState(waiting=lambda text: progress.update(detail=text))
     started = [0.0]
 
     @derived_object
@@ -60,9 +55,10 @@ def make_callbacks(total_trials: int | None, task_names: list[str], clock: Phase
                     state.best_ms[task_id] = min(state.best_ms.get(task_id, float("inf")), ms)
             state.history.setdefault(task_id, []).append(state.best_ms.get(task_id, FAILED_MS))
             state.trials += len(runner_results)
-            detail = (f"tasks {len(state.best_ms)}/{len(task_names)} measured; best sum "
-                      f"{sum(state.best_ms.values()):.2f} ms; last {task_names[task_id][:32]}")
-            progress.update(bar, completed=state.trials, detail=detail)
+            # the words of the summary after tuning ("N to tune now (M of them measured)")
+            detail = (f"{len(state.best_ms)} of the {len(task_names)} tasks to tune measured; best sum "
+                      f"{sum(state.best_ms.values()):.2f} ms; last {task_names[task_id]}")
+            progress.update(state.trials, detail=detail)
             if on_batch:
                 on_batch(state.trials)
 

@@ -196,6 +196,7 @@ def tune(mod, target: Target, db: TuningDatabase, trials: int, time_s: float | N
         raise PsdeployError(f"--rpc {rpc.address} key {rpc.key}: no server left to measure on ({health.lost}); "
                             f"the {state.trials} trials measured before are kept in {db.directory}")
     summary.trials_measured = state.trials
+    summary.tasks_measured = len(state.best_ms)
     summary.stopped_by = ("deadline" if deadline is not None and time.perf_counter() >= deadline
                           else "trials" if state.trials >= plan.trials else "search space")
     summary.tuning_s = clock.elapsed()
