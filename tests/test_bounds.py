@@ -123,7 +123,7 @@ def test_available_memory_is_read() -> None:
     (["compile", "c.pth", "--target", "llvm", "-o", "x", "--num-cores", "0"], "'--num-cores'"),
     (["compile", "c.pth", "--target", "llvm", "-o", "x", "--tolerance", "2"], "'--tolerance'"),
     (["compile", "c.pth", "--target", "llvm", "-o", "x", "--tune-time", "-5m"], "'--tune-time'"),
-    (["verify", ".", "--against", "c.pth", "--tolerance", "nan"], "--tolerance nan: expected a number >= 0 and <= 1"),
+    (["verify", ".", "--against", "seeded:ps_resnet_digits", "--tolerance", "nan"], "--tolerance nan: expected a number >= 0 and <= 1"),
     (["report", "--quick", "-o", "x", "--threads", "0"], "'--threads'"),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
 def test_numeric_flags_out_of_range(args, expect) -> None:

@@ -22,9 +22,9 @@ def recorded(monkeypatch) -> list[tuple[str, object]]:
 
     seen: list[tuple[str, object]] = []
 
-    def fake_prepare(module, reference, shape, target, options, threads, name, **kw) -> Prepared:
+    def fake_prepare(module, reference, shape, target, options, threads, name, directory, **kw) -> Prepared:
         seen.append((f"search:{name}", target))
-        return Prepared(lambda: None, None)
+        return Prepared(lambda: (lambda: None), None)
 
     def fake_build(self, onnx_path, input_shape, target, options, out_dir):
         seen.append(("build", target))
@@ -76,9 +76,9 @@ def test_export_auto_times_candidates_on_the_runtime_the_file_is_for(tmp_path, m
     pytest.importorskip("openvino")
     seen: list[str] = []
 
-    def fake_prepare(module, reference, shape, target, options, threads, name, **kw) -> Prepared:
+    def fake_prepare(module, reference, shape, target, options, threads, name, directory, **kw) -> Prepared:
         seen.append(target.name)
-        return Prepared(lambda: None, None)
+        return Prepared(lambda: (lambda: None), None)
 
     monkeypatch.setattr(psdeploy.search, "prepare_on_target", fake_prepare)
     result = CliRunner().invoke(main, ["export", "seeded:ps_resnet_digits", "--lowering", "auto", "--on",

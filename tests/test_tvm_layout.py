@@ -281,7 +281,8 @@ def test_a_ps_resnext_layer_with_off_design_kernels_is_exact_in_nchwc(tmp_path, 
     if reason := cannot_run_here(target):
         pytest.skip(reason)
     prepared = prepare_on_target(fused, module, (1, 256, *size), target,
-                                 BuildOptions(layout="nchwc", untuned=True, tuning_db=tmp_path / "db"), 1, "fused")
+                                 BuildOptions(layout="nchwc", untuned=True, tuning_db=tmp_path / "db"), 1, "fused",
+                                 tmp_path)
     assert prepared.parity.passed
 
 

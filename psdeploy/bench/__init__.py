@@ -1,8 +1,8 @@
 """Bench step: latency of deployable models over several fresh loads, interleaved within each.
 
 Each load is a new process that opens every model and times them round-robin (``load.py``):
-interleaving cancels drift within a load, and several loads show what one load cannot, a
-model whose speed depends on the process it was loaded in. Loads alternate which model is
+interleaving cancels drift within a load, and several loads, one after another, show what one
+load cannot: a model whose speed changes with the process or the period it runs in. Loads alternate which model is
 opened and run first. A model's figures pool every load's samples; its ratio to the first
 model is the median of per-round ratios over all loads, with the p10-p90 band of those
 rounds (the spread within a load) beside the lowest and highest per-load ratio (the spread
@@ -21,6 +21,7 @@ from psdeploy.bench.stats import LatencyStats, Pooled
 from psdeploy.bench.timing import TimedCase, TimingPlan, pool_case, rounds_per_load
 from psdeploy.bounds import check_memory
 from psdeploy.errors import PsdeployError
+
 
 @dataclass
 class BenchRow:

@@ -201,8 +201,11 @@ def export(checkpoint: str, output: str, arch: str | None, input_shape: str | No
     from psdeploy.fileio import check_destination
     from psdeploy.progress import stage
 
+    from psdeploy.export import parse_shape
+
     check_destination(Path(output), "-o", force=force)
     loaded = api.load(checkpoint, arch)
+    input_shape = parse_shape(input_shape, loaded)  # a bad shape is refused before the stage line
     with stage(f"export: rewriting ({lowering or 'default for ' + on}), exporting and verifying {loaded.arch}"):
         result = api.export(loaded, output, lowering=lowering, input_shape=input_shape, opset=opset,
                             dynamic_batch=dynamic_batch, tolerance=tolerance, on=on, force=force)
@@ -349,10 +352,9 @@ def _bench_progress(progress: Progress, batches: list[int], iters: int, loads: i
             start += rounds * len(batches)
         return ""
 
-    def advance(done: int, total: int) -> None:
+    def advance(done: int, total: int) -> None:  # the first call comes once the models are checked and loading
         progress.update(done, total=total, stage=where(max(done, 1)))
 
-    progress.update(0, total=iters * len(batches), stage=where(1))
     return advance
 
 
