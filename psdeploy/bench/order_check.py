@@ -15,6 +15,7 @@ import click
 from psdeploy.bench import BenchResult, bench_models
 from psdeploy.bench.timing import TimingPlan
 from psdeploy.bounds import DEFAULT_LOADS
+from psdeploy.errors import PsdeployError
 
 
 def ps_over_plain(result: BenchResult, plain_first: bool) -> float:
@@ -42,7 +43,11 @@ def main(pairs: tuple[tuple[str, str], ...], batch: int, iters: int, loads: int,
         estimates = []
         for plain_first in (True, False, True, False):
             order = [plain, ps] if plain_first else [ps, plain]
-            result = bench_models(order, [batch], plan, threads, loads=loads)
+            try:
+                result = bench_models(order, [batch], plan, threads, loads=loads)
+            except PsdeployError as exc:
+                click.echo(f"error: {exc}", err=True)
+                sys.exit(2)
             estimates.append(ps_over_plain(result, plain_first))
             modes = "; ".join(f"{r.name}: " + ", ".join(f"{m.median_ms:.2f} ms x{m.loads}" for m in r.pooled.modes)
                               for r in result.rows)
