@@ -6,7 +6,6 @@ compile, the lowering search, bench, profile (``profiling.py``) and the reports 
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,14 +122,7 @@ def build_module(onnx_path: Path, input_shape: tuple[int, ...], target: Target, 
                        built.get("quantization"))
 
 
-def build_and_open(onnx_path: Path, input_shape: tuple[int, ...], target: Target, options: BuildOptions,
-                   threads: int | None = None) -> OpenedRunner:
-    """Build ``onnx_path`` for ``target`` into a temporary directory and open it once. The directory goes once
-    the runtime has loaded the module (what it still maps stays valid until closed)."""
-    with tempfile.TemporaryDirectory(prefix=f"psdeploy-{target.backend}-") as work:
-        return build_module(onnx_path, input_shape, target, options, Path(work)).open(threads)
-
-
 __all__ = ["BACKENDS", "Backend", "artifact_module", "BuildOptions", "Manifest", "NodeTime", "OpenedRunner", "Profile",
-           "BuiltModule", "Target", "backend_for", "build_and_open", "build_module", "get_backend", "model_input_shape", "onnx_signature", "open_artifact", "open_runner",
+           "BuiltModule", "Target", "backend_for", "build_module", "get_backend", "model_input_shape", "onnx_signature",
+           "open_artifact", "open_runner",
            "parse_target"]

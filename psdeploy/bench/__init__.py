@@ -18,7 +18,7 @@ from psdeploy.backends import model_input_shape
 from psdeploy.bench.environment import fingerprint
 from psdeploy.bench.load import LoadRequest, run_load
 from psdeploy.bench.stats import LatencyStats, Pooled
-from psdeploy.bench.timing import TimedCase, TimingPlan, pool_case, rounds_per_load
+from psdeploy.bench.timing import TimedCase, TimingPlan, pool_case, rotated, rounds_per_load
 from psdeploy.bounds import check_memory
 from psdeploy.errors import PsdeployError
 
@@ -76,9 +76,8 @@ def bench_models(paths: list[str], batches: list[int], plan: TimingPlan, threads
     per_load: list[list[dict[str, TimedCase]]] = []  # load -> batch -> path -> timed
     done = 0
     for k, rounds in enumerate(shares):
-        order = paths[k % len(paths):] + paths[:k % len(paths)]  # who is opened and run first alternates
-        request = LoadRequest(paths=order, batches=batches, plan=asdict(plan) | {"iterations": rounds},
-                              threads=threads)
+        request = LoadRequest(paths=rotated(paths, k), batches=batches,  # who is opened and run first alternates
+                              plan=asdict(plan) | {"iterations": rounds}, threads=threads)
 
         def advance(n: int, _: int, before: int = done) -> None:
             if progress:

@@ -44,6 +44,12 @@ class TimedCase:
         return LatencyStats.from_samples(self.samples_ms)
 
 
+def rotated(items: list[str], k: int) -> list[str]:
+    """``items`` started at its ``k``-th (modulo its length): who goes first moves on each round or load."""
+    shift = k % len(items)
+    return items[shift:] + items[:shift]
+
+
 def _once(fn: Callable[[], object], clock: Clock) -> float:
     start = clock()
     fn()
@@ -80,8 +86,7 @@ def run_interleaved(
     start = clock()
     round_ = 0
     while round_ < plan.iterations or clock() - start < plan.min_seconds:
-        shift = round_ % len(names)
-        for n in names[shift:] + names[:shift]:
+        for n in rotated(names, round_):
             cases[n]()  # follows another case: not timed
             block = [_once(cases[n], clock) for _ in range(plan.block)]
             timed[n].samples_ms.extend(block)
@@ -109,8 +114,7 @@ def run_loads(openers: dict[str, Opener], plan: TimingPlan, loads: int) -> list[
     names = list(openers)
     per_load = []
     for k, rounds in enumerate(rounds_per_load(plan.iterations, loads)):
-        order = names[k % len(names):] + names[:k % len(names)]
-        opened = {n: openers[n]() for n in order}
+        opened = {n: openers[n]() for n in rotated(names, k)}
         timed = run_interleaved({n: opened[n] for n in names}, replace(plan, iterations=rounds))
         del opened
         per_load.append(timed)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -16,13 +15,20 @@ from psdeploy.bench.stats import LoadMode, load_modes
 from psdeploy.bench.timing import Opener, TimingPlan, pool_case, run_loads
 from psdeploy.calibration import CalibrationSet
 from psdeploy.export import AUTO
-from psdeploy.parity import make_input, torch_runner
+from psdeploy.parity import torch_runner
 from psdeploy.progress import Progress
 from psdeploy.report.cases import LayerSpec, ModuleCase, Role, layer_cases, network_cases
 from psdeploy.report.config import Platform, ReportConfig, platforms
 from psdeploy.rewrite.deploy import rewrite
 from psdeploy.search import search_lowerings
-from psdeploy.search.prepare import build_on_target, export_case, prepare_eager, prepare_on_target, set_threads
+from psdeploy.search.prepare import (
+    build_on_target,
+    export_case,
+    on_input,
+    prepare_eager,
+    prepare_on_target,
+    set_threads,
+)
 from psdeploy.verify.gate import accuracy_gate, synthetic_samples
 
 # 2: a precision per measurement; reduced ones carry the gate's cosine, not parity; 3: several loads per case
@@ -147,14 +153,8 @@ def _checked(module_case: ModuleCase, shape: tuple[int, ...], where: Platform, c
                       calibration=samples if where.precision == "int8" else None)
     built = build_on_target(module_case.module, shape, where.target, options, directory, onnx_path)
     gate = accuracy_gate(built.open(config.threads), torch_runner(module_case.reference), samples, config.gate)
-    x = make_input(shape, seed=0)
     counted = built.quantization
-
-    def open_load() -> Callable[[], object]:
-        run = built.open(config.threads).run
-        return lambda: run(x)
-
-    return Checked(open_load, mean_cosine=gate.mean_cosine,
+    return Checked(lambda: on_input(built.open(config.threads).run, shape), mean_cosine=gate.mean_cosine,
                    int8_convs=f"{counted.convs_int8}/{counted.convs}" if counted else None)
 
 

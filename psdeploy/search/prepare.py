@@ -34,7 +34,8 @@ class Prepared:
     parity: ParityReport
 
 
-def _on_input(run: Runner, shape: tuple[int, ...]) -> Callable[[], object]:
+def on_input(run: Runner, shape: tuple[int, ...]) -> Callable[[], object]:
+    """``run`` as a call on the case's seeded input of ``shape``."""
     x = make_input(shape, seed=0)
     return lambda: run(x)
 
@@ -70,7 +71,7 @@ def prepare_on_target(module: nn.Module, reference: nn.Module, shape: tuple[int,
     built = build_on_target(module, shape, target, options, directory, onnx_path)
     first = built.open(threads)
     parity = check_parity(first.run, reference, shape, f"{name} on {first.description}", tolerance)
-    return Prepared(lambda: _on_input(built.open(threads).run, shape), parity)
+    return Prepared(lambda: on_input(built.open(threads).run, shape), parity)
 
 
 def prepare_eager(module: nn.Module, reference: nn.Module, shape: tuple[int, ...], threads: int, name: str,
@@ -85,8 +86,8 @@ def prepare_eager(module: nn.Module, reference: nn.Module, shape: tuple[int, ...
         return [o.numpy() for o in (out if isinstance(out, tuple) else (out,))]
 
     parity = check_parity(run, reference, shape, f"{name} on torch", tolerance)
-    on_input = _on_input(run, shape)
-    return Prepared(lambda: on_input, parity)  # eager PyTorch has no compiled load to redo
+    on_case_input = on_input(run, shape)
+    return Prepared(lambda: on_case_input, parity)  # eager PyTorch has no compiled load to redo
 
 
 def set_threads(threads: int) -> None:
