@@ -198,8 +198,8 @@ def test_fused_and_winograd_build_for_cuda(tmp_path) -> None:
 def test_blocked_fused_kernel_is_register_tiled_and_passes_the_postprocs() -> None:
     """In NCHW{b}c the kernel's space is psdeploy's register-tiled rule: one design space per output-block tile
     that fits AVX2's 16 registers beside its pixel tile (1, 2 and 4 of 8 blocks), each with the pixel tile
-    sampled (so MetaSchedule tunes it), the slot loop unrolled and the four views copied in parallel; and
-    MetaSchedule's own postprocs (parallel/vectorize/unroll, reduction init) accept each."""
+    sampled (so MetaSchedule tunes it), the slot loop unrolled and the one padded input copied in parallel;
+    and MetaSchedule's own postprocs (parallel/vectorize/unroll, reduction init) accept each."""
     import numpy as np
     from tvm import te
     from tvm.s_tir import meta_schedule as ms
@@ -220,8 +220,51 @@ def test_blocked_fused_kernel_is_register_tiled_and_passes_the_postprocs() -> No
     for space in spaces:
         kinds = [i.kind.name for i in space.trace.insts]
         assert kinds.count("SamplePerfectTile") == 1 and kinds.count("CacheWrite") == 1
-        assert kinds.count("Parallel") == 1 + 4 and kinds.count("Unroll") == 3  # slot, output blocks, pixels
+        assert kinds.count("Parallel") == 1 + 1 and kinds.count("Unroll") == 3  # slot, output blocks, pixels
     assert all(postproc.apply(space) for postproc in context.space_generator.postprocs)
+
+
+def _register_tiled_spaces(func, block_name: str) -> list[tuple[int, int, int]]:
+    """Per design space of the rule: (output blocks per tile, the pixel tile's largest size, the pixels it tiles)."""
+    import numpy as np
+    from tvm import s_tir
+
+    from psdeploy.backends.tvm.register_tiling import register_tiled
+
+    sch = s_tir.Schedule(func, seed=1)
+    spaces = []
+    for space in register_tiled(sch, sch.get_sblock(block_name)):
+        insts = space.trace.insts
+        sampled = next(i for i in insts if i.kind.name == "SamplePerfectTile")
+        oc_tile = [int(i.inputs[2]) for i in insts if i.kind.name == "Split" and i.inputs[1] is None][-1]  # after ic's
+        pixels = next(i for i in insts if i.kind.name == "Split" and i.inputs[1] is not None).outputs
+        spaces.append((oc_tile, int(sampled.attrs[1]), int(np.prod([int(space.get(v).extent) for v in pixels]))))
+    return spaces
+
+
+@pytest.mark.parametrize("channels, size, stride, block", [(64, 56, 1, 16), (128, 28, 1, 16), (128, 56, 2, 16),
+                                                           (512, 7, 1, 16), (256, 14, 1, 8), (512, 14, 2, 8)])
+def test_fused_kernel_gets_the_plain_convs_tiles(channels, size, stride, block) -> None:
+    """The register-tiled rule offers a PSConv kernel exactly the tiles it offers the plain 3x3 conv it replaces
+    (output blocks per tile, pixel tile bound, the pixels tiled), so tuning can reach the plain conv's speed."""
+    import numpy as np
+    from tvm import s_tir, te, topi
+
+    from psdeploy.backends.tvm.fused import block_weight, psconv_compute, slot_weights
+    from psdeploy.backends.tvm.register_tiling import RULE
+
+    x = te.placeholder((1, channels // block, size, size, block), name="x")
+    slots = slot_weights(np.zeros((channels, channels, 3, 3), "float32"), 1, 4)
+    weights = [te.placeholder(block_weight(w, block, block).shape, name=f"w{j}") for j, w in enumerate(slots)]
+    fused = te.create_prim_func([x, *weights, psconv_compute(x, *weights, stride=stride, groups=1, rates=[1, 2, 1, 4])])
+    w = te.placeholder((channels // block, channels // block, 3, 3, block, block), name="w")
+    with tvm.target.Target(parse_target("llvm").tvm_target):
+        conv = topi.nn.conv2d_NCHWc(x, w, [stride] * 2, [1, 1], [1, 1], f"NCHW{block}c", f"NCHW{block}c", "float32")
+    plain = s_tir.Schedule(te.create_prim_func([x, w, conv]))
+    plain.annotate(plain.get_sblock("conv2d_NCHWc"), "schedule_rule", RULE)
+    offered = _register_tiled_spaces(fused, "psconv_fused")
+    assert offered == _register_tiled_spaces(plain.mod["main"], "conv2d_NCHWc")
+    assert [oc_tile for oc_tile, _, _ in offered] == [t for t in (1, 2, 3, 4) if (channels // block) % t == 0]
 
 
 @pytest.mark.parametrize("groups, stride, size, channels, block", [

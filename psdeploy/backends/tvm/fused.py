@@ -2,22 +2,22 @@
 
 Output block ``ob`` of every card reads, in slot ``j``, input block ``(ob + j) % parts``
 at the rate the (cyclic) lattice gives slot ``j``: one reduction, no branch, no channel
-shuffle, exactly the multiply-adds of a plain 3x3 conv. The only other data movement is
-each slot's padded, channel-rotated view of the input, which MetaSchedule may compute
-where it is consumed.
+shuffle, exactly the multiply-adds of a plain 3x3 conv.
 The ONNX importer of TVM 0.27 has no hook for foreign operators, so the converter is
 added to its operator table only for the duration of one import.
 
-In the blocked layout (``--layout nchwc``) the layer is one kernel over ``NCHW{b}c`` tensors:
-a channel part is a whole number of blocks, so the slot views rotate block indices and every
-block is read at its rate where it lies. Relax's ``ConvertLayout`` knows only its own ops, so
+In the blocked layout (``--layout nchwc``, the CPU default) the layer is one kernel over ``NCHW{b}c``
+tensors: a channel part is a whole number of blocks, so each slot reads its input block where it lies,
+in one copy of the input padded by the largest rate (as a plain conv pads its input once), at its own
+rate's offset. Relax's ``ConvertLayout`` knows only its own ops, so
 the importer writes the layer as a *placeholder* ``conv2d`` over the packed weight (which
 ``ConvertLayout`` blocks like any conv, and no other op need move), and records the packed
 weight's digest: the conv legalization (``layout.py``) finds the layer by its weight and
 emits this kernel instead, so a PSConv layer moves no data at all. Its block names psdeploy's
 register-tiled schedule rule (``register_tiling.py``), which MetaSchedule tunes in place of its
-generic tiling; each view is computed whole before the kernel.
-"""
+generic tiling, and which offers it exactly the tiles of the plain conv it replaces.
+In NCHW (MetaSchedule's own tiling) each slot reads a padded, channel-rotated view of its own.
+""""""
 
 from __future__ import annotations
 
@@ -57,64 +57,95 @@ def slot_weights(weight: np.ndarray, groups: int, parts: int) -> list[np.ndarray
 
 
 def psconv_compute(x, *weights, stride: int, groups: int, rates: list[int]):
-    """TE: ``y[n, o] = sum_j sum_{r, kh, kw} view_j[n, block ob, at rate_j] * weights[j][o, r]``.
+    """TE: ``y[n, o] = sum_j sum_{r, kh, kw} x[n, block (ob + j) % parts of o's card, at rate_j] * weights[j][o, r]``.
 
-    ``view_j`` is x padded by rate_j with each card's channel blocks rotated by j, so output
-    block ob finds its slot-j input block at block ob: every index is affine and every rate a
-    constant, which MetaSchedule's multi-level tiling needs (a select or a table lookup in the
-    index makes TIR's region analysis give the read a variable extent, and the rule refuses
-    the block). Each slot reads its own view and weight: the rule also refuses a block that
-    reads one buffer twice.
-
-    NCHW data with ``(C_out, bi, 3, 3)`` slot weights, or ``NCHW{b}c`` data with ``OIHW{b}i{b}o`` ones:
-    the same sum with channels counted in vector blocks (a part is then ``bi`` blocks wide, each slot
-    view rotates whole blocks, and the lanes of a block are one more reduction and one more output axis).
-    Blocked, the slots are one more reduction axis (a choice among the four products, which the
-    register-tiled rule of ``register_tiling.py`` unrolls away), so each step is one multiply-add into an
-    accumulator, as in a plain conv, instead of four products summed first; the views are computed whole
-    before the kernel.
+    NCHW data with ``(C_out, bi, 3, 3)`` slot weights, or ``NCHW{b}c`` data with ``OIHW{b}i{b}o`` ones (a part
+    is then ``bi`` blocks wide, and the lanes of a block are one more reduction and one more output axis).
     """
+    n, _, _, _, *lanes = (int(v) for v in x.shape)
+    if lanes:
+        return _blocked(x, weights, stride, groups, rates)
+    return _with_views(x, weights, stride, groups, rates)
+
+
+def _output_shape(x, stride: int, c_out: int):
+    n, _, height, width, *lanes = (int(v) for v in x.shape)
+    return (n, c_out, (height - 1) // stride + 1, (width - 1) // stride + 1, *lanes)
+
+
+def _blocked(x, weights, stride: int, groups: int, rates: list[int]):
+    """One copy of the input padded by the largest rate, as a plain conv pads; slot ``j`` reads it at its rate's
+    offset, in the input block it rotates to. The slots are a reduction axis (a choice among the products,
+    which the register-tiled rule of ``register_tiling.py`` unrolls away), so each step is one multiply-add
+    into an accumulator, as in a plain conv, and each slot's block index is resolved once per output block."""
     from tvm import te, tirx
 
-    n, c_in, height, width, *lanes = (int(v) for v in x.shape)
+    n, c_in, height, width, lanes = (int(v) for v in x.shape)
+    c_out, bi = int(weights[0].shape[0]), int(weights[0].shape[1])
+    in_card, out_card = c_in // groups, c_out // groups
+    bo, parts = out_card * bi // in_card, in_card // bi
+    pad = max(rates)
+
+    def padded_element(b, c, h, w, lane):
+        inside = tirx.all(h >= pad, h < height + pad, w >= pad, w < width + pad)
+        return tirx.if_then_else(inside, x[b, c, h - pad, w - pad, lane], tirx.const(0.0, x.dtype))
+
+    padded = te.compute((n, c_in, height + 2 * pad, width + 2 * pad, lanes), padded_element, name="psconv_pad",
+                        attrs={"schedule_rule": "None"})  # copied whole by the register-tiled rule
+    r = te.reduce_axis((0, bi), "rc")
+    slot = te.reduce_axis((0, len(rates)), SLOT_AXIS)
+    kh = te.reduce_axis((0, 3), "kh")
+    kw = te.reduce_axis((0, 3), "kw")
+    in_lane = te.reduce_axis((0, lanes), "ri")
+
+    def body(b, o, h, w, out_lane):
+        card, block = o // out_card, (o % out_card) // bo
+        chosen = None
+        for j in reversed(range(len(rates))):  # the rule unrolls the slot loop, folding the choice
+            d, offset = rates[j], pad - rates[j]
+            c = card * in_card + (block + j) % parts * bi + r
+            term = (padded[b, c, h * stride + kh * d + offset, w * stride + kw * d + offset, in_lane]
+                    * weights[j][o, r, kh, kw, in_lane, out_lane])
+            chosen = term if chosen is None else tirx.if_then_else(slot == j, term, chosen)
+        return te.sum(chosen, axis=[r, slot, kh, kw, in_lane])
+
+    return te.compute(_output_shape(x, stride, c_out), body, name="psconv_fused", attrs={"schedule_rule": RULE})
+
+
+def _with_views(x, weights, stride: int, groups: int, rates: list[int]):
+    """NCHW, for MetaSchedule's own multi-level tiling: each slot reads its own view, x padded by its rate
+    with each card's channels rotated by ``j`` parts, so every index is affine and every rate a constant (a
+    select or a table lookup in the index makes TIR's region analysis give the read a variable extent, and
+    the rule refuses the block; it also refuses a block that reads one buffer twice)."""
+    from tvm import te, tirx
+
+    n, c_in, height, width = (int(v) for v in x.shape)
     c_out, bi = int(weights[0].shape[0]), int(weights[0].shape[1])
     in_card, out_card = c_in // groups, c_out // groups
     bo = out_card * bi // in_card
 
-    rule, at_root = ({"schedule_rule": RULE}, {"schedule_rule": "None"}) if lanes else ({}, {})
-
     def view(j: int, d: int):
-        def element(b, c, h, w, *lane):
+        def element(b, c, h, w):
             inside = tirx.all(h >= d, h < height + d, w >= d, w < width + d)
             source = (c // in_card) * in_card + (c % in_card + j * bi) % in_card
-            return tirx.if_then_else(inside, x[(b, source, h - d, w - d, *lane)], tirx.const(0.0, x.dtype))
+            return tirx.if_then_else(inside, x[b, source, h - d, w - d], tirx.const(0.0, x.dtype))
 
-        return te.compute((n, c_in, height + 2 * d, width + 2 * d, *lanes), element, name=f"psconv_view{j}",
-                          attrs=at_root)
+        return te.compute((n, c_in, height + 2 * d, width + 2 * d), element, name=f"psconv_view{j}")
 
     views = [view(j, d) for j, d in enumerate(rates)]
     r = te.reduce_axis((0, bi), "rc")
     kh = te.reduce_axis((0, 3), "kh")
     kw = te.reduce_axis((0, 3), "kw")
-    in_lane = [te.reduce_axis((0, lanes[0]), "ri")] if lanes else []
-    slot = [te.reduce_axis((0, len(rates)), SLOT_AXIS)] if lanes else []
 
-    def body(b, o, h, w, *out_lane):
+    def body(b, o, h, w):
         c = (o // out_card) * in_card + ((o % out_card) // bo) * bi + r
-        terms = [views[j][(b, c, h * stride + kh * d, w * stride + kw * d, *in_lane)]
-                 * weights[j][(o, r, kh, kw, *in_lane, *out_lane)] for j, d in enumerate(rates)]
-        if slot:  # one multiply-add per step, as in a plain conv; the rule unrolls the slot loop, folding the choice
-            chosen = terms[-1]
-            for j in reversed(range(len(terms) - 1)):
-                chosen = tirx.if_then_else(slot[0] == j, terms[j], chosen)
-            return te.sum(chosen, axis=[r, *slot, kh, kw, *in_lane])
-        total = terms[0]
-        for term in terms[1:]:
-            total = total + term
+        total = None
+        for j, d in enumerate(rates):
+            term = views[j][b, c, h * stride + kh * d, w * stride + kw * d] * weights[j][o, r, kh, kw]
+            total = term if total is None else total + term
         return te.sum(total, axis=[r, kh, kw])
 
-    shape = (n, c_out, (height - 1) // stride + 1, (width - 1) // stride + 1, *lanes)
-    return te.compute(shape, body, name="psconv_fused", attrs=rule)
+    return te.compute(_output_shape(x, stride, c_out), body, name="psconv_fused")
 
 
 def block_weight(weight: np.ndarray, in_block: int, out_block: int) -> np.ndarray:

@@ -64,7 +64,7 @@ def _tile(sch, block, oc_tile: int, ow_tile_max: int) -> None:
     written_lane = sch.get_loops(written)[-1]
     sch.vectorize(written_lane)
     marked = [rows, lane, written_lane]
-    for producer in sch.get_producers(block):  # left to this rule (the PSConv kernel's slot views): copied in
+    for producer in sch.get_producers(block):  # left to this rule (the PSConv kernel's padded input): copied in
         if sch.get(producer).annotations.get("schedule_rule") == "None":  # parallel, whole vectors at a time
             *spatial, producer_lane = sch.get_loops(producer)
             producer_rows = sch.fuse(*spatial[:3])
