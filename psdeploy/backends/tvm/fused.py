@@ -17,7 +17,7 @@ emits this kernel instead, so a PSConv layer moves no data at all. Its block nam
 register-tiled schedule rule (``register_tiling.py``), which MetaSchedule tunes in place of its
 generic tiling, and which offers it exactly the tiles of the plain conv it replaces.
 In NCHW (MetaSchedule's own tiling) each slot reads a padded, channel-rotated view of its own.
-""""""
+"""
 
 from __future__ import annotations
 
