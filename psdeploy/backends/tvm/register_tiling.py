@@ -29,42 +29,22 @@ TARGET_KEY = "cpu"  # llvm targets' key: the rule is looked up as s_tir.meta_sch
 MARK = "psdeploy.register_tiled"
 VECTOR_REGISTERS = {16: 32, 8: 16}  # fp32 lanes of a block -> vector registers (AVX-512, AVX2); else SSE's 16
 MAX_OC_TILE = 4  # output blocks per tile: oneDNN's widest on AVX2 and AVX-512
-# A padded input (the PSConv kernel's, padded by its largest rate) is copied once before the kernel; where the copy
-# would be more than this many times the input (small images padded wide: 7x7 padded by 4 is 4.6x, 14x14 2.5x),
-# reading through the padding in the kernel, as a plain conv does, is a design space too, and tuning picks
-WIDE_PADDING = 3.0
 
 
 def register_tiled(sch, block):
     """Schedule one blocked conv block (``b, o, h, w, lane`` spatial, then its reductions): one design space
-    per output-block tile width, each with its pixel tile width sampled up to what the registers hold (and,
-    where a padded copy of the input would be large, each again with the padding read in place)."""
+    per output-block tile width, each with its pixel tile width sampled up to what the registers hold."""
     _, oc, _, _, lane, *_ = sch.get_loops(block)
     registers = VECTOR_REGISTERS.get(int(sch.get(lane).extent), 16)
-    copies = [producer for producer in sch.get_producers(block)  # left to this rule: the PSConv kernel's padded input
-              if sch.get(producer).annotations.get("schedule_rule") == "None"]
-    inline_choices = (False, True) if any(_growth(sch, copy) > WIDE_PADDING for copy in copies) else (False,)
     spaces = []
-    for inline in inline_choices:
-        for oc_tile in (t for t in range(1, MAX_OC_TILE + 1) if int(sch.get(oc).extent) % t == 0):
-            # the accumulators, one weight vector per output block and one broadcast input value
-            ow_tile_max = (registers - oc_tile - 1) // oc_tile
-            if oc_tile == 1 or ow_tile_max >= 2:
-                space = sch.copy()
-                for copy in copies if inline else ():
-                    space.compute_inline(copy)
-                _tile(space, block, oc_tile, ow_tile_max)
-                spaces.append(space)
+    for oc_tile in (t for t in range(1, MAX_OC_TILE + 1) if int(sch.get(oc).extent) % t == 0):
+        # the accumulators, one weight vector per output block and one broadcast input value
+        ow_tile_max = (registers - oc_tile - 1) // oc_tile
+        if oc_tile == 1 or ow_tile_max >= 2:
+            space = sch.copy()
+            _tile(space, block, oc_tile, ow_tile_max)
+            spaces.append(space)
     return spaces  # the reduction's init is split off by MetaSchedule's postproc, at the input-block loop
-
-
-def _growth(sch, producer) -> float:
-    """How many times its input a producer's output is (a padded copy: its padded area over the image's)."""
-    import math
-
-    stmt = sch.get(producer)
-    written, read = (math.prod(int(v) for v in regions[0].source.shape) for regions in (stmt.writes, stmt.reads))
-    return written / read
 
 
 def _tile(sch, block, oc_tile: int, ow_tile_max: int) -> None:
