@@ -453,3 +453,30 @@ def prune_db(source: str, output: str, force: bool) -> None:
     from psdeploy.cli.render import show_pruned
 
     show_pruned(api.prune_tuning_db(source, output, force=force), output)
+
+
+@main.command()
+@click.argument("artifacts", nargs=-1, type=click.Path(file_okay=False, exists=True))
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
+              help="Bundle folder: modules, weights, TVM's runtime and run.py.")
+@click.option("--python", "python", default=None, metavar="X.Y",
+              help="CPython version of the server (its tvm_ffi wheel is fetched here); default: this Python's.")
+@click.option("--regenerate-seeded", is_flag=True,
+              help="seeded: artifacts' weights are drawn there from their seeds instead of shipped (see README).")
+@click.option("--iters", type=_range(bounds.ITERS), default=None, help="run.py's timed rounds per group (default 50).")
+@click.option("--loads", type=_range(bounds.LOADS), default=None, help="run.py's loads per group (default 3).")
+@FORCE_OPTION
+def bundle(artifacts: tuple[str, ...], output: str, python: str | None, regenerate_seeded: bool, iters: int | None,
+           loads: int | None, force: bool) -> None:
+    """TVM artifacts as one self-contained folder a server runs with 'python DIR/run.py' (numpy alone there)."""
+    from psdeploy import api
+    from psdeploy.cli.render import show_bundle
+    from psdeploy.progress import Progress
+
+    with Progress("bundle", len(artifacts), "modules", transient=False) as progress:
+        building = iter(range(len(artifacts)))
+        result = api.bundle(list(artifacts), output, python=python, regenerate_seeded=regenerate_seeded,
+                            iters=iters, loads=loads, force=force,
+                            on_entry=lambda name: progress.update(next(building), stage=f"building {name}"))
+        progress.update(len(artifacts), stage="done")
+    show_bundle(result)

@@ -1,0 +1,407 @@
+"""A psdeploy bundle's runner, ``python BUNDLE/run.py``: TVM's runtime alone and numpy, nothing else.
+
+Copied into every bundle as ``run.py``; it must not import psdeploy (nor click, pydantic, tvm): the
+server it runs on has a Python with numpy, a GPU driver perhaps, and the bundle. It checks every file
+the manifest lists against its sha256 before anything is loaded and loads no other file, opens each
+module with ``libtvm_runtime`` through ``tvm_ffi`` (never ``libtvm_compiler``), checks each against the
+expected outputs recorded in the bundle (max|err| / max|ref| <= its tolerance), and times the
+artifacts of each group interleaved as ``psdeploy bench`` does: rounds in rotated order, each
+artifact's turn one untimed run then a block of timed runs, over several loads (every module opened
+anew, the opening order alternating), the device synchronised after each run. Bad input: one line,
+``error: ...``, exit 2; a failed check: one line, exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = "psdeploy.bundle/1"
+RESULTS_FORMAT = "psdeploy.bundle-results/1"
+MANIFEST = "manifest.json"
+KDL = {"cpu": 1, "cuda": 2}  # DLPack device types
+POOLED_ALLOCATOR = 2
+ATTR_EXISTS, ATTR_NAME = 0, 5  # TVM device attributes
+CUDART = "libcudart.so.13"
+
+
+class BundleError(Exception):
+    """Bad input (exit 2) or, with ``code=1``, a failed check."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def regenerate(spec: dict) -> np.ndarray:
+    """A float32 array from its seed (numpy's PCG64): inputs, and seeded weights that are not shipped."""
+    rng = np.random.Generator(np.random.PCG64(int(spec["seed"])))
+    values = rng.standard_normal(tuple(spec["shape"]), dtype=np.float32)
+    values *= np.float32(spec.get("std", 1.0))
+    values += np.float32(spec.get("mean", 0.0))
+    return values
+
+
+def digest(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class Bundle:
+    """The manifest, and the files it lists: each inside the bundle, a plain file, of its recorded sha256."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        path = root / MANIFEST
+        if not path.is_file():
+            raise BundleError(f"{root}: not a psdeploy bundle (no {MANIFEST})")
+        try:
+            self.manifest = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BundleError(f"{path}: unreadable manifest ({exc.__class__.__name__}); expected JSON") from None
+        if not isinstance(self.manifest, dict) or self.manifest.get("format") != FORMAT:
+            raise BundleError(f"{path}: not a {FORMAT} manifest")
+        self.files: dict[str, dict] = self.manifest["files"]
+
+    def check_python(self) -> None:
+        wanted = self.manifest["python"]
+        here = f"{sys.version_info.major}.{sys.version_info.minor}"
+        if here != wanted:
+            raise BundleError(f"{self.root}: built for Python {wanted} (its tvm_ffi wheel is cp{wanted.replace('.', '')}), "
+                              f"this is Python {here}; run it with python{wanted}, or rebuild with "
+                              f"'psdeploy bundle ... --python {here}'")
+
+    def check_files(self) -> None:
+        for name in self.files:
+            self.path(name, check=True)
+
+    def path(self, name: str, check: bool = False) -> Path:
+        """The listed file ``name``; anything unlisted, outside the bundle, or a link is refused."""
+        if name not in self.files:
+            raise BundleError(f"{self.root / MANIFEST}: {name} is not listed with its sha256; the runner loads "
+                              f"listed files only")
+        rel = Path(name)
+        if rel.is_absolute() or ".." in rel.parts:
+            raise BundleError(f"{self.root / MANIFEST}: {name} is not a path inside the bundle")
+        path = self.root / rel
+        if path.is_symlink() or not path.is_file():
+            raise BundleError(f"{path}: missing (or not a plain file); the bundle is incomplete, copy it again")
+        if check:
+            entry = self.files[name]
+            if path.stat().st_size != entry["bytes"] or file_digest(path) != entry["sha256"]:
+                raise BundleError(f"{path}: altered (its sha256 differs from the manifest's); copy the bundle again")
+        return path
+
+
+class Runtime:
+    """TVM's runtime alone: tvm_ffi from the bundled wheel, then libtvm_runtime (and its CUDA part)."""
+
+    def __init__(self, bundle: Bundle, cuda: bool, scratch: Path) -> None:
+        runtime = bundle.manifest["runtime"]
+        with zipfile.ZipFile(bundle.path(runtime["wheel"])) as wheel:
+            wheel.extractall(scratch, [m for m in wheel.namelist() if m.startswith("tvm_ffi/")])
+        sys.path.insert(0, str(scratch))
+        import tvm_ffi
+
+        self.ffi = tvm_ffi
+        ctypes.CDLL(str(bundle.path(runtime["libtvm_runtime"])), mode=ctypes.RTLD_GLOBAL)
+        if cuda:
+            self._load_cuda(bundle, runtime)
+        get = tvm_ffi.get_global_func
+        self._alloc, self._copy = get("runtime.TVMTensorAllocWithScope"), get("runtime.TVMTensorCopyFromTo")
+        self._sync, self._attr = get("runtime.Device_StreamSync"), get("runtime.GetDeviceAttr")
+        self.threads = int(get("runtime.NumThreads")())
+        if cuda and not self._attr(KDL["cuda"], 0, ATTR_EXISTS):
+            raise BundleError(f"{bundle.root}: holds CUDA modules and no CUDA GPU is visible here; run it on the "
+                              f"GPU server")
+
+    @staticmethod
+    def _load_cuda(bundle: Bundle, runtime: dict) -> None:
+        try:
+            ctypes.CDLL("libcuda.so.1", mode=ctypes.RTLD_GLOBAL)
+        except OSError:
+            raise BundleError(f"{bundle.root}: holds CUDA modules and this machine has no NVIDIA driver "
+                              f"(libcuda.so.1); run it on the GPU server") from None
+        ctypes.CDLL(str(bundle.path(runtime["libcudart"])), mode=ctypes.RTLD_GLOBAL)
+        ctypes.CDLL(str(bundle.path(runtime["libtvm_runtime_cuda"])), mode=ctypes.RTLD_GLOBAL)
+
+    def device(self, kind: str):
+        return self.ffi.device(kind, 0)
+
+    def device_name(self, kind: str) -> str:
+        if kind == "cuda":
+            return str(self._attr(KDL["cuda"], 0, ATTR_NAME))
+        model = [line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")] \
+            if Path("/proc/cpuinfo").is_file() else []
+        return model[0].split(":", 1)[1].strip() if model else platform.processor() or platform.machine()
+
+    def put(self, array: np.ndarray, device):
+        host = self.ffi.from_dlpack(np.ascontiguousarray(array))
+        if device.dlpack_device_type() == KDL["cpu"]:
+            return host
+        out = self._alloc(self.ffi.Shape(array.shape), self.ffi.dtype(str(array.dtype)), device, None)
+        self._copy(host, out, None)
+        return out
+
+    def get(self, tensor) -> np.ndarray:
+        if tensor.device.dlpack_device_type() != KDL["cpu"]:
+            host = self._alloc(tensor.shape, tensor.dtype, self.device("cpu"), None)
+            self._copy(tensor, host, None)
+            tensor = host
+        return np.array(np.from_dlpack(tensor))
+
+    def sync(self, device) -> None:
+        self._sync(device, None)
+
+
+class Artifact:
+    """One bundled module, opened: its weights on the device once, ``run()`` one synchronised call."""
+
+    def __init__(self, bundle: Bundle, runtime: Runtime, entry: dict) -> None:
+        self.entry, self.runtime = entry, runtime
+        self.name = entry["name"]
+        self.dev = runtime.device(entry["device"])
+        module = runtime.ffi.load_module(str(bundle.path(entry["module"])))
+        self.vm = module["vm_load_executable"]()
+        init = [KDL[entry["device"]], 0, POOLED_ALLOCATOR]
+        if entry["device"] != "cpu":
+            init += [KDL["cpu"], 0, POOLED_ALLOCATOR]  # shape functions run on the CPU
+        self.vm["vm_initialization"](*init)
+        self.main = self.vm["main"]
+        self.weights = [runtime.put(w, self.dev) for w in weights(bundle, entry)]
+        self.x = runtime.put(regenerate(entry["inputs"][0]), self.dev)
+
+    def __call__(self, x=None):
+        out = self.main(self.x if x is None else x, *self.weights)
+        self.runtime.sync(self.dev)
+        return out
+
+    def outputs(self, x: np.ndarray) -> list[np.ndarray]:
+        out = self(self.runtime.put(x, self.dev))
+        return [self.runtime.get(o) for o in (out if isinstance(out, self.runtime.ffi.Array) else [out])]
+
+
+def weights(bundle: Bundle, entry: dict) -> list[np.ndarray]:
+    """Shipped weights (the npz file, its hash checked with every file), or seeded ones regenerated and
+    checked against the hash recorded where they were generated."""
+    spec = entry["weights"]
+    if "file" in spec:
+        with np.load(bundle.path(spec["file"]), allow_pickle=False) as npz:
+            return [npz[f"w{i}"] for i in range(spec["count"])]
+    out = []
+    for i, tensor in enumerate(spec["regenerate"]):
+        values = regenerate(tensor)
+        if digest(values) != tensor["sha256"]:
+            raise BundleError(f"{entry['name']}: seeded weight w{i} regenerated with numpy {np.__version__} differs "
+                              f"from the one the bundle was built with; rebuild it with --ship-weights")
+        out.append(values)
+    return out
+
+
+def check(bundle: Bundle, artifact: Artifact) -> dict:
+    """The artifact's outputs on the recorded inputs beside the expected ones: psdeploy's parity rule."""
+    entry = artifact.entry
+    worst = 0.0
+    with np.load(bundle.path(entry["expected"]), allow_pickle=False) as expected:
+        for k, spec in enumerate(entry["inputs"]):
+            x = regenerate(spec)
+            if digest(x) != spec["sha256"]:
+                raise BundleError(f"{entry['name']}: input {k} regenerated with numpy {np.__version__} differs from "
+                                  f"the one its expected outputs were computed on")
+            for i, got in enumerate(artifact.outputs(x)):
+                ref = expected[f"x{k}_out{i}"]
+                if got.shape != ref.shape or not np.all(np.isfinite(got)):
+                    raise BundleError(f"{entry['name']}: output {i} is {got.shape} "
+                                      f"{'finite' if np.all(np.isfinite(got)) else 'not finite'}, expected finite "
+                                      f"{ref.shape}", code=1)
+                worst = max(worst, float(np.max(np.abs(got - ref)) / max(float(np.max(np.abs(ref))), 1e-30)))
+    if worst > entry["tolerance"]:
+        raise BundleError(f"{entry['name']}: max|err|/max|ref| {worst:.2e} exceeds {entry['tolerance']:.0e} against "
+                          f"the outputs recorded where it was built", code=1)
+    return {"rel_err": worst, "tolerance": entry["tolerance"], "inputs": len(entry["inputs"])}
+
+
+def _once(run) -> float:
+    start = time.perf_counter()
+    run()
+    return (time.perf_counter() - start) * 1e3
+
+
+def _settled(history: list[float], window: int, pct: float = 5.0) -> bool:
+    if len(history) < 2 * window:
+        return False
+    prev, last = np.median(history[-2 * window:-window]), np.median(history[-window:])
+    return abs(last - prev) / prev * 100 < pct
+
+
+def rotated(items: list, k: int) -> list:
+    shift = k % len(items)
+    return items[shift:] + items[:shift]
+
+
+def time_group(runs: dict, rounds: int, timing: dict) -> dict[str, list[float]]:
+    """One load: warm-up until settled (or its cap), then ``rounds`` rounds, each case one untimed run and a
+    block of timed runs per round, the order rotated from round to round; each round's figure per case."""
+    names = list(runs)
+    warm = {n: [] for n in names}
+    window = max(3, timing["warmup"] // 2)
+    for k in range(timing["max_warmup"]):
+        for n in names:
+            warm[n].append(_once(runs[n]))
+        if k + 1 >= timing["warmup"] and all(_settled(warm[n], window) for n in names):
+            break
+    per_round = {n: [] for n in names}
+    for k in range(rounds):
+        for n in rotated(names, k):
+            runs[n]()
+            per_round[n].append(float(np.median([_once(runs[n]) for _ in range(timing["block"])])))
+    return per_round
+
+
+def summary(rounds_by_load: list[list[float]], first_by_load: list[list[float]] | None) -> dict:
+    pooled = np.array([r for load in rounds_by_load for r in load])
+    out = {"median_ms": float(np.median(pooled)), "p10_ms": float(np.percentile(pooled, 10)),
+           "p90_ms": float(np.percentile(pooled, 90)), "mean_ms": float(pooled.mean()),
+           "cv_pct": float(pooled.std() / pooled.mean() * 100), "rounds": len(pooled),
+           "load_medians_ms": [float(np.median(load)) for load in rounds_by_load]}
+    if first_by_load is not None:
+        ratios = [np.array(a) / np.array(b) for a, b in zip(rounds_by_load, first_by_load)]
+        every = np.concatenate(ratios)
+        out.update(ratio=float(np.median(every)), ratio_p10=float(np.percentile(every, 10)),
+                   ratio_p90=float(np.percentile(every, 90)), load_ratios=[float(np.median(r)) for r in ratios])
+    return out
+
+
+def run_group(bundle: Bundle, runtime: Runtime, entries: list[dict], args, say) -> list[dict]:
+    """Each artifact checked once, then the group timed over ``--loads`` loads."""
+    timing = {**bundle.manifest["timing"], **{k: v for k, v in (("warmup", args.warmup),) if v is not None}}
+    iters, loads = args.iters or timing["iters"], args.loads or timing["loads"]
+    names = [e["name"] for e in entries]
+    checks = {}
+    for entry in entries:
+        checks[entry["name"]] = check(bundle, Artifact(bundle, runtime, entry))
+        say(f"{entry['name']}: matches its expected outputs (max|err|/max|ref| {checks[entry['name']]['rel_err']:.1e})")
+    rounds: dict[str, list[list[float]]] = {n: [] for n in names}
+    shares = [iters // loads + (k < iters % loads) for k in range(loads)]
+    for k, share in enumerate(shares):
+        opened = {e["name"]: Artifact(bundle, runtime, e) for e in rotated(entries, k)}
+        per_round = time_group({n: opened[n] for n in names}, share, timing)
+        del opened
+        for n in names:
+            rounds[n].append(per_round[n])
+        say(f"group {entries[0]['group']}: load {k + 1}/{loads} timed ({share} rounds)")
+    first = names[0]
+    return [{**{k: v for k, v in e.items() if k not in ("weights", "inputs", "expected", "module")},
+             "parity": checks[e["name"]],
+             "stats": summary(rounds[e["name"]], None if e["name"] == first else rounds[first])}
+            for e in entries]
+
+
+def write_json(path: Path, data: dict, force: bool) -> None:
+    """All or nothing: a temporary beside ``path``, renamed into place."""
+    if path.exists() and not force:
+        raise BundleError(f"--json {path}: already exists; pass --force to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def loaded_libraries() -> list[str]:
+    """The shared libraries this process has mapped (Linux): proof of what the runtime loaded."""
+    maps = Path("/proc/self/maps")
+    if not maps.is_file():
+        return []
+    return sorted({line.split()[-1] for line in maps.read_text().splitlines() if ".so" in line.split()[-1]})
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="run.py", description="Check and time a psdeploy bundle with TVM's runtime alone.")
+    p.add_argument("--json", type=Path, default=Path("bundle-results.json"), help="results file (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="replace an existing --json file")
+    p.add_argument("--iters", type=int, help="timed rounds per group, over all loads (default: the bundle's)")
+    p.add_argument("--loads", type=int, help="fresh opens of every module per group (default: the bundle's)")
+    p.add_argument("--warmup", type=int, help="minimum warm-up rounds (default: the bundle's)")
+    p.add_argument("--threads", type=int, help="TVM CPU threads (default: TVM's, one per core)")
+    p.add_argument("--check-only", action="store_true", help="check every artifact's outputs, time nothing")
+    args = p.parse_args(argv)
+    for name in ("iters", "loads", "warmup", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise BundleError(f"--{name} {value}: expected a whole number of at least 1")
+    if args.iters and args.loads and args.iters < args.loads:
+        raise BundleError(f"--iters {args.iters}: fewer rounds than --loads {args.loads}; expected at least one per load")
+    return args
+
+
+def main(argv: list[str] | None = None, root: Path | None = None) -> int:
+    root = root or Path(__file__).resolve().parent
+    started = time.perf_counter()
+
+    def say(line: str) -> None:
+        print(f"run.py: {line} ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
+
+    scratch = Path(tempfile.mkdtemp(prefix="psdeploy-bundle-"))
+    try:
+        args = parse(sys.argv[1:] if argv is None else argv)
+        bundle = Bundle(root)
+        bundle.check_python()
+        bundle.check_files()
+        say(f"{len(bundle.files)} files match the manifest's sha256")
+        if args.threads:
+            os.environ["TVM_NUM_THREADS"] = str(args.threads)  # read when the runtime's thread pool starts
+        entries = bundle.manifest["artifacts"]
+        devices = sorted({e["device"] for e in entries})
+        runtime = Runtime(bundle, "cuda" in devices, scratch)
+        results = []
+        for group in dict.fromkeys(e["group"] for e in entries):
+            members = [e for e in entries if e["group"] == group]
+            if args.check_only:
+                results += [{"name": e["name"], "parity": check(bundle, Artifact(bundle, runtime, e))} for e in members]
+                say(f"group {group}: {len(members)} checked")
+            else:
+                results += run_group(bundle, runtime, members, args, say)
+        data = {"format": RESULTS_FORMAT, "bundle": bundle.manifest["name"],
+                "environment": {"python": platform.python_version(), "numpy": np.__version__,
+                                "tvm_ffi": runtime.ffi.__version__, "platform": platform.platform(),
+                                "devices": {d: runtime.device_name(d) for d in devices},
+                                "tvm_threads": runtime.threads, "cpu_count": os.cpu_count()},
+                "loaded_libraries": loaded_libraries(), "wall_s": time.perf_counter() - started,
+                "artifacts": results}
+        write_json(args.json, data, args.force)
+        say(f"results written to {args.json}")
+        return 0
+    except BundleError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
