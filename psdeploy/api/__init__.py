@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from psdeploy.api.bundles import bundle
+from psdeploy.api.bundles import bundle, report_from_bundle
 from psdeploy.api.recipes import Recipe, load_recipe
 from psdeploy.arrays import load_npy
 from psdeploy.backends import (
@@ -298,4 +298,4 @@ def prune_tuning_db(source: str | Path, output: str | Path, *, force: bool = Fal
 
 
 __all__ = ["Recipe", "report", "RunResult", "accuracy", "bench", "bundle", "compile", "export", "inspect", "load", "profile",
-           "prune_tuning_db", "read_input", "run", "verify"]
+           "prune_tuning_db", "read_input", "report_from_bundle", "run", "verify"]

@@ -114,7 +114,7 @@ def write_bundle(name: str, specs: Callable[[Path], list[EntrySpec]], output: Pa
 
 def bundle_artifacts(directories: list[Path], output: Path, python: str | None = None,
                      regenerate_seeded: bool = False, timing: Timing | None = None, force: bool = False,
-                     on_entry: Callable[[str], None] | None = None) -> BundleResult:
+                     max_bytes: int | None = None, on_entry: Callable[[str], None] | None = None) -> BundleResult:
     """``psdeploy bundle ARTIFACT... -o DIR``: each artifact rebuilt with its weights apart, timed as one group
     (ratios to the first, as ``psdeploy bench``)."""
     from psdeploy.bundle.artifacts import artifact_spec
@@ -125,7 +125,27 @@ def bundle_artifacts(directories: list[Path], output: Path, python: str | None =
     names = _names(directories)
     return write_bundle(output.name, lambda scratch: [artifact_spec(d, n, scratch, regenerate_seeded)
                                                       for d, n in zip(directories, names)],
-                        output, python, timing, force=force, on_entry=on_entry)
+                        output, python, timing, max_bytes, force, on_entry=on_entry)
+
+
+def bundle_recipe(recipe: Path, output: Path, python: str | None = None, force: bool = False,
+                  max_bytes: int | None = None, on_entry: Callable[[str], None] | None = None) -> BundleResult:
+    """``psdeploy bundle --recipe R -o DIR``: every TVM case the report recipe times, seeded weights regenerated
+    there, each report group one interleaved group; ``psdeploy report --from-bundle-results`` reads its results."""
+    from psdeploy.bundle.recipe import recipe_specs
+    from psdeploy.report import load_report_config
+
+    config = load_report_config(recipe, None)
+    timing = Timing(config.iters, config.loads, config.warmup, config.max_warmup)
+    left_out: list[str] = []
+
+    def specs(scratch: Path) -> list[EntrySpec]:
+        entries, skipped = recipe_specs(config, scratch)
+        left_out.extend(skipped)
+        return entries
+
+    report = {"recipe": {"path": str(recipe.resolve()), "sha256": _sha256(recipe)}, "left_out": left_out}
+    return write_bundle(config.name, specs, output, python, timing, max_bytes, force, {"report": report}, on_entry)
 
 
 def _names(directories: list[Path]) -> list[str]:
@@ -137,4 +157,4 @@ def _names(directories: list[Path]) -> list[str]:
     return names
 
 
-__all__ = ["BundleResult", "Timing", "bundle_artifacts", "sizes_of", "write_bundle"]
+__all__ = ["BundleResult", "Timing", "bundle_artifacts", "bundle_recipe", "sizes_of", "write_bundle"]

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from psdeploy.backends import BuildOptions, Target
-from psdeploy.backends.tvm.apart import ApartBuild, build_apart, compile_twin
+from psdeploy.backends.tvm.apart import ApartBuild, build_apart, compile_twin, lowered_apart
 from psdeploy.backends.tvm.layout import ConvLayout
 from psdeploy.bounds import DEFAULT_TOLERANCE
 from psdeploy.bundle import runner
@@ -25,6 +25,7 @@ from psdeploy.parity import Runner
 from psdeploy.parity.compare import output_parity
 
 CHECKED_INPUTS = 2  # inputs each module is checked on (there and here)
+TWIN_ROWS = 3  # distinct samples in a batch a batch-1 twin checks (repeated over the batch; 3: no batch's period)
 INPUT_SEED = 1000  # inputs' seeds: INPUT_SEED + k
 WEIGHT_SEED = 7  # a module's regenerated weights: WEIGHT_SEED * 100003 + index
 
@@ -45,6 +46,7 @@ class EntrySpec:
     tolerance: float = DEFAULT_TOLERANCE
     describe: dict[str, object] = field(default_factory=dict)  # recorded as is (source, lowering, case, ...)
     check: Callable[[dict], None] | None = None  # refuses the entry built, if it must
+    twin_onnx: Path | None = None  # the same graph at batch 1: a batch-N CUDA module's twin runs it row by row
 
 
 def _run_here(module: Path, weights: list[np.ndarray]) -> Runner:
@@ -92,11 +94,44 @@ def add_entry(stage: Path, spec: EntrySpec, salt: int) -> dict[str, object]:
         np.savez(stage / folder / "weights.npz", **{f"w{i}": w for i, w in enumerate(weights)})
         entry["weights"] = {"file": str(folder / "weights.npz"), "count": len(weights)}
     inputs = [{"seed": INPUT_SEED + k, "shape": list(spec.shape)} for k in range(CHECKED_INPUTS)]
+    if _twin_rows(spec):
+        rows = min(TWIN_ROWS, spec.shape[0])
+        inputs = [{**s, "shape": [rows, *spec.shape[1:]], "rows": spec.shape[0]} for s in inputs]
     entry["inputs"] = [{**s, "sha256": runner.digest(runner.regenerate(s))} for s in inputs]
     entry["expected"] = str(folder / "expected.npz")
     expected = _expected(stage, spec, built, stage / module, weights, inputs)
     np.savez(stage / folder / "expected.npz", **expected)
     return entry
+
+
+def _twin_rows(spec: EntrySpec) -> bool:
+    """Whether the expected outputs come from a batch-1 twin, row by row."""
+    return spec.reference is None and spec.target.device != "cpu" and spec.twin_onnx is not None
+
+
+def _twin(stage: Path, spec: EntrySpec, built: ApartBuild, weights: list[np.ndarray]) -> Runner:
+    """The module's CPU twin (at batch 1 when ``spec.twin_onnx``, run row by row), over ``weights``."""
+    lowered = built.lowered
+    if _twin_rows(spec):
+        lowered, real = lowered_apart(spec.twin_onnx, (1, *spec.shape[1:]), spec.target, spec.winograd_tile,
+                                      spec.layout)
+        if len(real) != len(built.weights) or not all(np.array_equal(a, b) for a, b in zip(real, built.weights)):
+            raise PsdeployError(f"{spec.name}: its graph at batch 1 lifts other weights than at batch "
+                                f"{spec.shape[0]}; its twin cannot check it")
+    twin = stage.parent / f".{stage.name}.twin-{spec.name}.so"  # beside the stage, never in the bundle
+    try:
+        compile_twin(lowered, twin)
+        run = _run_here(twin, weights)
+    finally:
+        twin.unlink(missing_ok=True)
+    if not _twin_rows(spec):
+        return run
+
+    def by_rows(x: np.ndarray) -> list[np.ndarray]:  # x: TWIN_ROWS distinct samples repeated over the batch
+        rows = [run(x[i:i + 1]) for i in range(min(TWIN_ROWS, len(x)))]
+        return [np.concatenate([r[i] for r in rows])[np.arange(len(x)) % len(rows)] for i in range(len(rows[0]))]
+
+    return by_rows
 
 
 def _expected(stage: Path, spec: EntrySpec, built: ApartBuild, module: Path, weights: list[np.ndarray],
@@ -107,12 +142,7 @@ def _expected(stage: Path, spec: EntrySpec, built: ApartBuild, module: Path, wei
     elif here:
         reference = _run_here(module, weights)
     else:
-        twin = stage.parent / f".{stage.name}.twin-{spec.name}.so"  # beside the stage, never in the bundle
-        try:
-            compile_twin(built.lowered, twin)
-            reference = _run_here(twin, weights)
-        finally:
-            twin.unlink(missing_ok=True)
+        reference = _twin(stage, spec, built, weights)
     cpu_run = _run_here(module, weights) if here and spec.reference is not None else None
     out: dict[str, np.ndarray] = {}
     for k, s in enumerate(inputs):

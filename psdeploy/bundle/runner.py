@@ -34,7 +34,7 @@ MANIFEST = "manifest.json"
 KDL = {"cpu": 1, "cuda": 2}  # DLPack device types
 POOLED_ALLOCATOR = 2
 ATTR_EXISTS, ATTR_NAME = 0, 5  # TVM device attributes
-CUDART = "libcudart.so.13"
+NOISY_CV_PCT = 10.0  # as psdeploy bench flags it
 
 
 class BundleError(Exception):
@@ -51,6 +51,8 @@ def regenerate(spec: dict) -> np.ndarray:
     values = rng.standard_normal(tuple(spec["shape"]), dtype=np.float32)
     values *= np.float32(spec.get("std", 1.0))
     values += np.float32(spec.get("mean", 0.0))
+    if "rows" in spec:  # a batch of the first few samples repeated: each row's output known from a batch-1 run
+        values = values[np.arange(spec["rows"]) % values.shape[0]]
     return values
 
 
@@ -258,9 +260,10 @@ def rotated(items: list, k: int) -> list:
     return items[shift:] + items[:shift]
 
 
-def time_group(runs: dict, rounds: int, timing: dict) -> dict[str, list[float]]:
+def time_group(runs: dict, rounds: int, timing: dict) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """One load: warm-up until settled (or its cap), then ``rounds`` rounds, each case one untimed run and a
-    block of timed runs per round, the order rotated from round to round; each round's figure per case."""
+    block of timed runs per round, the order rotated from round to round. Per case: each round's figure (its
+    block's median), and every timed run."""
     names = list(runs)
     warm = {n: [] for n in names}
     window = max(3, timing["warmup"] // 2)
@@ -270,49 +273,60 @@ def time_group(runs: dict, rounds: int, timing: dict) -> dict[str, list[float]]:
         if k + 1 >= timing["warmup"] and all(_settled(warm[n], window) for n in names):
             break
     per_round = {n: [] for n in names}
+    samples = {n: [] for n in names}
     for k in range(rounds):
         for n in rotated(names, k):
             runs[n]()
-            per_round[n].append(float(np.median([_once(runs[n]) for _ in range(timing["block"])])))
-    return per_round
+            block = [_once(runs[n]) for _ in range(timing["block"])]
+            samples[n] += block
+            per_round[n].append(float(np.median(block)))
+    return per_round, samples
 
 
-def summary(rounds_by_load: list[list[float]], first_by_load: list[list[float]] | None) -> dict:
-    pooled = np.array([r for load in rounds_by_load for r in load])
-    out = {"median_ms": float(np.median(pooled)), "p10_ms": float(np.percentile(pooled, 10)),
-           "p90_ms": float(np.percentile(pooled, 90)), "mean_ms": float(pooled.mean()),
-           "cv_pct": float(pooled.std() / pooled.mean() * 100), "rounds": len(pooled),
-           "load_medians_ms": [float(np.median(load)) for load in rounds_by_load]}
-    if first_by_load is not None:
-        ratios = [np.array(a) / np.array(b) for a, b in zip(rounds_by_load, first_by_load)]
-        every = np.concatenate(ratios)
-        out.update(ratio=float(np.median(every)), ratio_p10=float(np.percentile(every, 10)),
-                   ratio_p90=float(np.percentile(every, 90)), load_ratios=[float(np.median(r)) for r in ratios])
-    return out
+def summary(samples_by_load: list[list[float]], rounds_by_load: list[list[float]],
+            first_by_load: list[list[float]]) -> dict:
+    """As ``psdeploy bench`` pools loads: latency statistics of every timed run, the ratio to the group's first
+    case as the median of per-round ratios with its p10-p90 band, and each load's median and ratio."""
+    every = np.array([s for load in samples_by_load for s in load], dtype=np.float64)
+    mean = float(every.mean())
+    cv = float(every.std(ddof=1) / mean * 100) if len(every) > 1 and mean > 0 else 0.0
+    ratios = [np.array(a) / np.array(b) for a, b in zip(rounds_by_load, first_by_load)]
+    pooled = np.concatenate(ratios)
+    return {"stats": {"iterations": len(every), "median_ms": float(np.median(every)),
+                      "p90_ms": float(np.percentile(every, 90)), "p99_ms": float(np.percentile(every, 99)),
+                      "min_ms": float(every.min()), "mean_ms": mean, "cv_pct": cv, "noisy": cv > NOISY_CV_PCT},
+            "rounds": sum(len(r) for r in rounds_by_load),
+            "ratio": float(np.median(pooled)), "ratio_p10": float(np.percentile(pooled, 10)),
+            "ratio_p90": float(np.percentile(pooled, 90)), "load_ratios": [float(np.median(r)) for r in ratios],
+            "load_medians_ms": [float(np.median(load)) for load in samples_by_load]}
 
 
 def run_group(bundle: Bundle, runtime: Runtime, entries: list[dict], args, say) -> list[dict]:
-    """Each artifact checked once, then the group timed over ``--loads`` loads."""
-    timing = {**bundle.manifest["timing"], **{k: v for k, v in (("warmup", args.warmup),) if v is not None}}
+    """Each artifact checked once, then the group timed over its loads, every module opened anew in each."""
+    timing = dict(bundle.manifest["timing"])
+    if args.warmup is not None:
+        timing["warmup"] = args.warmup
     iters, loads = args.iters or timing["iters"], args.loads or timing["loads"]
+    if iters < loads:
+        raise BundleError(f"--iters {iters}: fewer timed rounds than --loads {loads}; expected at least one per load")
     names = [e["name"] for e in entries]
     checks = {}
     for entry in entries:
         checks[entry["name"]] = check(bundle, Artifact(bundle, runtime, entry))
         say(f"{entry['name']}: matches its expected outputs (max|err|/max|ref| {checks[entry['name']]['rel_err']:.1e})")
     rounds: dict[str, list[list[float]]] = {n: [] for n in names}
+    samples: dict[str, list[list[float]]] = {n: [] for n in names}
     shares = [iters // loads + (k < iters % loads) for k in range(loads)]
     for k, share in enumerate(shares):
         opened = {e["name"]: Artifact(bundle, runtime, e) for e in rotated(entries, k)}
-        per_round = time_group({n: opened[n] for n in names}, share, timing)
+        per_round, timed = time_group({n: opened[n] for n in names}, share, timing)
         del opened
         for n in names:
             rounds[n].append(per_round[n])
+            samples[n].append(timed[n])
         say(f"group {entries[0]['group']}: load {k + 1}/{loads} timed ({share} rounds)")
-    first = names[0]
     return [{**{k: v for k, v in e.items() if k not in ("weights", "inputs", "expected", "module")},
-             "parity": checks[e["name"]],
-             "stats": summary(rounds[e["name"]], None if e["name"] == first else rounds[first])}
+             "parity": checks[e["name"]], **summary(samples[e["name"]], rounds[e["name"]], rounds[names[0]])}
             for e in entries]
 
 
@@ -330,6 +344,20 @@ def write_json(path: Path, data: dict, force: bool) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def environment(runtime: Runtime, devices: list[str]) -> dict:
+    """The fingerprint ``psdeploy bench`` records, from what this server has (no psdeploy here)."""
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+    governor = Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
+    packages = {"numpy": np.__version__, "apache-tvm-ffi": runtime.ffi.__version__}
+    return {"cpu_model": runtime.device_name("cpu"),
+            "cpu_flags": " ".join(f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f in flags),
+            "cores": os.cpu_count(), "threads": runtime.threads,
+            "governor": governor.read_text().strip() if governor.is_file() else "unreadable",
+            "gpu": runtime.device_name("cuda") if "cuda" in devices else "none", "os": platform.platform(),
+            "python": platform.python_version(), "packages": packages}
 
 
 def loaded_libraries() -> list[str]:
@@ -354,8 +382,6 @@ def parse(argv: list[str]) -> argparse.Namespace:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise BundleError(f"--{name} {value}: expected a whole number of at least 1")
-    if args.iters and args.loads and args.iters < args.loads:
-        raise BundleError(f"--iters {args.iters}: fewer rounds than --loads {args.loads}; expected at least one per load")
     return args
 
 
@@ -386,13 +412,9 @@ def main(argv: list[str] | None = None, root: Path | None = None) -> int:
                 say(f"group {group}: {len(members)} checked")
             else:
                 results += run_group(bundle, runtime, members, args, say)
-        data = {"format": RESULTS_FORMAT, "bundle": bundle.manifest["name"],
-                "environment": {"python": platform.python_version(), "numpy": np.__version__,
-                                "tvm_ffi": runtime.ffi.__version__, "platform": platform.platform(),
-                                "devices": {d: runtime.device_name(d) for d in devices},
-                                "tvm_threads": runtime.threads, "cpu_count": os.cpu_count()},
-                "loaded_libraries": loaded_libraries(), "wall_s": time.perf_counter() - started,
-                "artifacts": results}
+        data = {"format": RESULTS_FORMAT, "bundle": bundle.manifest["name"], "report": bundle.manifest.get("report"),
+                "environment": environment(runtime, devices), "loaded_libraries": loaded_libraries(),
+                "wall_s": time.perf_counter() - started, "artifacts": results}
         write_json(args.json, data, args.force)
         say(f"results written to {args.json}")
         return 0

@@ -68,13 +68,19 @@ def build_apart(onnx_path: Path, input_shape: tuple[int, ...], target: Target, o
     ``out_file`` with its weights apart."""
     import tvm
 
-    lowered, weights = lift_weights(lower(import_onnx(onnx_path, input_shape, layout), target, winograd_tile, layout))
+    lowered, weights = lowered_apart(onnx_path, input_shape, target, winograd_tile, layout)
     database, summary = tune(lowered, target, TuningDatabase(options.tuning_db, target), 0, None, None, None)
     tvm_target = tvm.target.Target(target.tvm_target)
     with tvm_target, database:
         mod = tvm.transform.Sequential(post_tuning_passes(target))(lowered)
     _export(mod, tvm_target, out_file)
     return ApartBuild(summary, weights, lowered)
+
+
+def lowered_apart(onnx_path: Path, input_shape: tuple[int, ...], target: Target, winograd_tile: int,
+                  layout: ConvLayout) -> tuple[object, list[np.ndarray]]:
+    """The graph through the build's passes (before scheduling), its weights lifted out."""
+    return lift_weights(lower(import_onnx(onnx_path, input_shape, layout), target, winograd_tile, layout))
 
 
 def compile_twin(lowered, out_file: Path) -> None:
