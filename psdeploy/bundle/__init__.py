@@ -27,7 +27,7 @@ from psdeploy.fileio import atomic_output, check_destination
 
 RUNNER = "run.py"
 CATEGORIES = (("modules", "module.so"), ("weights", "weights.npz"), ("expected outputs", "expected.npz"),
-              ("TVM runtime", "runtime/lib"), ("tvm_ffi wheel", ".whl"), ("runner", RUNNER))
+              ("TVM runtime", "runtime/lib"), ("tvm_ffi and typing_extensions wheels", ".whl"), ("runner", RUNNER))
 
 
 @dataclass
@@ -94,7 +94,8 @@ def write_bundle(name: str, specs: Callable[[Path], list[EntrySpec]], output: Pa
                 spec.check(entries[-1])
         runtime = add_runtime(stage, python, cuda=any(e["device"] == "cuda" for e in entries))
         shutil.copy2(runner.__file__, stage / RUNNER)
-        listed = [*runtime.values(), *(e[k] for e in entries for k in ("module", "expected")),
+        listed = [*(v for k, v in runtime.items() if k != "wheels"), *runtime["wheels"],
+                  *(e[k] for e in entries for k in ("module", "expected")),
                   *(e["weights"]["file"] for e in entries if "file" in e["weights"])]
         files = {n: {"sha256": _sha256(stage / n), "bytes": (stage / n).stat().st_size} for n in sorted(listed)}
         total = sum(f["bytes"] for f in files.values()) + (stage / RUNNER).stat().st_size

@@ -119,8 +119,9 @@ class Runtime:
 
     def __init__(self, bundle: Bundle, cuda: bool, scratch: Path) -> None:
         runtime = bundle.manifest["runtime"]
-        with zipfile.ZipFile(bundle.path(runtime["wheel"])) as wheel:
-            wheel.extractall(scratch, [m for m in wheel.namelist() if m.startswith("tvm_ffi/")])
+        for name in runtime["wheels"]:  # tvm_ffi and typing_extensions: pure zip archives, unpacked, not installed
+            with zipfile.ZipFile(bundle.path(name)) as wheel:
+                wheel.extractall(scratch)
         sys.path.insert(0, str(scratch))
         import tvm_ffi
 
@@ -157,28 +158,28 @@ class Runtime:
         return model[0].split(":", 1)[1].strip() if model else platform.processor() or platform.machine()
 
     def put(self, array: np.ndarray, device):
+        """A copy of ``array`` in memory the runtime allocated (aligned as its kernels assume) on ``device``."""
         host = self.ffi.from_dlpack(np.ascontiguousarray(array))
-        if device.dlpack_device_type() == KDL["cpu"]:
-            return host
         out = self._alloc(self.ffi.Shape(array.shape), self.ffi.dtype(str(array.dtype)), device, None)
-        self._copy(host, out, None)
+        self._copy(host, out)
         return out
 
     def get(self, tensor) -> np.ndarray:
         if tensor.device.dlpack_device_type() != KDL["cpu"]:
             host = self._alloc(tensor.shape, tensor.dtype, self.device("cpu"), None)
-            self._copy(tensor, host, None)
+            self._copy(tensor, host)
             tensor = host
         return np.array(np.from_dlpack(tensor))
 
     def sync(self, device) -> None:
-        self._sync(device, None)
+        self._sync(device, 0)
 
 
 class Artifact:
-    """One bundled module, opened: its weights on the device once, ``run()`` one synchronised call."""
+    """One bundled module, opened anew: its weights (read or regenerated once per group: ``cache``) copied to the
+    device, ``run()`` one synchronised call on its first input."""
 
-    def __init__(self, bundle: Bundle, runtime: Runtime, entry: dict) -> None:
+    def __init__(self, bundle: Bundle, runtime: Runtime, entry: dict, cache: dict) -> None:
         self.entry, self.runtime = entry, runtime
         self.name = entry["name"]
         self.dev = runtime.device(entry["device"])
@@ -189,7 +190,9 @@ class Artifact:
             init += [KDL["cpu"], 0, POOLED_ALLOCATOR]  # shape functions run on the CPU
         self.vm["vm_initialization"](*init)
         self.main = self.vm["main"]
-        self.weights = [runtime.put(w, self.dev) for w in weights(bundle, entry)]
+        if self.name not in cache:
+            cache[self.name] = weights(bundle, entry)
+        self.weights = [runtime.put(w, self.dev) for w in cache[self.name]]
         self.x = runtime.put(regenerate(entry["inputs"][0]), self.dev)
 
     def __call__(self, x=None):
@@ -310,15 +313,15 @@ def run_group(bundle: Bundle, runtime: Runtime, entries: list[dict], args, say) 
     if iters < loads:
         raise BundleError(f"--iters {iters}: fewer timed rounds than --loads {loads}; expected at least one per load")
     names = [e["name"] for e in entries]
-    checks = {}
+    checks, cache = {}, {}
     for entry in entries:
-        checks[entry["name"]] = check(bundle, Artifact(bundle, runtime, entry))
+        checks[entry["name"]] = check(bundle, Artifact(bundle, runtime, entry, cache))
         say(f"{entry['name']}: matches its expected outputs (max|err|/max|ref| {checks[entry['name']]['rel_err']:.1e})")
     rounds: dict[str, list[list[float]]] = {n: [] for n in names}
     samples: dict[str, list[list[float]]] = {n: [] for n in names}
     shares = [iters // loads + (k < iters % loads) for k in range(loads)]
     for k, share in enumerate(shares):
-        opened = {e["name"]: Artifact(bundle, runtime, e) for e in rotated(entries, k)}
+        opened = {e["name"]: Artifact(bundle, runtime, e, cache) for e in rotated(entries, k)}
         per_round, timed = time_group({n: opened[n] for n in names}, share, timing)
         del opened
         for n in names:
@@ -408,7 +411,8 @@ def main(argv: list[str] | None = None, root: Path | None = None) -> int:
         for group in dict.fromkeys(e["group"] for e in entries):
             members = [e for e in entries if e["group"] == group]
             if args.check_only:
-                results += [{"name": e["name"], "parity": check(bundle, Artifact(bundle, runtime, e))} for e in members]
+                results += [{"name": e["name"], "parity": check(bundle, Artifact(bundle, runtime, e, {}))}
+                            for e in members]
                 say(f"group {group}: {len(members)} checked")
             else:
                 results += run_group(bundle, runtime, members, args, say)

@@ -2,7 +2,8 @@
 
 Modules need only the runtime library (3.4 MB), never ``libtvm_compiler`` (259 MB), and the runner drives it
 through ``tvm_ffi`` alone, so no TVM Python file is needed. ``apache-tvm-ffi`` is built per CPython: its
-wheel for the server's Python is fetched here, at the exact version this build runs, by pip.
+wheel for the server's Python (and that of ``typing-extensions``, which it imports) is fetched here, at the
+exact version this build runs, by pip.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from psdeploy.errors import PsdeployError
 
 CUDART = "libcudart.so.13"  # what libtvm_runtime_cuda.so links against (TVM 0.27's wheel, CUDA 13)
+WHEELS = ("apache-tvm-ffi", "typing-extensions")  # tvm_ffi (built per CPython) and the one package it requires
 CUDART_PLACES = ("/usr/local/cuda/lib64", "/usr/local/cuda/lib", "/usr/local/cuda-*/lib64", "/usr/local/cuda-*/lib")
 
 
@@ -45,18 +47,18 @@ def _cudart() -> Path:
                         f"found here under {', '.join(CUDART_PLACES)} or $CUDA_HOME/lib64; install the CUDA 13 toolkit")
 
 
-def fetch_ffi_wheel(python: str, into: Path) -> Path:
-    """The ``apache-tvm-ffi`` wheel of the installed version for CPython ``python``, downloaded by pip."""
-    version = metadata.version("apache-tvm-ffi")
+def fetch_wheel(package: str, python: str, into: Path) -> Path:
+    """The wheel of ``package`` at its installed version for CPython ``python``, downloaded by pip."""
+    version = metadata.version(package)
     with tempfile.TemporaryDirectory(prefix="psdeploy-wheel-") as tmp:
-        command = [sys.executable, "-m", "pip", "download", f"apache-tvm-ffi=={version}", "--python-version", python,
+        command = [sys.executable, "-m", "pip", "download", f"{package}=={version}", "--python-version", python,
                    "--only-binary=:all:", "--no-deps", "--quiet", "--disable-pip-version-check", "-d", tmp]
         done = subprocess.run(command, capture_output=True, text=True)
-        wheels = list(Path(tmp).glob("apache_tvm_ffi-*.whl"))
+        wheels = list(Path(tmp).glob("*.whl"))
         if done.returncode or len(wheels) != 1:
             last = (done.stderr.strip().splitlines() or ["no wheel"])[-1]
-            raise PsdeployError(f"--python {python}: could not fetch apache-tvm-ffi=={version} for CPython {python} "
-                                f"with pip ({last}); expected a Python version it is published for and a package index")
+            raise PsdeployError(f"--python {python}: could not fetch {package}=={version} for CPython {python} with "
+                                f"pip ({last}); expected a Python version it is published for and a package index")
         return Path(shutil.copy2(wheels[0], into / wheels[0].name))
 
 
@@ -71,5 +73,5 @@ def add_runtime(stage: Path, python: str, cuda: bool) -> dict[str, str]:
     for role, path in files.items():
         shutil.copy2(path, folder / path.name)
         out[role] = f"runtime/{path.name}"
-    out["wheel"] = f"runtime/{fetch_ffi_wheel(python, folder).name}"
+    out["wheels"] = [f"runtime/{fetch_wheel(package, python, folder).name}" for package in WHEELS]
     return out

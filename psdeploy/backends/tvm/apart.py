@@ -37,21 +37,21 @@ def lift_weights(mod) -> tuple[object, list[np.ndarray]]:
 
     @relax.expr_functor.mutator
     class Lift(relax.PyExprMutator):
-        def visit_constant_(self, op: relax.Constant):  # noqa: N802 (TVM's visitor name)
-            value = op.data.numpy()
+        def visit_generic_const_(self, op):  # TVM 0.27's relax constants: a tensor payload with its type
+            value = op.value.numpy()
             if value.dtype.kind != "f" or value.size < LIFT_MIN_ELEMENTS:
                 return op
             key = op.__hash__()
             if key not in lifted:
-                lifted[key] = relax.Var(f"w{len(weights)}", op.struct_info)
+                lifted[key] = relax.Var(f"w{len(weights)}", op.ty)
                 weights.append(value)
             return lifted[key]
 
     main = mod["main"]
     body = Lift().visit_expr(main.body)
     params = [*main.params, *(lifted[k] for k in lifted)]
-    out = mod.copy()
-    out["main"] = relax.Function(params, body, main.ret_struct_info, main.is_pure, main.attrs, main.span)
+    out = mod.clone()
+    out["main"] = relax.Function(params, body, is_pure=main.is_pure, attrs=main.attrs)
     return out, weights
 
 
