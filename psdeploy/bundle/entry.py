@@ -82,8 +82,9 @@ def add_entry(stage: Path, spec: EntrySpec, salt: int) -> dict[str, object]:
     module = folder / "module.so"
     built: ApartBuild = build_apart(spec.onnx_path, spec.shape, spec.target, spec.options, stage / module,
                                     spec.winograd_tile, spec.layout)
-    entry: dict[str, object] = {"name": spec.name, "group": spec.group, "device": spec.target.device,
-                                "target": spec.target.name, "input_shape": list(spec.shape), **spec.describe,
+    entry: dict[str, object] = {**spec.describe, "name": spec.name, "group": spec.group,
+                                "device": spec.target.device, "target": spec.target.name,
+                                "input_shape": list(spec.shape),
                                 "module": str(module), "tolerance": spec.tolerance,
                                 "tuned_tasks": f"{built.summary.tasks_already_tuned}/{built.summary.tasks}"}
     if spec.reference is None:

@@ -49,8 +49,8 @@ def recipe_specs(config: ReportConfig, scratch: Path) -> tuple[list[EntrySpec], 
                     continue
                 onnx_path = export_case(module_case.module, group.shape, scratch)
                 twin = export_case(module_case.module, (1, *group.shape[1:]), scratch) if group.batch > 1 else None
-                describe = {"table": group.table, "backend": backend_name, "group": group.label, "case": case.label,
-                            "batch": group.batch, "role": case.role.value, "lowering": case.lowering,
+                describe = {"table": group.table, "backend": backend_name, "report_group": group.label,
+                            "case": case.label, "batch": group.batch, "role": case.role.value, "lowering": case.lowering,
                             "winograd": where.options.winograd, "layout": str(layout)}
                 specs.append(EntrySpec(_name(backend_name, group.label, case.label), f"{backend_name} {group.label}",
                                        onnx_path, group.shape, where.target, where.options, layout,
@@ -74,7 +74,7 @@ def report_of_results(results: dict, source: str) -> ReportData:
             raise PsdeployError(f"{source}: {a['name']} was checked, not timed (run.py --check-only); run it again "
                                 f"without --check-only")
         data.measurements.append(Measurement(
-            a["table"], a["backend"], a["group"], a["case"], a["batch"], a["stats"], a["ratio"], a["ratio_p10"],
+            a["table"], a["backend"], a["report_group"], a["case"], a["batch"], a["stats"], a["ratio"], a["ratio_p10"],
             a["ratio_p90"], a["parity"]["rel_err"], role=a["role"], lowering=a["lowering"],
             load_ratios=a["load_ratios"], load_medians_ms=a["load_medians_ms"]))
     return data
