@@ -228,8 +228,8 @@ def test_rounds_interleave_as_bench_does() -> None:
 
 
 def test_a_recipe_bundle_runs_there_and_reports_here(tmp_path) -> None:
-    """The GPU report's path on a CPU: a report recipe's TVM cases bundled (batch 2: the batch-1 twin's rows
-    path is the CUDA one), run by run.py, and its results turned into the report's tables here."""
+    """The GPU report's path on a CPU: a report recipe's TVM cases bundled, with its eager-PyTorch layer cases,
+    run by run.py, and its results turned into the report's tables here."""
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text("name: tiny\nbackends: [torch, tvm-llvm]\ntiming: {warmup: 2, max_warmup: 4, iters: 30, loads: 2}\n"
                       "layers: {shapes: [[16, 8]], strides: [1], batches: [2], lowerings: [grouped],"
@@ -239,7 +239,8 @@ def test_a_recipe_bundle_runs_there_and_reports_here(tmp_path) -> None:
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert [e["case"] for e in manifest["artifacts"]] == ["plain", "dilated2", "psconv_grouped"]
     assert {e["group"] for e in manifest["artifacts"]} == {"tvm-llvm 16@8 s1 b2"}
-    assert manifest["report"]["left_out"] == ["torch (eager PyTorch: run.py carries TVM modules only)"]
+    assert manifest["report"]["left_out"] == ["torch 16@8 s1 b2 psconv_grouped (deployed lowerings need psdeploy there)"]
+    assert [(e["case"], e["torch"]["dilation"]) for e in manifest["torch"]] == [("plain", 1), ("dilated2", 2)]
     results = tmp_path / "results.json"
     run = subprocess.run([sys.executable, str(tmp_path / "b" / "run.py"), "--json", str(results)],
                          capture_output=True, text=True)
@@ -249,6 +250,8 @@ def test_a_recipe_bundle_runs_there_and_reports_here(tmp_path) -> None:
     assert report.exit_code == 0, report.output
     data = json.loads((tmp_path / "r" / "report.json").read_text())
     rows = {(m["backend"], m["case"]): m for m in data["measurements"]}
-    assert set(rows) == {("tvm-llvm", "plain"), ("tvm-llvm", "dilated2"), ("tvm-llvm", "psconv_grouped")}
+    assert set(rows) == {("tvm-llvm", "plain"), ("tvm-llvm", "dilated2"), ("tvm-llvm", "psconv_grouped"),
+                         ("torch", "plain"), ("torch", "dilated2")}  # torch eager: this Python has torch
+    assert rows[("torch", "dilated2")]["parity_rel_err"] == 0.0 and rows[("torch", "plain")]["ratio"] == 1.0
     assert rows[("tvm-llvm", "plain")]["ratio"] == 1.0 and rows[("tvm-llvm", "dilated2")]["parity_rel_err"] <= 1e-4
     assert "psconv_grouped" in (tmp_path / "r" / "report.md").read_text()

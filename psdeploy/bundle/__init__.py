@@ -139,14 +139,17 @@ def bundle_recipe(recipe: Path, output: Path, python: str | None = None, force: 
     config = load_report_config(recipe, None)
     timing = Timing(config.iters, config.loads, config.warmup, config.max_warmup)
     left_out: list[str] = []
+    torch: list[dict] = []
 
     def specs(scratch: Path) -> list[EntrySpec]:
-        entries, skipped = recipe_specs(config, scratch)
+        entries, torch_entries, skipped = recipe_specs(config, scratch)
+        torch.extend(torch_entries)
         left_out.extend(skipped)
         return entries
 
     report = {"recipe": {"path": str(recipe.resolve()), "sha256": _sha256(recipe)}, "left_out": left_out}
-    return write_bundle(config.name, specs, output, python, timing, max_bytes, force, {"report": report}, on_entry)
+    return write_bundle(config.name, specs, output, python, timing, max_bytes, force,
+                        {"report": report, "torch": torch}, on_entry)
 
 
 def _names(directories: list[Path]) -> list[str]:

@@ -7,8 +7,9 @@ module with ``libtvm_runtime`` through ``tvm_ffi`` (never ``libtvm_compiler``), 
 expected outputs recorded in the bundle (max|err| / max|ref| <= its tolerance), and times the
 artifacts of each group interleaved as ``psdeploy bench`` does: rounds in rotated order, each
 artifact's turn one untimed run then a block of timed runs, over several loads (every module opened
-anew, the opening order alternating), the device synchronised after each run. Bad input: one line,
-``error: ...``, exit 2; a failed check: one line, exit 1.
+anew, the opening order alternating), the device synchronised after each run; where torch is installed,
+the bundle's eager-PyTorch layer cases too (cuDNN on a GPU). Bad input: one line, ``error: ...``, exit 2;
+a failed check: one line, exit 1.
 """
 
 from __future__ import annotations
@@ -304,33 +305,100 @@ def summary(samples_by_load: list[list[float]], rounds_by_load: list[list[float]
             "load_medians_ms": [float(np.median(load)) for load in samples_by_load]}
 
 
-def run_group(bundle: Bundle, runtime: Runtime, entries: list[dict], args, say) -> list[dict]:
-    """Each artifact checked once, then the group timed over its loads, every module opened anew in each."""
+def _timing(bundle: Bundle, args) -> tuple[dict, int, int]:
     timing = dict(bundle.manifest["timing"])
     if args.warmup is not None:
         timing["warmup"] = args.warmup
     iters, loads = args.iters or timing["iters"], args.loads or timing["loads"]
     if iters < loads:
         raise BundleError(f"--iters {iters}: fewer timed rounds than --loads {loads}; expected at least one per load")
+    return timing, iters, loads
+
+
+def time_loads(entries: list[dict], open_case, bundle: Bundle, args, say) -> dict[str, dict]:
+    """The group timed over its loads, every case opened anew in each (the opening order rotated)."""
+    timing, iters, loads = _timing(bundle, args)
     names = [e["name"] for e in entries]
-    checks, cache = {}, {}
-    for entry in entries:
-        checks[entry["name"]] = check(bundle, Artifact(bundle, runtime, entry, cache))
-        say(f"{entry['name']}: matches its expected outputs (max|err|/max|ref| {checks[entry['name']]['rel_err']:.1e})")
     rounds: dict[str, list[list[float]]] = {n: [] for n in names}
     samples: dict[str, list[list[float]]] = {n: [] for n in names}
-    shares = [iters // loads + (k < iters % loads) for k in range(loads)]
-    for k, share in enumerate(shares):
-        opened = {e["name"]: Artifact(bundle, runtime, e, cache) for e in rotated(entries, k)}
+    for k in range(loads):
+        share = iters // loads + (k < iters % loads)
+        opened = {e["name"]: open_case(e) for e in rotated(entries, k)}
         per_round, timed = time_group({n: opened[n] for n in names}, share, timing)
         del opened
         for n in names:
             rounds[n].append(per_round[n])
             samples[n].append(timed[n])
         say(f"group {entries[0]['group']}: load {k + 1}/{loads} timed ({share} rounds)")
+    return {n: summary(samples[n], rounds[n], rounds[names[0]]) for n in names}
+
+
+def run_group(bundle: Bundle, runtime: Runtime, entries: list[dict], args, say) -> list[dict]:
+    """Each artifact checked once, then the group timed."""
+    checks, cache = {}, {}
+    for entry in entries:
+        checks[entry["name"]] = check(bundle, Artifact(bundle, runtime, entry, cache))
+        say(f"{entry['name']}: matches its expected outputs (max|err|/max|ref| {checks[entry['name']]['rel_err']:.1e})")
+    stats = time_loads(entries, lambda e: Artifact(bundle, runtime, e, cache), bundle, args, say)
     return [{**{k: v for k, v in e.items() if k not in ("weights", "inputs", "expected", "module")},
-             "parity": checks[e["name"]], **summary(samples[e["name"]], rounds[e["name"]], rounds[names[0]])}
-            for e in entries]
+             "parity": checks[e["name"]], **stats[e["name"]]} for e in entries]
+
+
+def torch_case(entry: dict, torch):
+    """A layer case in eager PyTorch (cuDNN on a GPU) on random weights: a 3x3 conv at its dilation, or the
+    released PSConv, ``gwconv(x) + conv(x) + gwconv_shift(swap_halves(x))`` as psdeploy.arch.psconv has it."""
+    spec, conv = entry["torch"], torch.nn.functional.conv2d
+    device = torch.device(entry["device"])
+    generator = torch.Generator().manual_seed(0)
+    c, stride, dilation = spec["channels"], spec["stride"], spec["dilation"]
+    x = torch.randn(*entry["input_shape"], generator=generator).to(device)
+
+    def weight(groups: int):
+        return (torch.randn(c, c // groups, 3, 3, generator=generator) * (2 / (9 * c / groups)) ** 0.5).to(device)
+
+    if spec["op"] == "conv":
+        w = weight(1)
+
+        def forward():
+            return conv(x, w, None, stride, dilation, dilation)
+    else:
+        parts = spec["parts"]
+        grouped, shifted, dense = weight(parts), weight(parts), weight(1)
+        n, _, h, wd = x.shape
+
+        def forward():
+            swapped = x.reshape(n, 1, 2, c // 2, h, wd).flip(2).reshape(n, c, h, wd)
+            return (conv(x, grouped, None, stride, dilation, dilation, 1, parts) + conv(x, dense, None, stride, 1)
+                    + conv(swapped, shifted, None, stride, 2 * dilation, 2 * dilation, 1, parts))
+
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def run() -> None:
+        with torch.inference_mode():
+            forward()
+        sync()
+
+    return run
+
+
+def run_torch(bundle: Bundle, entries: list[dict], args, say) -> tuple[list[dict], str | None]:
+    """The bundle's eager-PyTorch layer cases, where torch is installed (and a GPU, for a GPU bundle's);
+    else none, and why."""
+    try:
+        import torch
+    except ImportError:
+        return [], "torch is not installed here"
+    if any(e["device"] == "cuda" for e in entries) and not torch.cuda.is_available():
+        return [], f"torch {torch.__version__} sees no CUDA GPU"
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results = []
+    for group in dict.fromkeys(e["group"] for e in entries):
+        members = [e for e in entries if e["group"] == group]
+        stats = time_loads(members, lambda e: torch_case(e, torch), bundle, args, say)
+        results += [{**e, "parity": None, "runs_on": f"torch {torch.__version__}", **stats[e["name"]]}
+                    for e in members]
+    return results, None
 
 
 def write_json(path: Path, data: dict, force: bool) -> None:
@@ -416,7 +484,11 @@ def main(argv: list[str] | None = None, root: Path | None = None) -> int:
                 say(f"group {group}: {len(members)} checked")
             else:
                 results += run_group(bundle, runtime, members, args, say)
+        torch_results, torch_skipped = [], None
+        if bundle.manifest.get("torch") and not args.check_only:
+            torch_results, torch_skipped = run_torch(bundle, bundle.manifest["torch"], args, say)
         data = {"format": RESULTS_FORMAT, "bundle": bundle.manifest["name"], "report": bundle.manifest.get("report"),
+                "torch": torch_results, "torch_skipped": torch_skipped,
                 "environment": environment(runtime, devices), "loaded_libraries": loaded_libraries(),
                 "wall_s": time.perf_counter() - started, "artifacts": results}
         write_json(args.json, data, args.force)

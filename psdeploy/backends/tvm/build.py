@@ -65,16 +65,13 @@ def pre_tuning_passes(winograd_tile: int = 0, layout: ConvLayout = NCHW, device:
 
 
 def post_tuning_passes(target: Target):
-    """Apply tuned schedules; on GPU give every function still unscheduled dlight's default rules, in the order
-    TVM's own cuda pipeline tries them (the first that applies schedules it; Fallback takes the rest)."""
+    """Apply tuned schedules; on GPU give every function still unscheduled dlight's default."""
     from tvm import relax
     from tvm.s_tir import dlight
 
     passes = [relax.transform.MetaScheduleApplyDatabase(enable_warning=False)]
     if target.device == "cuda":
-        gpu = dlight.gpu
-        passes.append(dlight.ApplyDefaultSchedule(gpu.Matmul(), gpu.GEMV(), gpu.Reduction(), gpu.GeneralReduction(),
-                                                  gpu.Fallback()))
+        passes.append(dlight.ApplyDefaultSchedule(dlight.gpu.Fallback()))
     return passes
 
 
