@@ -180,7 +180,7 @@ def test_a_module_that_computes_otherwise_fails_its_check(built) -> None:
     manifest = json.loads((bundle / "manifest.json").read_text())
     name = manifest["artifacts"][0]["expected"]
     with np.load(bundle / name) as npz:
-        changed = {k: npz[k] * 1.01 for k in npz.files}
+        changed = {k: npz[k] * (1 if k.endswith(("_shape", "_maxabs")) else 1.01) for k in npz.files}
     np.savez(bundle / name, **changed)
     manifest["files"][name] = {"sha256": runner.file_digest(bundle / name), "bytes": (bundle / name).stat().st_size}
     (bundle / "manifest.json").write_text(json.dumps(manifest))
@@ -203,7 +203,6 @@ def test_results_are_never_half_written_nor_overwritten(built) -> None:
     _one_line_error(_run(built, built["shipped"], "--iters", "0"), 2, "--iters 0")
 
 
-@pytest.mark.slow
 def test_a_cuda_bundle_builds_here_and_refuses_to_run_without_a_gpu(built) -> None:
     """CUDA modules with seeded weights regenerated: expected outputs from their CPU twin; no GPU, one line."""
     cuda = _compile(built["tmp"], "seeded:ps_resnet_digits", "cuda")

@@ -103,5 +103,5 @@ def check_tuning(entry: dict) -> None:
     """A rebuild that finds fewer schedules than the artifact had would ship a slower module than it: refused."""
     had, now = entry["tuned_when_compiled"], entry["tuned_tasks"]
     if had != "n/a" and int(now.split("/")[0]) < int(had.split("/")[0]):
-        raise PsdeployError(f"{entry['artifact']}: its tuning database now covers {now} of its tasks, and it was compiled "
-                            f"with {had}; the database was moved or pruned, so the bundle would ship a slower module")
+        raise PsdeployError(f"{entry['artifact']}: its tuning database now covers {now} of its tasks, and it was "
+                            f"compiled with {had}; the database was moved or pruned, so the bundle would ship a slower module")

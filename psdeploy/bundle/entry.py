@@ -25,6 +25,7 @@ from psdeploy.parity import Runner
 from psdeploy.parity.compare import output_parity
 
 CHECKED_INPUTS = 2  # inputs each module is checked on (there and here)
+CHECKED_VALUES = 8192  # values of each output recorded (spread over it; max|ref| over all): 32 KiB, not 100 MB
 TWIN_ROWS = 3  # distinct samples in a batch a batch-1 twin checks (repeated over the batch; 3: no batch's period)
 INPUT_SEED = 1000  # inputs' seeds: INPUT_SEED + k
 WEIGHT_SEED = 7  # a module's regenerated weights: WEIGHT_SEED * 100003 + index
@@ -153,7 +154,10 @@ def _expected(stage: Path, spec: EntrySpec, built: ApartBuild, module: Path, wei
             if not np.all(np.isfinite(ref)):
                 raise PsdeployError(f"{spec.name}: its reference output {i} is not finite; the weights or inputs "
                                     f"overflow")
-            out[f"x{k}_out{i}"] = np.ascontiguousarray(ref, dtype=np.float32)
+            flat = np.ascontiguousarray(ref, dtype=np.float32).ravel()
+            out[f"x{k}_out{i}"] = flat[runner.sampled(flat.size, CHECKED_VALUES)] if flat.size > CHECKED_VALUES else flat
+            out[f"x{k}_out{i}_shape"] = np.array(ref.shape, dtype=np.int64)
+            out[f"x{k}_out{i}_maxabs"] = np.array(np.abs(flat).max(), dtype=np.float32)
         if cpu_run is not None:  # the module with its weights apart must still compute what the artifact did
             for i, (ref, got) in enumerate(zip(refs, cpu_run(x))):
                 err = output_parity(str(i), ref, got).rel_err

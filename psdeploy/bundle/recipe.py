@@ -2,7 +2,8 @@
 
 The report of a machine psdeploy cannot run on (a GPU server with no TVM) is measured in two halves:
 here, ``psdeploy bundle --recipe R`` builds every case the recipe times on its TVM backends, seeded
-weights regenerated there (and its eager-PyTorch layer cases, as shapes, for where torch is), one interleaved group per backend and report group, as ``psdeploy report``
+weights regenerated there (and its eager-PyTorch layer cases, as shapes, for where torch is), one
+interleaved group per backend and report group, as ``psdeploy report``
 times them; there, ``run.py`` checks and times them; here again, ``psdeploy report --from-bundle-results``
 turns its JSON into the report's Markdown, JSON, CSV and charts.
 """
