@@ -254,3 +254,12 @@ def test_a_recipe_bundle_runs_there_and_reports_here(tmp_path) -> None:
     assert rows[("torch", "dilated2")]["parity_rel_err"] == 0.0 and rows[("torch", "plain")]["ratio"] == 1.0
     assert rows[("tvm-llvm", "plain")]["ratio"] == 1.0 and rows[("tvm-llvm", "dilated2")]["parity_rel_err"] <= 1e-4
     assert "psconv_grouped" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_rounds_fit_the_time_budget_and_never_fall_below_five_per_load() -> None:
+    timing = {"warmup": 20, "max_warmup": 60, "block": 2}
+    fitted, iters = runner.within(10.0, 0.01, timing, 200, 3)  # 900 rounds affordable: nothing cut
+    assert iters == 200 and fitted["max_warmup"] == 60
+    fitted, iters = runner.within(10.0, 0.1, timing, 200, 3)  # 90 affordable: warm-up 7 per load, 69 timed
+    assert (fitted["warmup"], fitted["max_warmup"], iters) == (7, 7, 69)
+    assert runner.within(1.0, 1.0, timing, 200, 3)[1] == 15  # over budget: still 5 timed rounds per load
