@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from psdeploy.api.bundles import bundle, report_from_bundle
 from psdeploy.api.recipes import Recipe, load_recipe
 from psdeploy.arrays import load_npy
 from psdeploy.backends import (
@@ -296,5 +297,5 @@ def prune_tuning_db(source: str | Path, output: str | Path, *, force: bool = Fal
     return prune(Path(source), Path(output), force)
 
 
-__all__ = ["Recipe", "report", "RunResult", "accuracy", "bench", "compile", "export", "inspect", "load", "profile",
-           "prune_tuning_db", "read_input", "run", "verify"]
+__all__ = ["Recipe", "report", "RunResult", "accuracy", "bench", "bundle", "compile", "export", "inspect", "load", "profile",
+           "prune_tuning_db", "read_input", "report_from_bundle", "run", "verify"]

@@ -428,13 +428,21 @@ def profile(model: str, on: str | None, against: str | None, batch: int | None, 
               help="Threads for every backend (default: recipe, else 2).")
 @click.option("--compare", "compare_with", type=click.Path(dir_okay=False, exists=True),
               help="Earlier report.json: list ratios that got worse beyond noise; exit 1 if any.")
+@click.option("--from-bundle-results", "bundle_results", type=click.Path(dir_okay=False, exists=True),
+              help="The JSON a recipe bundle's run.py wrote (on a GPU server): its report, nothing timed here.")
 @FORCE_OPTION
 def report(recipe: str | None, quick: bool, output: str, threads: int | None, compare_with: str | None,
-           force: bool) -> None:
+           bundle_results: str | None, force: bool) -> None:
     """Appendix G latency tables (layer and network) per backend: Markdown, JSON, CSV and PNG."""
     from psdeploy import api
     from psdeploy.cli.render import show_report
 
+    if bundle_results:
+        if recipe or quick or threads or compare_with:
+            raise PsdeployError("--from-bundle-results: the recipe and timing are the bundle's; drop --recipe, "
+                                "--quick, --threads and --compare")
+        show_report(api.report_from_bundle(bundle_results, output, force=force), [])
+        return
     _, paths, changes = api.report(output, recipe=recipe, quick=quick, threads=threads, compare_with=compare_with,
                                    force=force)
     show_report(paths, changes)
@@ -453,3 +461,35 @@ def prune_db(source: str, output: str, force: bool) -> None:
     from psdeploy.cli.render import show_pruned
 
     show_pruned(api.prune_tuning_db(source, output, force=force), output)
+
+
+@main.command()
+@click.argument("artifacts", nargs=-1, type=click.Path(file_okay=False, exists=True))
+@click.option("--recipe", type=click.Path(dir_okay=False, exists=True),
+              help="Report recipe: bundle every TVM case it times (recipes/reports/appendix_g_gpu.yaml).")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
+              help="Bundle folder: modules, weights, TVM's runtime and run.py.")
+@click.option("--python", "python", default=None, metavar="X.Y",
+              help="CPython version of the server (its tvm_ffi wheel is fetched here); default: this Python's.")
+@click.option("--regenerate-seeded", is_flag=True,
+              help="seeded: artifacts' weights are drawn there from their seeds instead of shipped (see README).")
+@click.option("--iters", type=_range(bounds.ITERS), default=None, help="run.py's timed rounds per group (default 50).")
+@click.option("--loads", type=_range(bounds.LOADS), default=None, help="run.py's loads per group (default 3).")
+@click.option("--max-mib", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Refuse (write nothing) if the bundle would be larger, in MiB (a transfer's limit).")
+@FORCE_OPTION
+def bundle(artifacts: tuple[str, ...], recipe: str | None, output: str, python: str | None, regenerate_seeded: bool,
+           iters: int | None, loads: int | None, max_mib: float | None, force: bool) -> None:
+    """TVM artifacts (or a report recipe's TVM cases) as one folder a server runs with 'python DIR/run.py',
+    numpy alone there: modules with their weights apart, TVM's runtime, expected outputs, the timing."""
+    from psdeploy import api
+    from psdeploy.cli.render import show_bundle
+    from psdeploy.progress import Progress
+
+    with Progress("bundle", len(artifacts) or None, "modules", transient=False) as progress:
+        built = iter(range(10**9))
+        result = api.bundle(list(artifacts), output, recipe=recipe, python=python,
+                            regenerate_seeded=regenerate_seeded, iters=iters, loads=loads, max_mib=max_mib,
+                            force=force, on_entry=lambda name: progress.update(next(built), stage=f"building {name}"))
+        progress.update(len(result.manifest["artifacts"]), stage="done")
+    show_bundle(result)

@@ -314,3 +314,17 @@ def show_pruned(targets: list[PrunedTarget], output: str) -> None:
         table.add_row(t.key, str(t.records_before), str(t.records_after), f"{t.bytes_after / 1e6:.2f} MB")
     console.print(table)
     console.print(f"[green]wrote[/] {output}")
+
+
+def show_bundle(result) -> None:
+    """What the bundle holds, what takes its size, and the one command that runs it."""
+    table = _table(f"bundle {result.output}", ("module", "device", "input", "weights", "tuned tasks"),
+                   left=("module", "device"))
+    for e in result.manifest["artifacts"]:
+        weights = "regenerated there" if "regenerate" in e["weights"] else "shipped, sha256 checked"
+        table.add_row(e["name"], e["target"], "x".join(map(str, e["input_shape"])), weights, e["tuned_tasks"])
+    console.print(table)
+    console.print(f"size {result.total_bytes / 2**20:.1f} MiB: " +
+                  ", ".join(f"{what} {size / 2**20:.1f} MiB" for what, size in result.sizes))
+    console.print(f"[green]wrote[/] {result.output}; on the server: python{result.manifest['python']} "
+                  f"{result.output}/run.py --json results.json")

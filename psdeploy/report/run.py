@@ -115,6 +115,12 @@ def _timed_here(where: Platform, cases: list[ModuleCase]) -> list[ModuleCase]:
     return [c for c in cases if c.case.role is not Role.DEPLOYED or c.case.lowering in native]
 
 
+def planned(config: ReportConfig, where: Platform) -> list[tuple[Group, list[ModuleCase]]]:
+    """The groups ``run_report`` times on ``where``, each with the cases it builds there (what a bundle of the
+    report builds instead, to time elsewhere)."""
+    return [(group, _timed_here(where, group.cases)) for group in _groups(config) if _runs_on(group, where, config)]
+
+
 def searched_case(module_case: ModuleCase, shape: tuple[int, ...], where: Platform, threads: int) -> tuple[ModuleCase, str]:
     """An ``auto`` case as ``--lowering auto`` builds it for ``where``: each layer geometry's lowering timed
     there, in fp32 as ``export`` searches. Returns the case and what the search kept ("sliced 13, aligned 3":
