@@ -24,7 +24,7 @@ def pytest_configure(config) -> None:
 # 45 s). ``make test``'s two xdist workers take whole files in collection order (``--no-loadscope-reorder``;
 # xdist's own order is by test count), so these run first and the short files even the workers out at the
 # end: started last, one of them kept one worker busy alone for a minute.
-LONGEST_FILES_FIRST = ("test_tvm_layout.py", "test_tvm_fleet.py", "test_compile_tvm.py", "test_tvm_tuning.py",
+LONGEST_FILES_FIRST = ("test_bundle.py", "test_tvm_layout.py", "test_tvm_fleet.py", "test_compile_tvm.py", "test_tvm_tuning.py",
                        "test_report.py", "test_fused_winograd.py", "test_profile_convs.py", "test_int8.py",
                        "test_search.py")
 
