@@ -277,7 +277,8 @@ def accuracy(model: str, checkpoint: str, arch: str | None, data: str | None, la
             progress=lambda done, total, rate: progress.update(done, total=total, detail=f"{rate:.1f} images/s"))
     show_image_accuracy(result)
     if json_out:
-        write_atomic(json_out, json.dumps(result.to_dict(), indent=2), "--json", force=force)
+        record = {"model": model, "checkpoint": checkpoint, **result.to_dict()}
+        write_atomic(json_out, json.dumps(record, indent=2), "--json", force=force)
         console.print(f"wrote {json_out}")
     if result.precision == "f32" and result.disagreements:
         raise PsdeployError(f"{model}: an fp32 artifact, and its top-1 class differs from the checkpoint's on "
