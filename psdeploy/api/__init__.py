@@ -46,8 +46,8 @@ from psdeploy.bounds import (
     DEFAULT_IMAGE_BATCH,
     DEFAULT_LOADS,
     IMAGE_SIDE,
-    LIMIT,
     ITERS,
+    LIMIT,
     LOADS,
     MAX_TOP1_DROP,
     MIN_AGREEMENT,
@@ -84,7 +84,7 @@ from psdeploy.parity.compare import DEFAULT_TOLERANCE, ParityReport, make_input
 from psdeploy.parity.runners import torch_runner
 from psdeploy.search import search_lowerings
 from psdeploy.verify import AccuracyReport, check_fits_demo, held_out_top1, verify_artifact
-from psdeploy.verify.images import ImageAccuracy, ProgressFn, image_accuracy
+from psdeploy.verify.images import ImageAccuracy, ProgressFn, check_fits_images, image_accuracy
 
 Source = str | Path | LoadedModel  # a checkpoint path, "seeded:ARCH[@SEED]", or a model already loaded
 Shape = str | Sequence[int] | None  # "N,C,H,W" or a tuple
@@ -265,17 +265,6 @@ def preprocessing(loaded: LoadedModel, resize: int | None = None, crop: int | No
     return loaded.config.preprocess.with_overrides(resize=resize, crop=crop, mean=mean, std=std)
 
 
-def _check_fits_images(model: str, shape: tuple[int, ...], loaded: LoadedModel, recipe: Preprocess) -> None:
-    """An RGB model whose input the recipe's crop makes; refused in one line before any image is read."""
-    if loaded.config.in_chans != 3:
-        raise PsdeployError(f"{model}: its checkpoint {loaded.source} takes {loaded.config.in_chans}-channel inputs; "
-                            f"expected RGB (3 channels) to measure on images")
-    side = shape[2:]
-    if recipe.crop and all(side) and tuple(side) != (recipe.crop, recipe.crop):
-        raise PsdeployError(f"{model}: takes {'x'.join(map(str, side))} inputs, and the preprocessing crops "
-                            f"{recipe.crop}x{recipe.crop} ({recipe.describe()}); give --crop (and --resize) to fit it")
-
-
 def accuracy_on_images(model: str | Path, against: Source, data: str | Path, *, arch: str | None = None,
                        labels: str | Path | None = None, classes: str | Path | None = None, limit: int | None = None,
                        batch: int = DEFAULT_IMAGE_BATCH, workers: int | None = None, skip_bad: bool = False,
@@ -297,7 +286,7 @@ def accuracy_on_images(model: str | Path, against: Source, data: str | Path, *, 
     loaded = _loaded(against, arch)
     recipe = preprocessing(loaded, resize, crop, mean, std)
     shape = model_input_shape(model)
-    _check_fits_images(str(model), shape, loaded, recipe)
+    check_fits_images(str(model), shape, loaded.config, loaded.source, recipe)
     backbone = loaded.config.num_classes is None
     if backbone and (labels or classes):
         raise PsdeployError(f"{'--labels' if labels else '--classes'}: {loaded.source} is a detector backbone "

@@ -226,7 +226,8 @@ def _triple(value: str, option: str) -> tuple[float, float, float]:
               help="A folder of images: class folders (ImageFolder), or files named in --labels. Without it: the "
                    "digits demo's held-out split.")
 @click.option("--labels", type=click.Path(exists=True, dir_okay=False),
-              help="'filename label' lines (ImageNet-val's ground truth): label a class index, or a name from --classes.")
+              help="'filename label' lines (ImageNet-val's ground truth): label a class index, or a name from "
+                   "--classes.")
 @click.option("--classes", type=click.Path(exists=True, dir_okay=False),
               help="Class (folder) names, one a line, in the model's class-index order (default: sorted folder names).")
 @click.option("--limit", type=_range(bounds.LIMIT), default=None,
@@ -257,7 +258,7 @@ def accuracy(model: str, checkpoint: str, arch: str | None, data: str | None, la
     if data is None:
         image_options = {"--labels": labels, "--classes": classes, "--limit": limit, "--workers": workers,
                          "--skip-bad": skip_bad or None, "--resize": resize, "--crop": crop, "--mean": mean,
-                         "--std": std, "--json": json_out}
+                         "--std": std, "--threads": threads, "--json": json_out}
         given = [option for option, value in image_options.items() if value is not None]
         if given:
             raise PsdeployError(f"{given[0]}: applies to a folder of images; give --data DIR")
@@ -280,9 +281,8 @@ def accuracy(model: str, checkpoint: str, arch: str | None, data: str | None, la
         record = {"model": model, "checkpoint": checkpoint, **result.to_dict()}
         write_atomic(json_out, json.dumps(record, indent=2), "--json", force=force)
         console.print(f"wrote {json_out}")
-    if result.precision == "f32" and result.disagreements:
-        raise PsdeployError(f"{model}: an fp32 artifact, and its top-1 class differs from the checkpoint's on "
-                            f"{len(result.disagreements)} of {result.images} images; expected the same on every image")
+    if failure := result.fp32_failure():
+        raise PsdeployError(f"{model}: {failure}")
 
 
 def _digits_accuracy(model: str, checkpoint: str, arch: str | None) -> None:

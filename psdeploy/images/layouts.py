@@ -45,8 +45,8 @@ class ImageSet:
     def describe(self) -> str:
         count = len(set(self.groups))
         classes = f" of {count} classes" if self.labelled else ""
-        unlisted = f" ({self.unlisted} more images there are not in the label file, not measured)" if self.unlisted else ""
-        return f"{len(self.files)} images{classes} in {self.root} ({self.layout}){unlisted}"
+        unlisted = f" ({self.unlisted} more images there are not in the label file, not measured)"
+        return f"{len(self.files)} images{classes} in {self.root} ({self.layout}){unlisted if self.unlisted else ''}"
 
     def balanced(self, limit: int, seed: int = 0) -> ImageSet:
         """``limit`` files drawn evenly from every group (a seeded draw; a group with too few gives all it has),

@@ -14,7 +14,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from psdeploy.arch.resnet import ResNetConfig
 from psdeploy.backends import OpenedRunner
+from psdeploy.bounds import DEFAULT_TOLERANCE
 from psdeploy.errors import PsdeployError
 from psdeploy.images.layouts import ImageSet
 from psdeploy.images.loader import load_batches
@@ -71,6 +73,20 @@ class ImageAccuracy:
     def images_per_s(self) -> float:
         return self.images / self.seconds if self.seconds > 0 else 0.0
 
+    def fp32_failure(self) -> str | None:
+        """Why an fp32 artifact does not compute the checkpoint's function on these images (None: it does); a
+        reduced-precision one is reported, not failed."""
+        if self.precision != "f32":
+            return None
+        if self.disagreements:
+            return (f"an fp32 artifact, and its top-1 class differs from the checkpoint's on {len(self.disagreements)} "
+                    f"of {self.images} images; expected the same on every image")
+        worst = max(self.outputs, key=lambda o: o.max_rel_err, default=None)
+        if worst and worst.max_rel_err > DEFAULT_TOLERANCE:
+            return (f"an fp32 artifact, and its output {worst.name} is {worst.max_rel_err:.3g} (max|err|/max|ref|) from "
+                    f"the checkpoint's; expected at most {DEFAULT_TOLERANCE:g}")
+        return None
+
     def to_dict(self) -> dict[str, object]:
         out = asdict(self)
         out["preprocess"] = self.preprocess.model_dump()
@@ -89,9 +105,9 @@ class _Classes:
         self.same = 0
         self.disagreements: list[Disagreement] = []
 
-    def add(self, indices: list[int], ref: np.ndarray, cand: np.ndarray) -> None:
+    def add(self, indices: list[int], refs: list[np.ndarray], cands: list[np.ndarray]) -> None:
         labels = self.images.labels[indices]
-        ref_top, cand_top = _top_k(ref), _top_k(cand)
+        ref_top, cand_top = _top_k(refs[0]), _top_k(cands[0])
         for row, top in enumerate((ref_top, cand_top)):
             self.hits[row] += ((top[:, 0] == labels).sum(), (top == labels[:, None]).any(axis=1).sum())
         same = ref_top[:, 0] == cand_top[:, 0]
@@ -121,7 +137,7 @@ class _Outputs:
         self.max_err = np.zeros(len(names))
         self.max_ref = np.zeros(len(names))
 
-    def add(self, refs: list[np.ndarray], cands: list[np.ndarray]) -> None:
+    def add(self, indices: list[int], refs: list[np.ndarray], cands: list[np.ndarray]) -> None:
         for o, (ref, cand) in enumerate(zip(refs, cands, strict=True)):
             r = ref.reshape(len(ref), -1).astype(np.float64)
             c = cand.reshape(len(cand), -1).astype(np.float64)
@@ -137,13 +153,25 @@ class _Outputs:
             result.outputs.append(OutputAgreement(name, float(cos.mean()), float(cos.min()), float(rel)))
 
 
+def check_fits_images(model: str, shape: tuple[int, ...], config: ResNetConfig, source: str,
+                      recipe: Preprocess) -> None:
+    """An RGB model whose input the recipe's crop makes; refused in one line before any image is read."""
+    if config.in_chans != 3:
+        raise PsdeployError(f"{model}: its checkpoint {source} takes {config.in_chans}-channel inputs; expected RGB "
+                            f"(3 channels) to measure on images")
+    side = shape[2:]
+    if recipe.crop and all(side) and tuple(side) != (recipe.crop, recipe.crop):
+        raise PsdeployError(f"{model}: takes {'x'.join(map(str, side))} inputs, and the preprocessing crops "
+                            f"{recipe.crop}x{recipe.crop} ({recipe.describe()}); give --crop (and --resize) to fit it")
+
+
 def image_accuracy(reference: Runner, candidate: OpenedRunner, images: ImageSet, preprocess: Preprocess, *,
                    precision: str, batch: int, workers: int | None = None, skip_bad: bool = False,
                    progress: ProgressFn | None = None) -> ImageAccuracy:
     """Both models over ``images``, ``batch`` at a time (the artifact in its own batch where that is fixed); a
     file that does not decode stops the run, or with ``skip_bad`` is counted and left out."""
     size = tuple(candidate.input_shape[2:]) if all(candidate.input_shape[2:]) else None
-    tally = _Classes(images) if images.labelled else _Outputs(candidate.output_names)
+    tally: _Classes | _Outputs = _Classes(images) if images.labelled else _Outputs(candidate.output_names)
     result = ImageAccuracy(candidate.description, precision, images.describe(), preprocess, 0, 0.0)
     started = time.perf_counter()
     for loaded in load_batches(images.files, preprocess, batch, workers, size):
@@ -155,10 +183,7 @@ def image_accuracy(reference: Runner, candidate: OpenedRunner, images: ImageSet,
             refs = reference(loaded.x)
             cands = _run(candidate, loaded.x)
             _check_outputs(candidate, refs, cands, images.labelled)
-            if isinstance(tally, _Classes):
-                tally.add(loaded.indices, refs[0], cands[0])
-            else:
-                tally.add(refs, cands)
+            tally.add(loaded.indices, refs, cands)
             result.images += len(loaded.indices)
         if progress:
             elapsed = time.perf_counter() - started
@@ -186,4 +211,4 @@ def _check_outputs(candidate: OpenedRunner, refs: list[np.ndarray], cands: list[
         raise PsdeployError(f"{candidate.description}: its first output is not class scores; expected a classifier")
 
 
-__all__ = ["Disagreement", "ImageAccuracy", "OutputAgreement", "TopK", "image_accuracy"]
+__all__ = ["Disagreement", "ImageAccuracy", "OutputAgreement", "TopK", "check_fits_images", "image_accuracy"]
