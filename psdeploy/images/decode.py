@@ -43,13 +43,12 @@ def read_rgb(path: Path) -> np.ndarray:
             warnings.simplefilter("ignore")  # palette-with-transparency and EXIF notes: the conversion is defined
             with Image.open(path) as image:
                 image.load()
+                sixteen_bit = image.mode in SIXTEEN_BIT or (image.mode == "I" and image.format == "PNG")  # PNG: <= 16
                 image = ImageOps.exif_transpose(image)
-                if image.mode in SIXTEEN_BIT:
+                if sixteen_bit:
                     gray = np.asarray(image, dtype=np.float32) / 65535.0
                     return np.repeat(gray[:, :, None], 3, axis=2)
                 return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-    except BadImage:
-        raise
     except UnidentifiedImageError:
         raise BadImage(path, "not an image Pillow can read (unknown format or corrupt header)") from None
     except Image.DecompressionBombError as exc:
