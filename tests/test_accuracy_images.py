@@ -120,7 +120,7 @@ def test_a_bad_file_stops_the_run_in_one_line_or_is_skipped_and_counted(content,
     assert not out.exists()
     result = _run(*args, "--skip-bad")
     assert result.exit_code == 0, result.output
-    assert "skipped 1 bad files (--skip-bad): 4/broken.jpg: " + reason in result.output
+    assert "skipped 1 bad file (--skip-bad): 4/broken.jpg: " + reason in result.output
     record = json.loads(out.read_text())
     assert record["images"] == 30 and record["skipped"][0]["file"] == "4/broken.jpg"
 

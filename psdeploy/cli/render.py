@@ -198,7 +198,8 @@ def show_image_accuracy(result: ImageAccuracy) -> None:
             table.add_row(o.name, f"{o.mean_cosine:.7f}", f"{o.min_cosine:.7f}", f"{o.max_rel_err:.3g}")
         console.print(table)
     if result.skipped:
-        console.print(f"[yellow]skipped {len(result.skipped)} bad files[/] (--skip-bad): " + "; ".join(
+        count = f"{len(result.skipped)} bad file{'s' if len(result.skipped) != 1 else ''}"
+        console.print(f"[yellow]skipped {count}[/] (--skip-bad): " + "; ".join(
             f"{f}: {r}" for f, r in result.skipped[:3]) + (" ..." if len(result.skipped) > 3 else ""), soft_wrap=True)
     console.print(f"{result.images} images in {result.seconds:.1f} s: {result.images_per_s:.1f} images/s "
                   f"(decoding and preprocessing in parallel with both models' inference)")
