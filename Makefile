@@ -23,12 +23,13 @@ install: $(STAMP)
 # Runs again and again: --force replaces what the last run wrote (psdeploy refuses an existing output without it).
 demo: $(STAMP)
 	$(BIN)/psdeploy inspect models/ps_resnet_digits.pth
+	$(BIN)/psdeploy digits-images -o $(OUT)/digits --force
 	$(BIN)/psdeploy export models/ps_resnet_digits.pth -o $(OUT)/ps_resnet_digits.onnx --dynamic-batch --force
-	$(BIN)/psdeploy accuracy $(OUT)/ps_resnet_digits.onnx --against models/ps_resnet_digits.pth
+	$(BIN)/psdeploy accuracy $(OUT)/ps_resnet_digits.onnx --against models/ps_resnet_digits.pth --data $(OUT)/digits/held-out
 	$(BIN)/psdeploy compile --recipe recipes/demo/openvino-cpu.yaml --force
-	$(BIN)/psdeploy accuracy $(OUT)/digits-ov --against models/ps_resnet_digits.pth
+	$(BIN)/psdeploy accuracy $(OUT)/digits-ov --against models/ps_resnet_digits.pth --data $(OUT)/digits/held-out
 	$(BIN)/psdeploy compile --recipe recipes/demo/openvino-cpu-int8.yaml --force
-	$(BIN)/psdeploy accuracy $(OUT)/digits-ov-int8 --against models/ps_resnet_digits.pth
+	$(BIN)/psdeploy accuracy $(OUT)/digits-ov-int8 --against models/ps_resnet_digits.pth --data $(OUT)/digits/held-out
 	$(BIN)/psdeploy export seeded:ps_resnet50 -o $(OUT)/ps_resnet50_seeded.onnx --force
 	$(BIN)/psdeploy export seeded:resnet50 -o $(OUT)/resnet50_seeded.onnx --force
 

@@ -79,6 +79,14 @@ DEFAULT_MIN_COSINE = 0.99
 DEFAULT_MIN_AGREEMENT = 0.95
 DEFAULT_MAX_TOP1_DROP = 0.5
 
+# accuracy and calibration on image folders
+LIMIT = Bound("--limit", 1)  # images measured: a class-balanced sample of the folder
+WORKERS = Bound("--workers", 0, 64)  # processes decoding images (0: the main process)
+IMAGE_SIDE = Bound("--resize/--crop", 1, 16384)  # pixels: the side of a resized or cropped image
+CALIBRATION_SIZE = Bound("--calibration-size", 15)  # images calibrated on; with a third as many held out, 20 at least
+DEFAULT_CALIBRATION_SIZE = 300  # NNCF's default subset size
+DEFAULT_IMAGE_BATCH = 8
+
 # Memory an input needs, estimated from its element count: 4 bytes (fp32) times the input plus the
 # activations alive at once. The widest activation of the supported networks holds up to 21.3x the
 # input's elements (the digits nets' stage 1: 64 channels at full resolution of a 3-channel input;

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import yaml
 
 from psdeploy.arch.registry import ARCHS
+from psdeploy.images.preprocess import Preprocess
 from tests.conftest import REPO
 
 
@@ -18,3 +21,4 @@ def test_every_arch_has_a_matching_card() -> None:
                     "input_size", "demo_data"):
             assert arch[key] == getattr(cfg, key), (name, key)
         assert ("psconv" in card) == cfg.psconv
+        assert Preprocess.model_validate_json(json.dumps(card["preprocess"])) == cfg.preprocess, name

@@ -133,7 +133,7 @@ def test_bad_calibration_arrays_are_refused(data, message, tmp_path) -> None:
 def test_bad_calibration_sources_are_refused(tmp_path) -> None:
     with pytest.raises(PsdeployError, match="no such .npy file or folder"):
         read_calibration(tmp_path / "missing.npy")
-    with pytest.raises(PsdeployError, match="no .npy files in the folder"):
+    with pytest.raises(PsdeployError, match="no .npy files or images in the folder"):
         read_calibration(tmp_path)
     np.save(tmp_path / "a.npy", _samples(20))
     np.save(tmp_path / "b.npy", _samples(5, (3, 16, 16)))

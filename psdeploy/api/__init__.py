@@ -26,6 +26,7 @@ from psdeploy.api.recipes import Recipe, load_recipe
 from psdeploy.arrays import load_npy
 from psdeploy.backends import (
     BuildOptions,
+    Manifest,
     OpenedRunner,
     Profile,
     backend_for,
@@ -41,8 +42,13 @@ from psdeploy.bench import BenchResult, bench_models
 from psdeploy.bench.timing import TimingPlan
 from psdeploy.bounds import (
     BATCH,
+    CALIBRATION_SIZE,
+    DEFAULT_CALIBRATION_SIZE,
+    DEFAULT_IMAGE_BATCH,
     DEFAULT_LOADS,
+    IMAGE_SIDE,
     ITERS,
+    LIMIT,
     LOADS,
     MAX_TOP1_DROP,
     MIN_AGREEMENT,
@@ -52,14 +58,18 @@ from psdeploy.bounds import (
     THREADS,
     TOLERANCE,
     WARMUP,
+    WORKERS,
     check_memory,
 )
-from psdeploy.calibration import read_calibration
+from psdeploy.calibration import CalibrationSet, is_image_folder, read_calibration
 from psdeploy.compile import CompileRequest, CompileResult, compile_model
 from psdeploy.errors import PsdeployError
-from psdeploy.export import AUTO, ExportResult, export_onnx, input_shape_of, parse_shape
+from psdeploy.export import AUTO, ExportResult, export_onnx, input_shape_of, parse_shape, read_export_record
 from psdeploy.export.inspect import Inspection, inspect_model
 from psdeploy.fileio import check_destination
+from psdeploy.images.digits import write_digits_images
+from psdeploy.images.layouts import read_image_set
+from psdeploy.images.preprocess import Preprocess, Triple
 from psdeploy.load import LoadedModel, load_model
 from psdeploy.report import (
     ReportData,
@@ -75,6 +85,7 @@ from psdeploy.parity.compare import DEFAULT_TOLERANCE, ParityReport, make_input
 from psdeploy.parity.runners import torch_runner
 from psdeploy.search import search_lowerings
 from psdeploy.verify import AccuracyReport, check_fits_demo, held_out_top1, verify_artifact
+from psdeploy.verify.images import ImageAccuracy, ProgressFn, check_fits_images, image_accuracy
 
 Source = str | Path | LoadedModel  # a checkpoint path, "seeded:ARCH[@SEED]", or a model already loaded
 Shape = str | Sequence[int] | None  # "N,C,H,W" or a tuple
@@ -129,6 +140,7 @@ def compile(source: str | Path | ExportResult | None = None, *, recipe: str | Pa
             rpc_key: str | None = None, tuning_db: str | Path | None = None, mcpu: str | None = None,
             num_cores: int | None = None, cuda_arch: str | None = None,
             precision: str | None = None, calibration: str | Path | np.ndarray | None = None,
+            calibration_size: int | None = None, skip_bad: bool = False,
             min_cosine: float | None = None, min_agreement: float | None = None, max_top1_drop: float | None = None,
             winograd: str | None = None, layout: str | None = None,
             tolerance: float | None = None, force: bool = False,
@@ -144,8 +156,10 @@ def compile(source: str | Path | ExportResult | None = None, *, recipe: str | Pa
     registered with that TVM RPC tracker; ``layout`` ("nchw"/"nhwc") overrides the TVM target's default.
     ``on_batch(trials)`` follows tuning.
 
-    int8 (``precision="int8"``, onnxruntime-cpu and openvino-cpu): ``calibration`` is ``"digits"``, a .npy
-    array N,C,H,W, a folder of .npy files, or an array; the artifact must then pass the accuracy gate beside
+    int8 (``precision="int8"``, onnxruntime-cpu and openvino-cpu): ``calibration`` is a folder of images (read
+    through the model's preprocessing: ``calibration_size`` of them, a seeded class-balanced sample, calibrate and
+    a third as many are held out; ``skip_bad`` leaves out, and records, files that do not decode), ``"digits"``,
+    a .npy array N,C,H,W, a folder of .npy files, or an array; the artifact must then pass the accuracy gate beside
     fp32 on held-out calibration samples (``min_cosine``, ``min_agreement``; ``max_top1_drop`` in points on
     the digits demo), which only these arguments lower. f16/bf16 (openvino-cpu) pass the same gate, on
     synthetic image-like inputs."""
@@ -176,9 +190,13 @@ def compile(source: str | Path | ExportResult | None = None, *, recipe: str | Pa
     gate = AccuracyGate(min_cosine=MIN_COSINE.check(pick(min_cosine, gate_given.min_cosine)),
                         min_agreement=MIN_AGREEMENT.check(pick(min_agreement, gate_given.min_agreement)),
                         max_top1_drop=MAX_TOP1_DROP.check(pick(max_top1_drop, gate_given.max_top1_drop)))
+    size = pick(calibration_size, backend and backend.calibration_size)
+    if size is not None and calibration_data is None:
+        raise PsdeployError(f"--calibration-size {size}: sizes the images of --calibration, which is not given")
     options = BuildOptions(
         precision=pick(precision, backend and backend.precision, "f32"),
-        calibration=None if calibration_data is None else read_calibration(calibration_data),
+        calibration=None if calibration_data is None else _calibration(
+            calibration_data, source, pick(arch, model and model.arch), size, skip_bad),
         winograd=pick(winograd, backend and backend.winograd, "off"),
         layout=pick(layout, backend and backend.layout),
         tune_trials=pick(tune_trials, tuning and tuning.trials, 0),
@@ -196,6 +214,30 @@ def compile(source: str | Path | ExportResult | None = None, *, recipe: str | Pa
     return compile_model(request)
 
 
+def _model_preprocessing(source: str | Path | ExportResult, arch: str | None) -> Preprocess:
+    """The preprocessing of the model a compile builds: the export record's, or the checkpoint's card's."""
+    if isinstance(source, ExportResult):
+        record = source.record
+    elif str(source).endswith(".onnx"):
+        record = read_export_record(Path(source))
+    else:
+        return load_model(str(source), arch).config.preprocess
+    if record.preprocess is None:
+        raise PsdeployError(f"{source}: exported before psdeploy recorded the preprocessing, which reading "
+                            f"--calibration images needs; export the checkpoint again")
+    return record.preprocess
+
+
+def _calibration(data: str | Path | np.ndarray, source: str | Path | ExportResult, arch: str | None,
+                 size: int | None, skip_bad: bool) -> CalibrationSet:
+    """``--calibration`` read: images through the model's preprocessing, arrays as they are."""
+    if size is not None:
+        CALIBRATION_SIZE.check(size)
+    images = not isinstance(data, np.ndarray) and is_image_folder(Path(data))
+    return read_calibration(data, preprocess=_model_preprocessing(source, arch) if images else None,
+                            size=size or DEFAULT_CALIBRATION_SIZE, skip_bad=skip_bad)
+
+
 def verify(artifact: str | Path, against: str | Path, arch: str | None = None,
            tolerance: float = DEFAULT_TOLERANCE) -> ParityReport:
     """Parity of an artifact against the checkpoint it was compiled from (call ``raise_if_failed``)."""
@@ -211,6 +253,59 @@ def accuracy(model: str | Path, against: Source, arch: str | None = None) -> tup
     runner = open_runner(model)
     return (held_out_top1(torch_runner(loaded.model), runner.run, runner.batch, str(model)),
             runner.description)
+
+
+def preprocessing(loaded: LoadedModel, resize: int | None = None, crop: int | None = None,
+                  mean: Triple | None = None, std: Triple | None = None) -> Preprocess:
+    """The model's preprocessing (its card's), with the steps given replaced."""
+    for option, side in (("--resize", resize), ("--crop", crop)):
+        if side is not None:
+            IMAGE_SIDE.check(side, option)
+    if std is not None and not all(v > 0 for v in std):
+        raise PsdeployError(f"--std {','.join(map(str, std))}: expected positive numbers")
+    return loaded.config.preprocess.with_overrides(resize=resize, crop=crop, mean=mean, std=std)
+
+
+def accuracy_on_images(model: str | Path, against: Source, data: str | Path, *, arch: str | None = None,
+                       labels: str | Path | None = None, classes: str | Path | None = None, limit: int | None = None,
+                       batch: int = DEFAULT_IMAGE_BATCH, workers: int | None = None, skip_bad: bool = False,
+                       resize: int | None = None, crop: int | None = None, mean: Triple | None = None,
+                       std: Triple | None = None, seed: int = 0, threads: int | None = None,
+                       progress: ProgressFn | None = None) -> ImageAccuracy:
+    """The checkpoint (PyTorch) and an ONNX file or artifact on a folder of images, through the model's
+    preprocessing (``resize``/``crop``/``mean``/``std`` override its steps): top-1/top-5 of each, their
+    agreement and the images where they differ; for a detector backbone, each output's cosine and max relative
+    error. ``data`` holds class folders (class index: sorted names, or the order of ``classes``, a file of
+    names) or files named in ``labels`` (``filename label`` lines); ``limit`` measures a seeded class-balanced
+    sample. A folder laid out wrong is refused before the artifact opens or any image is decoded."""
+    BATCH.check(batch)
+    _threads(threads)
+    if limit is not None:
+        LIMIT.check(limit)
+    if workers is not None:
+        WORKERS.check(workers)
+    loaded = _loaded(against, arch)
+    recipe = preprocessing(loaded, resize, crop, mean, std)
+    shape = model_input_shape(model)
+    check_fits_images(str(model), shape, loaded.config, loaded.source, recipe)
+    backbone = loaded.config.num_classes is None
+    if backbone and (labels or classes):
+        raise PsdeployError(f"{'--labels' if labels else '--classes'}: {loaded.source} is a detector backbone "
+                            f"(C2..C5, no classes); its outputs are compared without labels")
+    images = read_image_set(data, labels=labels, classes=classes, num_classes=loaded.config.num_classes,
+                            labelled=not backbone)
+    if limit is not None:
+        images = images.balanced(limit, seed)
+    precision = Manifest.read(Path(model)).precision if Path(model).is_dir() else "f32"
+    runner = open_runner(model, threads)
+    return image_accuracy(torch_runner(loaded.model), runner, images, recipe, precision=precision, batch=batch,
+                          workers=workers, skip_bad=skip_bad, progress=progress)
+
+
+def digits_images(output: str | Path, *, force: bool = False) -> dict[str, int]:
+    """The digits demo's splits as PNG files in class folders (``output``/train, ``output``/held-out): what
+    ``accuracy --data`` and ``--calibration`` read; the count of each split."""
+    return write_digits_images(output, force=force)
 
 
 @dataclass
@@ -297,5 +392,6 @@ def prune_tuning_db(source: str | Path, output: str | Path, *, force: bool = Fal
     return prune(Path(source), Path(output), force)
 
 
-__all__ = ["Recipe", "report", "RunResult", "accuracy", "bench", "bundle", "compile", "export", "inspect", "load", "profile",
-           "prune_tuning_db", "read_input", "report_from_bundle", "run", "verify"]
+__all__ = ["Recipe", "report", "RunResult", "accuracy", "accuracy_on_images", "bench", "bundle", "compile",
+           "digits_images", "export", "inspect", "load", "preprocessing", "profile", "prune_tuning_db", "read_input",
+           "report_from_bundle", "run", "verify"]

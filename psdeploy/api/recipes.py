@@ -18,7 +18,7 @@ from pydantic import BeforeValidator, Field, PositiveInt
 
 from psdeploy.backends.int8 import AccuracyGate
 from psdeploy.backends.tune_options import TuningBudget, parse_tracker
-from psdeploy.bounds import DEFAULT_TOLERANCE, LAYOUTS, NUM_CORES, PRECISIONS, TOLERANCE, WINOGRAD
+from psdeploy.bounds import CALIBRATION_SIZE, DEFAULT_TOLERANCE, LAYOUTS, NUM_CORES, PRECISIONS, TOLERANCE, WINOGRAD
 from psdeploy.calibration import DIGITS
 from psdeploy.errors import PsdeployError
 from psdeploy.load.loader import SEEDED_PREFIX
@@ -47,7 +47,8 @@ class BackendSection(Strict):
     num_cores: Annotated[int, NUM_CORES.constraint] | None = None
     cuda_arch: str | None = None
     precision: Literal[PRECISIONS] = "f32"  # the values are bounds' (the command line's choices too)
-    calibration: str | None = None  # int8: 'digits', a .npy array N,C,H,W, or a folder of .npy files
+    calibration: str | None = None  # int8: a folder of images, 'digits', a .npy array N,C,H,W, or a folder of .npy files
+    calibration_size: Annotated[int, CALIBRATION_SIZE.constraint] | None = None  # images calibrated on
     winograd: Literal[WINOGRAD] = "off"
     layout: Literal[LAYOUTS] | None = None  # TVM; default: the target's measured best
 

@@ -10,6 +10,13 @@ import dataclasses
 
 from psdeploy.arch.resnet import ResNet, ResNetConfig
 from psdeploy.errors import PsdeployError
+from psdeploy.images.preprocess import Preprocess
+
+# The digits demo's PNG files (8x8, ink level v of 0-16 stored as grey 15v) to the demo's arrays: bilinear to
+# 32x32, and (v/16 - 0.25) / 0.35 written in x/255 units (x = 15v, so v/16 = x/240). psdeploy.demo_data holds
+# those numbers, but the architectures may not import it (it brings scikit-learn); a test keeps them equal.
+DIGITS_PREPROCESS = Preprocess(resize=32, crop=32, interpolation="bilinear", mean=(0.25 * 240 / 255,) * 3,
+                               std=(0.35 * 240 / 255,) * 3, channel_order="rgb")
 
 _DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 
@@ -29,7 +36,7 @@ def _imagenet_family() -> dict[str, ResNetConfig]:
 def _digits_family() -> dict[str, ResNetConfig]:
     """The small 32x32 networks of the demo (3 stages, stride-2 blocks in stages 2 and 3)."""
     common = dict(layers=(2, 2, 2), stem="cifar", stem_width=16, base_planes=16, num_classes=10, input_size=32,
-                  demo_data=True)
+                  demo_data=True, preprocess=DIGITS_PREPROCESS)
     return {
         "ps_resnet_digits": ResNetConfig("ps_resnet_digits", psconv=True, **common),  # type: ignore[arg-type]
         "resnet_digits": ResNetConfig("resnet_digits", psconv=False, **common),  # type: ignore[arg-type]

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from psdeploy.arch.psconv import PSGConv2d
+from psdeploy.images.preprocess import IMAGENET, Preprocess
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class ResNetConfig:
     # how the network is deployed and checked, beside what fixes its modules
     input_size: int = 224  # the square image side it was trained at: the default input shape
     demo_data: bool = False  # trained on the bundled digits split: artifacts get the held-out top-1 check
+    preprocess: Preprocess = IMAGENET  # what an image goes through before the network: its training recipe
 
     @property
     def is_backbone(self) -> bool:

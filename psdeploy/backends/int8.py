@@ -32,11 +32,14 @@ class CalibrationRecord(Strict):
     sha256: str
     calibrated_on: int = Field(ge=1)
     held_out: int = Field(ge=1)
+    preprocess: str | None = None  # images: the recipe they went through
+    skipped: list[str] = Field(default_factory=list)  # images left out as bad (--skip-bad): "file: reason"
 
     @classmethod
     def of(cls, data: CalibrationSet) -> CalibrationRecord:
         return cls(source=data.source, sha256=data.sha256, calibrated_on=len(data.calibrate),
-                   held_out=len(data.held_out))
+                   held_out=len(data.held_out), preprocess=data.preprocess or None,
+                   skipped=[f"{file}: {reason}" for file, reason in data.skipped])
 
 
 class QuantizationRecord(Strict):

@@ -212,12 +212,80 @@ def export(checkpoint: str, output: str, arch: str | None, input_shape: str | No
     show_export(result, loaded.arch, opset)
 
 
+def _triple(value: str, option: str) -> tuple[float, float, float]:
+    from psdeploy.images.preprocess import parse_triple
+
+    return parse_triple(value, option)
+
+
 @main.command()
 @click.argument("model", type=click.Path(exists=True))
 @AGAINST_OPTION
 @ARCH_OPTION
-def accuracy(model: str, checkpoint: str, arch: str | None) -> None:
-    """Held-out top-1 on the digits demo split: checkpoint (PyTorch) vs ONNX file or compiled artifact."""
+@click.option("--data", type=click.Path(exists=True, file_okay=False),
+              help="A folder of images: class folders (ImageFolder), or files named in --labels. Without it: the "
+                   "digits demo's held-out split.")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False),
+              help="'filename label' lines (ImageNet-val's ground truth): label a class index, or a name from "
+                   "--classes.")
+@click.option("--classes", type=click.Path(exists=True, dir_okay=False),
+              help="Class (folder) names, one a line, in the model's class-index order (default: sorted folder names).")
+@click.option("--limit", type=_range(bounds.LIMIT), default=None,
+              help="Measure a seeded, class-balanced sample of this many images.")
+@click.option("--batch", type=_range(bounds.BATCH), default=bounds.DEFAULT_IMAGE_BATCH, show_default=True,
+              help="Images a batch (a static-batch artifact runs its own batch within it).")
+@click.option("--workers", type=_range(bounds.WORKERS), default=None,
+              help="Processes decoding images while the models run (default: up to 4, one per CPU).")
+@click.option("--skip-bad", is_flag=True, help="Skip files that do not decode (counted and named); without it "
+                                               "such a file stops the run.")
+@click.option("--resize", type=_range(bounds.IMAGE_SIDE), default=None,
+              help="Resize the shorter side to this (default: the model card's preprocessing).")
+@click.option("--crop", type=_range(bounds.IMAGE_SIDE), default=None, help="Centre crop side (default: the card's).")
+@click.option("--mean", type=_Parsed("R,G,B", _triple), default=None,
+              help="Per-channel mean in x/255 units, e.g. 0.485,0.456,0.406 (default: the card's).")
+@click.option("--std", type=_Parsed("R,G,B", _triple), default=None,
+              help="Per-channel std in x/255 units (default: the card's).")
+@THREADS_OPTION
+@click.option("--json", "json_out", type=click.Path(dir_okay=False),
+              help="Write the results as JSON: every disagreement and skipped file, the preprocessing.")
+@FORCE_OPTION
+def accuracy(model: str, checkpoint: str, arch: str | None, data: str | None, labels: str | None,
+             classes: str | None, limit: int | None, batch: int, workers: int | None, skip_bad: bool,
+             resize: int | None, crop: int | None, mean, std, threads: int | None, json_out: str | None,
+             force: bool) -> None:
+    """Top-1/top-5 of the checkpoint (PyTorch) and an ONNX file or artifact side by side on a folder of images
+    (--data), through the model's preprocessing; without --data, held-out top-1 on the digits demo split."""
+    if data is None:
+        image_options = {"--labels": labels, "--classes": classes, "--limit": limit, "--workers": workers,
+                         "--skip-bad": skip_bad or None, "--resize": resize, "--crop": crop, "--mean": mean,
+                         "--std": std, "--threads": threads, "--json": json_out}
+        given = [option for option, value in image_options.items() if value is not None]
+        if given:
+            raise PsdeployError(f"{given[0]}: applies to a folder of images; give --data DIR")
+        _digits_accuracy(model, checkpoint, arch)
+        return
+    from psdeploy import api
+    from psdeploy.cli.render import console, show_image_accuracy
+    from psdeploy.fileio import check_destination, write_atomic
+    from psdeploy.progress import Progress
+
+    if json_out:
+        check_destination(Path(json_out), "--json", force=force)
+    with Progress("accuracy", None, "images") as progress:
+        result = api.accuracy_on_images(
+            model, checkpoint, data, arch=arch, labels=labels, classes=classes, limit=limit, batch=batch,
+            workers=workers, skip_bad=skip_bad, resize=resize, crop=crop, mean=mean, std=std, threads=threads,
+            progress=lambda done, total, rate: progress.update(done, total=total, detail=f"{rate:.1f} images/s"))
+    show_image_accuracy(result)
+    if json_out:
+        record = {"model": model, "checkpoint": checkpoint, **result.to_dict()}
+        write_atomic(json_out, json.dumps(record, indent=2), "--json", force=force)
+        console.print(f"wrote {json_out}")
+    if failure := result.fp32_failure():
+        raise PsdeployError(f"{model}: {failure}")
+
+
+def _digits_accuracy(model: str, checkpoint: str, arch: str | None) -> None:
     from psdeploy import api
     from psdeploy.cli.render import console, show_accuracy
 
@@ -262,8 +330,14 @@ def accuracy(model: str, checkpoint: str, arch: str | None) -> None:
 @click.option("--precision", default=None, type=click.Choice(bounds.PRECISIONS),
               help="f32 (default); OpenVINO: f16, bf16; onnxruntime and OpenVINO: int8 (needs --calibration).")
 @click.option("--calibration", default=None,
-              help="int8: 'digits' (the demo's data), a .npy array N,C,H,W, or a folder of .npy files; a quarter "
-                   "is held out to gate the artifact against fp32.")
+              help="int8: a folder of images (class folders or flat; the model's preprocessing), 'digits' (the demo's "
+                   "data), a .npy array N,C,H,W, or a folder of .npy files; a quarter is held out to gate the "
+                   "artifact against fp32.")
+@click.option("--calibration-size", type=_range(bounds.CALIBRATION_SIZE), default=None,
+              help=f"int8 on images: calibrate on a seeded class-balanced sample of this many (default "
+                   f"{bounds.DEFAULT_CALIBRATION_SIZE}), a third as many more held out.")
+@click.option("--skip-bad", is_flag=True,
+              help="--calibration images: skip files that do not decode (recorded); without it one stops the build.")
 @click.option("--min-cosine", type=_range(bounds.MIN_COSINE), default=None,
               help=f"int8/f16/bf16 gate: mean output cosine to fp32 (default {bounds.DEFAULT_MIN_COSINE:g}).")
 @click.option("--min-agreement", type=_range(bounds.MIN_AGREEMENT), default=None,
@@ -280,8 +354,8 @@ def accuracy(model: str, checkpoint: str, arch: str | None) -> None:
               help=TOLERANCE_HELP + f" (default {bounds.DEFAULT_TOLERANCE:g})")
 @FORCE_OPTION
 def compile_cmd(source, recipe, target, output, arch, input_shape, lowering, tune_trials, tune_time, untuned, rpc,
-                rpc_key, tuning_db, mcpu, num_cores, cuda_arch, precision, calibration, min_cosine, min_agreement,
-                max_top1_drop, winograd, layout, tolerance, force) -> None:
+                rpc_key, tuning_db, mcpu, num_cores, cuda_arch, precision, calibration, calibration_size, skip_bad,
+                min_cosine, min_agreement, max_top1_drop, winograd, layout, tolerance, force) -> None:
     """Compile a checkpoint (or psdeploy-exported ONNX) for TVM llvm/cuda, OpenVINO or onnxruntime, verified."""
     from psdeploy import api
     from psdeploy.cli.render import show_compile
@@ -291,9 +365,22 @@ def compile_cmd(source, recipe, target, output, arch, input_shape, lowering, tun
                          untuned=untuned or None,  # not given: the recipe's
                          rpc=rpc, rpc_key=rpc_key, tuning_db=tuning_db, mcpu=mcpu,
                          num_cores=num_cores, cuda_arch=cuda_arch, precision=precision, calibration=calibration,
-                         min_cosine=min_cosine, min_agreement=min_agreement, max_top1_drop=max_top1_drop,
+                         calibration_size=calibration_size, skip_bad=skip_bad, min_cosine=min_cosine, min_agreement=min_agreement, max_top1_drop=max_top1_drop,
                          winograd=winograd, layout=layout, tolerance=tolerance, force=force)
     show_compile(result)
+
+
+@main.command(name="digits-images")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
+              help="Folder to write: train/<digit>/*.png and held-out/<digit>/*.png.")
+@FORCE_OPTION
+def digits_images(output: str, force: bool) -> None:
+    """The digits demo's data as PNG files in class folders (what accuracy --data and --calibration read)."""
+    from psdeploy import api
+    from psdeploy.cli.render import console
+
+    counts = api.digits_images(output, force=force)
+    console.print(f"wrote {output}: " + ", ".join(f"{split}/ {n} images" for split, n in counts.items()))
 
 
 @main.command()

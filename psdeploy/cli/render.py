@@ -17,6 +17,7 @@ from psdeploy.export import ExportResult, SearchRow
 from psdeploy.export.inspect import Inspection
 from psdeploy.report.compare import RatioChange
 from psdeploy.verify.accuracy import AccuracyReport
+from psdeploy.verify.images import ImageAccuracy
 from psdeploy.parity.compare import ParityReport
 
 
@@ -166,6 +167,42 @@ def show_compile(result: CompileResult) -> None:
 def show_accuracy(report: AccuracyReport, description: str) -> None:
     console.print(f"held-out top-1 over {report.samples} images: checkpoint (torch) {report.reference_top1:.4f}, "
                   f"{description} {report.candidate_top1:.4f}; argmax agreement {report.prediction_agreement:.4f}")
+
+
+NAMED_DISAGREEMENTS = 5  # on the terminal; --json lists them all
+
+
+def show_image_accuracy(result: ImageAccuracy) -> None:
+    """Checkpoint and artifact side by side on the user's images: top-1/top-5, or per-output agreement."""
+    console.print(f"data: {result.data}", soft_wrap=True)
+    console.print(f"preprocessing: {result.preprocess.describe()}", soft_wrap=True)
+    if result.checkpoint_topk and result.artifact_topk:
+        table = _table(f"accuracy on {result.images} images", ("model", "top-1", "top-5"), left=("model",))
+        for name, topk in (("checkpoint (torch)", result.checkpoint_topk), (result.artifact, result.artifact_topk)):
+            table.add_row(name, f"{topk.top1:.4f}", f"{topk.top5:.4f}")
+        console.print(table)
+        differ = len(result.disagreements)
+        colour = "green" if not differ else "yellow"
+        console.print(f"[{colour}]top-1 agreement {result.agreement:.4f}[/]: the top-1 class differs on {differ} of "
+                      f"{result.images} images")
+        for d in result.disagreements[:NAMED_DISAGREEMENTS]:
+            console.print(f"  {d.file}: label {d.label}, checkpoint {d.checkpoint_top5[0]} (top-5 "
+                          f"{d.checkpoint_top5}), artifact {d.artifact_top5[0]} (top-5 {d.artifact_top5})",
+                          soft_wrap=True, highlight=False)
+        if differ > NAMED_DISAGREEMENTS:
+            console.print(f"  ... and {differ - NAMED_DISAGREEMENTS} more (--json lists them all)")
+    else:
+        table = _table(f"backbone outputs on {result.images} images: {result.artifact} vs checkpoint (torch)",
+                       ("output", "mean cosine", "min cosine", "max rel err"), left=("output",))
+        for o in result.outputs:
+            table.add_row(o.name, f"{o.mean_cosine:.7f}", f"{o.min_cosine:.7f}", f"{o.max_rel_err:.3g}")
+        console.print(table)
+    if result.skipped:
+        count = f"{len(result.skipped)} bad file{'s' if len(result.skipped) != 1 else ''}"
+        console.print(f"[yellow]skipped {count}[/] (--skip-bad): " + "; ".join(
+            f"{f}: {r}" for f, r in result.skipped[:3]) + (" ..." if len(result.skipped) > 3 else ""), soft_wrap=True)
+    console.print(f"{result.images} images in {result.seconds:.1f} s: {result.images_per_s:.1f} images/s "
+                  f"(decoding and preprocessing in parallel with both models' inference)")
 
 
 def show_run(result: RunResult) -> None:

@@ -13,7 +13,7 @@ from psdeploy.bounds import check_memory
 from psdeploy.errors import PsdeployError
 from psdeploy.export.counts import GraphCounts, count_graph, count_torch
 from psdeploy.export.onnx_export import DEFAULT_OPSET, export_to_file
-from psdeploy.export.record import ExportRecord, SearchRow
+from psdeploy.export.record import ExportRecord, SearchRow, read_export_record
 from psdeploy.fileio import atomic_output, check_destination
 from psdeploy.load.loader import LoadedModel
 from psdeploy.rewrite.deploy import DeployResult, rewrite
@@ -119,7 +119,7 @@ def export_onnx(
         onnx_parity.raise_if_failed()
         record = ExportRecord(arch=loaded.arch, lowering=lowering, choices=choices if lowering == AUTO else None,
                               search=search, input_shape=tuple(shape), dynamic_batch=dynamic_batch, source=loaded.source,
-                              source_sha256=loaded.sha256, opset=opset)
+                              source_sha256=loaded.sha256, opset=opset, preprocess=loaded.config.preprocess)
         model = onnx.load(str(tmp))
         record.stamp(model)  # where the graph came from: compile refuses ONNX that psdeploy did not verify
         onnx.save(model, str(tmp))
@@ -130,4 +130,4 @@ def export_onnx(
 
 
 __all__ = ["AUTO", "DEFAULT_LOWERING", "DEFAULT_OPSET", "ExportRecord", "ExportResult", "SearchRow", "export_onnx",
-           "input_shape_of", "parse_shape", "verify_rewrite"]
+           "input_shape_of", "parse_shape", "read_export_record", "verify_rewrite"]

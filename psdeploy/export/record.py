@@ -3,17 +3,19 @@
 Export writes it once (one JSON value under ``psdeploy.export`` in the ONNX metadata) and compile
 reads it once, validated: the architecture and lowering (with the per-layer choices and the timings
 of a ``--lowering auto`` search), the input shape and whether the batch is dynamic, the checkpoint it
-came from and its hash, and the opset. Nothing is flattened to strings on the way.
+came from and its hash, the opset, and the preprocessing its images go through (the model card's). Nothing is flattened to strings on the way.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 import onnx
 from pydantic import PositiveInt
 
 from psdeploy.errors import PsdeployError
+from psdeploy.images.preprocess import Preprocess
 from psdeploy.schema import Strict, validated_json
 
 
@@ -42,6 +44,7 @@ class ExportRecord(Strict):
     source: str
     source_sha256: str
     opset: PositiveInt
+    preprocess: Preprocess | None = None  # what images go through before the network (None: exported before it)
 
     KEY: ClassVar[str] = "psdeploy.export"
 
@@ -64,3 +67,12 @@ class ExportRecord(Strict):
             raise PsdeployError(f"{path}: not a PS-ResNet/ResNet exported by psdeploy (no '{cls.KEY}' metadata); "
                                 f"export the checkpoint with 'psdeploy export' first, or compile the checkpoint")
         return validated_json(cls, entries[0], f"{path}: metadata '{cls.KEY}'")
+
+
+def read_export_record(path: Path) -> ExportRecord:
+    """The record of the ONNX file at ``path``, or a one-line error naming it."""
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:
+        raise PsdeployError(f"{path}: not a readable ONNX model; expected an ONNX file from 'psdeploy export'") from None
+    return ExportRecord.read(model, str(path))
