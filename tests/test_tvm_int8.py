@@ -21,7 +21,7 @@ from psdeploy.verify.accuracy import held_out_top1
 from tests.conftest import DEMO_CHECKPOINT
 
 pytest.importorskip("tvm")
-needs_vnni = pytest.mark.skipif("avx512_vnni" not in (host_cpu_flags() or frozenset()),
+needs_vnni = pytest.mark.skipif("avx512vnni" not in (host_cpu_flags() or frozenset()),
                                 reason="TVM's int8 kernels run on CPUs with AVX512-VNNI")
 
 
@@ -69,7 +69,7 @@ def _run(func, args: list[np.ndarray], out_shape: tuple[int, ...]) -> tuple[np.n
     device = tvm.cpu()
     out = tvm.runtime.tensor(np.zeros(out_shape, "int32"), device)
     library["main"](*[tvm.runtime.tensor(a, device) for a in args], out)
-    return out.numpy(), library.inspect_source("asm")
+    return out.numpy(), library.mod.inspect_source("asm")
 
 
 def _every_schedule(func, block: str):
@@ -205,7 +205,7 @@ def test_a_qdq_conv_with_a_zero_point_runs_as_onnxruntime_runs_it(c_in, stride, 
 
 @pytest.mark.parametrize(("options", "message"), [
     ({"target": "cuda"}, "--precision int8: TVM's int8 kernels are built for CPUs; --target cuda builds f32"),
-    ({"target": "llvm", "mcpu": "skylake-avx512"}, "TVM's int8 kernels need AVX512-VNNI, which llvm-skylake-avx512"),
+    ({"target": "llvm", "mcpu": "skylake-avx512"}, "TVM's int8 kernels need AVX512-VNNI, which the target's CPU skylake-avx512 lacks"),
     ({"target": "llvm", "layout": "nhwc"}, "--layout nhwc: TVM's int8 convs are built in NCHW{16}c, direct"),
     ({"target": "llvm", "winograd": "f2"}, "--winograd f2: TVM's int8 convs are built in NCHW{16}c, direct"),
 ])
@@ -214,3 +214,36 @@ def test_int8_where_tvm_cannot_build_it_is_refused_in_one_line(options, message,
         api.compile(str(DEMO_CHECKPOINT), output=tmp_path / "out", precision="int8", calibration="digits",
                     untuned=True, tuning_db=tmp_path / "db", **options)
     assert not (tmp_path / "out").exists()
+
+
+@needs_vnni
+def test_an_integer_conv_tunes_in_the_int8_rules_space_and_stays_exact(tmp_path) -> None:
+    """MetaSchedule tunes the int8 conv with psdeploy's rule (its records replay tensorized from the database),
+    and the tuned module computes what the untuned one does."""
+    import tvm
+    from tvm import relax
+
+    from psdeploy.backends.tvm.build import import_onnx, lower, post_tuning_passes
+    from psdeploy.backends.tvm.layout import ConvLayout
+    from psdeploy.backends.tvm.qdq import IntegerConvs
+    from psdeploy.backends.tvm.tuning import tune
+    from psdeploy.backends.tvm.tuning_db import TuningDatabase
+
+    path = tmp_path / "qdq.onnx"
+    _qdq_conv(path, 32, 14, 1, x_zero=0)
+    x = np.random.default_rng(0).uniform(0, 4, (1, 32, 14, 14)).astype(np.float32)
+    target, layout = parse_target("llvm"), ConvLayout("nchwc", 16)
+    mod = lower(import_onnx(path, x.shape, layout), target, 0, layout, IntegerConvs())
+    tvm_target = tvm.target.Target(target.tvm_target)
+
+    def run(module) -> np.ndarray:
+        vm = relax.VirtualMachine(tvm.compile(module, target=tvm_target), tvm.cpu())
+        return vm["main"](tvm.runtime.tensor(x, tvm.cpu())).numpy()
+
+    database, summary = tune(mod, target, TuningDatabase(tmp_path / "db", target), trials=8)
+    assert summary.trials_measured > 0 and not summary.tasks_all_failed
+    with tvm_target, database:
+        tuned = tvm.transform.Sequential(post_tuning_passes(target))(mod)
+    conv = next(f for gv, f in tuned.functions.items() if "conv2d_NCHWc_int8" in gv.name_hint)
+    assert "psdeploy_dot_16x4_vnni" in str(conv.script()) or "vpdpbusd" in str(conv.script())
+    assert np.array_equal(run(tuned), run(mod))

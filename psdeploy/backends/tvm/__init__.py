@@ -16,7 +16,7 @@ import numpy as np
 
 from psdeploy.backends.base import Backend, BuildOptions, NodeTime, summed
 from psdeploy.backends.targets import Target
-from psdeploy.backends.tvm.host import cannot_run_here
+from psdeploy.backends.tvm.host import cannot_run_here, host_cpu_flags
 from psdeploy.errors import PsdeployError
 from psdeploy.rewrite.lowerings.fused_op import OP_NAME
 from psdeploy.parity.compare import Runner
@@ -25,7 +25,7 @@ WINOGRAD_TILES = {"off": 0, "f2": 2, "f4": 4}
 WARMUP_RUNS = 3
 
 
-INT8_FEATURE = "avx512vnni"  # the int8 kernels' vpdpbusd
+INT8_FEATURE = "avx512vnni"  # the int8 kernels' vpdpbusd (LLVM's name, and Linux's without its underscore)
 
 
 def check_int8(target: Target, options: BuildOptions) -> None:
@@ -37,8 +37,9 @@ def check_int8(target: Target, options: BuildOptions) -> None:
     from tvm.target import codegen
 
     if not codegen.target_has_features(INT8_FEATURE, tvm.target.Target(target.tvm_target)):
-        raise PsdeployError(f"--precision int8: TVM's int8 kernels need AVX512-VNNI, which {target.label} lacks "
-                            f"(expected an --mcpu that has it, e.g. znver4, icelake-server, sapphirerapids)")
+        cpu = target.tvm_target.get("mcpu") or "generic"
+        raise PsdeployError(f"--precision int8: TVM's int8 kernels need AVX512-VNNI, which the target's CPU {cpu} "
+                            f"lacks (expected an --mcpu that has it, e.g. znver4, icelake-server, sapphirerapids)")
     if options.layout not in (None, "nchwc") or options.winograd != "off":
         given = f"--layout {options.layout}" if options.layout not in (None, "nchwc") else f"--winograd {options.winograd}"
         raise PsdeployError(f"{given}: TVM's int8 convs are built in NCHW{{16}}c, direct; expected --precision "
@@ -56,6 +57,11 @@ class TvmBackend(Backend):
                               "untuned", "rpc", "tuning_db"})
     # int8 (llvm, AVX512-VNNI): onnxruntime's QDQ graph, its convs made integer kernels (tvm/quantized.py, qdq.py)
     precisions = ("f32", "int8")
+
+    def precisions_here(self) -> tuple[str, ...]:
+        """int8 where this CPU has AVX512-VNNI (the int8 kernels' instruction)."""
+        flags = host_cpu_flags()
+        return self.precisions if flags is None or INT8_FEATURE in flags else ("f32",)
 
     def require(self) -> None:
         try:

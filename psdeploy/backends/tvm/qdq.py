@@ -81,7 +81,7 @@ def integer_convs_pass(record: IntegerConvs):
             name = _op(call)
             if name == CONV:
                 return self._conv(call)
-            if name == QUANTIZE:
+            if name == QUANTIZE and _constant_parameters(call):
                 return _quantize(call)
             return call  # a dequantize is kept until the convs that read it are rewritten (``ElementwiseQDQ``)
 
@@ -116,7 +116,7 @@ def integer_convs_pass(record: IntegerConvs):
     class ElementwiseQDQ(PyExprMutator):
         def visit_call_(self, call):
             call = self.visit_expr_post_order(call)
-            return _dequantize(call) if _op(call) == DEQUANTIZE else call
+            return _dequantize(call) if _op(call) == DEQUANTIZE and _constant_parameters(call) else call
 
     @tvm.transform.module_pass(opt_level=0, name="psdeploy.IntegerConvs")
     def transform(mod, _ctx):
@@ -128,6 +128,11 @@ def integer_convs_pass(record: IntegerConvs):
         return mod
 
     return transform
+
+
+def _constant_parameters(call) -> bool:
+    """Whether a quantize/dequantize has constant scale and zero point (else it is left as Relax's op)."""
+    return _constant(call.args[1]) is not None and _constant(call.args[2]) is not None
 
 
 def _per_axis(values: np.ndarray, axis: int, ndim: int) -> np.ndarray:
