@@ -26,7 +26,7 @@ def pytest_configure(config) -> None:
 # end: started last, one of them kept one worker busy alone for a minute.
 LONGEST_FILES_FIRST = ("test_bundle.py", "test_tvm_layout.py", "test_tvm_fleet.py", "test_compile_tvm.py", "test_tvm_tuning.py",
                        "test_report.py", "test_fused_winograd.py", "test_profile_convs.py", "test_int8.py",
-                       "test_search.py")
+                       "test_tvm_int8.py", "test_search.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

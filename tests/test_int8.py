@@ -155,8 +155,6 @@ def test_samples_of_another_shape_than_the_model_are_refused_before_building(tmp
     ({"target": "onnxruntime-cpu", "precision": "int8"}, "--precision int8: needs --calibration DATA"),
     ({"target": "onnxruntime-cpu", "calibration": "digits"}, "--calibration digits: calibrates int8 builds"),
     ({"target": "onnxruntime-cpu", "precision": "bf16"}, "--precision bf16: not a precision onnxruntime-cpu builds"),
-    ({"target": "llvm", "precision": "int8", "calibration": "digits"}, "--precision int8, --calibration digits: "
-                                                                       "not options of llvm"),
     ({"target": "onnxruntime-cpu", "precision": "int8", "calibration": "digits", "min_cosine": 1.5},
      "--min-cosine 1.5: expected a number >= 0 and <= 1"),
 ])

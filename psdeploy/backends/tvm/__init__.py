@@ -8,6 +8,7 @@ an NVIDIA GPU is visible.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,13 +16,34 @@ import numpy as np
 
 from psdeploy.backends.base import Backend, BuildOptions, NodeTime, summed
 from psdeploy.backends.targets import Target
-from psdeploy.backends.tvm.host import cannot_run_here
+from psdeploy.backends.tvm.host import cannot_run_here, host_cpu_flags
 from psdeploy.errors import PsdeployError
 from psdeploy.rewrite.lowerings.fused_op import OP_NAME
 from psdeploy.parity.compare import Runner
 
 WINOGRAD_TILES = {"off": 0, "f2": 2, "f4": 4}
 WARMUP_RUNS = 3
+
+
+INT8_FEATURE = "avx512vnni"  # the int8 kernels' vpdpbusd (LLVM's name, and Linux's without its underscore)
+
+
+def check_int8(target: Target, options: BuildOptions) -> None:
+    """int8 builds only where their kernels run: a CPU target with AVX512-VNNI, convs blocked, no Winograd."""
+    if target.device != "cpu":
+        raise PsdeployError(f"--precision int8: TVM's int8 kernels are built for CPUs; --target {target.name} "
+                            f"builds f32 (expected --target llvm)")
+    import tvm
+    from tvm.target import codegen
+
+    if not codegen.target_has_features(INT8_FEATURE, tvm.target.Target(target.tvm_target)):
+        cpu = target.tvm_target.get("mcpu") or "generic"
+        raise PsdeployError(f"--precision int8: TVM's int8 kernels need AVX512-VNNI, which the target's CPU {cpu} "
+                            f"lacks (expected an --mcpu that has it, e.g. znver4, icelake-server, sapphirerapids)")
+    if options.layout not in (None, "nchwc") or options.winograd != "off":
+        given = f"--layout {options.layout}" if options.layout not in (None, "nchwc") else f"--winograd {options.winograd}"
+        raise PsdeployError(f"{given}: TVM's int8 convs are built in NCHW{{16}}c, direct; expected --precision "
+                            f"int8 without it")
 
 
 class TvmBackend(Backend):
@@ -31,8 +53,15 @@ class TvmBackend(Backend):
     # one kernel per PSConv layer, no Gathers: the fastest whole-network form on TVM as measured, and the form
     # the committed tuning databases (reports/tuning-db) were tuned in, so a build with no budget finds its tasks
     default_lowering = "fused"
-    uses_options = frozenset({"winograd", "layout", "tune_trials", "tune_time_s", "untuned", "rpc",
-                              "tuning_db"})  # f32 only
+    uses_options = frozenset({"precision", "calibration", "winograd", "layout", "tune_trials", "tune_time_s",
+                              "untuned", "rpc", "tuning_db"})
+    # int8 (llvm, AVX512-VNNI): onnxruntime's QDQ graph, its convs made integer kernels (tvm/quantized.py, qdq.py)
+    precisions = ("f32", "int8")
+
+    def precisions_here(self) -> tuple[str, ...]:
+        """int8 where this CPU has AVX512-VNNI (the int8 kernels' instruction)."""
+        flags = host_cpu_flags()
+        return self.precisions if flags is None or INT8_FEATURE in flags else ("f32",)
 
     def require(self) -> None:
         try:
@@ -45,6 +74,9 @@ class TvmBackend(Backend):
     def check_options(self, target: Target, options: BuildOptions) -> None:
         super().check_options(target, options)
         self.layout(target, options)  # refuses a layout the Winograd convs cannot take
+        if options.precision == "int8":
+            self.require()
+            check_int8(target, options)
         if options.tunes and options.rpc is None and (reason := cannot_run_here(target)):
             machine = "an NVIDIA GPU" if target.device == "cuda" else "a CPU that has them"
             raise PsdeployError(f"--target {target.name} with a tuning budget: candidates are measured here and "
@@ -64,10 +96,22 @@ class TvmBackend(Backend):
         from psdeploy.backends.tvm.build import build
 
         self.require()
-        summary, kernels = build(onnx_path, input_shape, target, options, out_dir / self.module_file,
-                                 WINOGRAD_TILES[options.winograd], self.conv_layout(target, options),
-                                 self.default_lowering)
-        return {"tuning": summary, "kernels": kernels}
+        layout, tile = self.conv_layout(target, options), WINOGRAD_TILES[options.winograd]
+        if options.calibration is None:
+            summary, kernels = build(onnx_path, input_shape, target, options, out_dir / self.module_file, tile,
+                                     layout, self.default_lowering)
+            return {"tuning": summary, "kernels": kernels}
+        from psdeploy.backends.tvm.qdq import IntegerConvs
+        from psdeploy.backends.tvm.quantized import integer_conv_record, quantize_for_tvm
+
+        with tempfile.TemporaryDirectory(prefix="psdeploy-tvm-int8-") as work:
+            qdq = Path(work) / "qdq.onnx"
+            quantize_for_tvm(onnx_path, qdq, options.calibration, input_shape)
+            convs = IntegerConvs()
+            summary, kernels = build(qdq, input_shape, target, options, out_dir / self.module_file, tile, layout,
+                                     self.default_lowering, convs)
+            return {"tuning": summary, "kernels": kernels,
+                    "quantization": integer_conv_record(qdq, convs, str(onnx_path))}
 
     def _vm(self, module: Path, target: Target, threads: int | None):
         """The module's VM, and what it runs as: on CPU with the threads TVM's runtime really started

@@ -14,8 +14,10 @@ from psdeploy.backends.artifact import KernelWork, TuningSummary
 from psdeploy.backends.base import BuildOptions
 from psdeploy.backends.targets import Target
 from psdeploy.backends.tvm.layout import DEFAULT_LAYOUT, NCHW, ConvLayout
+from psdeploy.backends.tvm.qdq import IntegerConvs, integer_convs_pass
 from psdeploy.backends.tvm.tuning import missing_tasks, tune
 from psdeploy.backends.tvm.tuning_db import RECORDS, TuningDatabase
+from psdeploy.backends.tvm.vnni import register_vnni_intrinsic
 from psdeploy.errors import PsdeployError
 from psdeploy.export.record import ExportRecord
 
@@ -75,11 +77,17 @@ def post_tuning_passes(target: Target):
     return passes
 
 
-def lower(mod, target: Target, winograd_tile: int = 0, layout: ConvLayout = NCHW):
+def lower(mod, target: Target, winograd_tile: int = 0, layout: ConvLayout = NCHW,
+          integer: IntegerConvs | None = None):
+    """The pre-tuning passes; with ``integer`` (an int8 build's QDQ graph) first the integer-conv pass, which
+    records its verdicts there."""
     import tvm
 
+    passes = pre_tuning_passes(winograd_tile, layout, target.device)
+    if integer is not None:
+        passes.insert(0, integer_convs_pass(integer))
     with tvm.target.Target(target.tvm_target):
-        return tvm.transform.Sequential(pre_tuning_passes(winograd_tile, layout, target.device))(mod)
+        return tvm.transform.Sequential(passes)(mod)
 
 
 def _exported_lowering(onnx_path: Path) -> str | None:
@@ -129,18 +137,22 @@ def check_untuned(summary: TuningSummary, db: TuningDatabase, onnx_path: Path, t
 
 
 def build(onnx_path: Path, input_shape: tuple[int, ...], target: Target, options: BuildOptions, out_file: Path,
-          winograd_tile: int, layout: ConvLayout, default_lowering: str) -> tuple[TuningSummary, dict[str, KernelWork]]:
+          winograd_tile: int, layout: ConvLayout, default_lowering: str,
+          integer: IntegerConvs | None = None) -> tuple[TuningSummary, dict[str, KernelWork]]:
     """Import, lower, tune, apply, compile and export the library to ``out_file``; what each kernel computes.
-    With no budget and tasks the database lacks, refused before compiling unless ``options.untuned``."""
+    With no budget and tasks the database lacks, refused before compiling unless ``options.untuned``.
+    ``integer``: ``onnx_path`` is an int8 build's QDQ graph (``quantized.py``)."""
     import tvm
 
     from psdeploy.backends.tvm.kernels import kernel_work
 
-    mod = lower(import_onnx(onnx_path, input_shape, layout), target, winograd_tile, layout)
+    mod = lower(import_onnx(onnx_path, input_shape, layout), target, winograd_tile, layout, integer)
     db = TuningDatabase(options.tuning_db, target)
     database, summary = tune(mod, target, db, options.tune_trials, options.tune_time_s, options.rpc, options.on_batch)
     check_untuned(summary, db, onnx_path, target, options, default_lowering)
     kernels = kernel_work(mod)  # read before scheduling, where each kernel's computation is still one block
+    if integer is not None:
+        register_vnni_intrinsic()  # the int8 rule's records tensorize with it when the database replays them
     tvm_target = tvm.target.Target(target.tvm_target)
     with tvm_target, database:
         mod = tvm.transform.Sequential(post_tuning_passes(target))(mod)

@@ -198,6 +198,16 @@ def placeholder_layer(weight: np.ndarray) -> PlaceholderLayer | None:
     return _PLACEHOLDERS.get(_digest(weight))
 
 
+def packed_weight(weight) -> np.ndarray:
+    """A PSConv node's packed weight: its constant, or in a QDQ graph (an int8 build) the int8 constant its
+    DequantizeLinear reads, so the placeholder is found again by its integer weight."""
+    from tvm import relax
+
+    if isinstance(weight, relax.Call) and weight.op.name == "relax.dequantize":
+        weight = weight.args[0]
+    return weight.value.numpy()
+
+
 def _converter(placeholders: bool):
     from tvm import relax
     from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
@@ -210,9 +220,9 @@ def _converter(placeholders: bool):
             x, weight, bias = inputs[0], inputs[1], inputs[2]
             parts, groups = int(attr["parts"]), int(attr["group"])
             rates = slot_rates(parts, [int(v) for v in attr["rates"]])
-            stride, packed = int(attr["strides"][0]), weight.value.numpy()
+            stride, packed = int(attr["strides"][0]), packed_weight(weight)
             layer = PlaceholderLayer(stride, groups, parts, tuple(rates))
-            if placeholders:
+            if placeholders or packed.dtype != np.float32:  # a quantized layer is left to qdq.py as a placeholder
                 _PLACEHOLDERS[_digest(packed)] = layer
                 y = bb.emit(relax.op.nn.conv2d(x, weight, strides=stride, padding=1, groups=groups))
             else:

@@ -147,6 +147,10 @@ def blocked_conv_legalization(winograd_tile: int = 0):
         from tvm import topi
         from tvm.relax.transform.legalize_ops.nn import _nn_conv2d
 
+        if str(call.args[0].ty.dtype) == "uint8":  # an integer conv of an int8 build (qdq.py)
+            from psdeploy.backends.tvm.int8_conv import legalize_integer_conv
+
+            return legalize_integer_conv(bb, call)
         a = call.attrs
         blocked = len(a.data_layout) > 4
         psconv = _placeholder(call.args[1])

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from psdeploy.backends.artifact import TuningSummary
 from psdeploy.backends.targets import Target
 from psdeploy.backends.tune_options import RpcTracker
+from psdeploy.backends.tvm.int8_tiling import register_int8_rule
 from psdeploy.backends.tvm.intrinsics import register_tensor_intrinsics
 from psdeploy.backends.tvm.register_tiling import TARGET_KEY, register_schedule_rules
 from psdeploy.backends.tvm.fleet import FleetHealth, check_fleet_threads, fleet_runner
@@ -158,6 +159,7 @@ def tune(mod, target: Target, db: TuningDatabase, trials: int, time_s: float | N
     quiet_metaschedule_console()
     register_tensor_intrinsics(target)
     register_schedule_rules()
+    register_int8_rule()
     register_data_pack_rule(TARGET_KEY)
     with tempfile.TemporaryDirectory(prefix="psdeploy-ms-") as work_dir:
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(

@@ -1,0 +1,178 @@
+"""int8 in TVM: onnxruntime's QDQ graph, imported into Relax, rewritten into integer convs.
+
+TVM 0.27 imports QuantizeLinear/DequantizeLinear as ``relax.quantize``/``relax.dequantize`` and would
+run every conv in fp32 on dequantized data. This pass makes each conv whose data is a per-tensor
+uint8 dequantize and whose weight is a per-output-channel int8 dequantize of a constant (what the
+quantizer writes, PSConv placeholders included) an integer ``conv2d`` (uint8 x int8, int32
+accumulation) followed by ``acc * (s_x * s_w[o])`` in fp32: the bias add, the output QuantizeLinear
+(whose clamp at the zero point is the relu the quantizer removed) and a residual add then follow it
+as the graph has them, and ``FuseOps`` puts that whole chain into the conv's kernel, as its epilogue.
+
+A conv pads with 0 where the quantized zero is the zero point ``zp``: ``sum w (x - zp)`` over the
+padded window is ``conv(x) - zp * conv(ones)``, whose second term is a constant computed here
+(``integer_reference.py``); it is nonzero only for data with ``zp != 0`` (in ResNets the stem's input:
+every other conv reads a relu's output, whose zero point is 0).
+
+Every other quantize/dequantize becomes the elementwise arithmetic it stands for, so the layout
+pass (which knows only elementwise ops and convs) keeps the graph blocked; on constants it is
+computed here (the bias, the classifier's weight).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from psdeploy.backends.tvm.fused import placeholder_layer
+from psdeploy.backends.tvm.integer_reference import conv_int, psconv_int
+
+DEQUANTIZE, QUANTIZE, CONV = "relax.dequantize", "relax.quantize", "relax.nn.conv2d"
+QUANTIZED_RANGE = {"uint8": (0, 255), "int8": (-128, 127)}
+
+
+@dataclass
+class IntegerConvs:
+    """What the pass did, per conv in graph order: True where it became an integer conv."""
+
+    int8: list[bool] = field(default_factory=list)
+
+
+def _op(expr) -> str:
+    from tvm import relax
+
+    return expr.op.name if isinstance(expr, relax.Call) and hasattr(expr.op, "name") else ""
+
+
+def _constant(expr) -> np.ndarray | None:
+    from tvm.ir.expr import Constant
+
+    return expr.value.numpy() if isinstance(expr, Constant) else None
+
+
+def _pair(values) -> tuple[int, int]:
+    return int(values[0]), int(values[-1])
+
+
+def _border_correction(call, weight: np.ndarray, shape: tuple[int, ...], zp: int) -> np.ndarray:
+    """``zp * conv(ones)`` of the conv ``call`` over data of ``shape`` (NCHW): int32, ``(1, C_out, H, W)``."""
+    ones = np.ones((1, *shape[1:]), np.int64)
+    layer = placeholder_layer(weight)
+    a = call.attrs
+    if layer is not None:
+        y = psconv_int(ones, weight, layer.stride, layer.groups, layer.parts, list(layer.rates))
+    else:
+        pad = [int(v) for v in a.padding]
+        y = conv_int(ones, weight, _pair(a.strides), (pad[0], pad[1], pad[2], pad[3]), _pair(a.dilation),
+                     int(a.groups))
+    return (zp * y).astype(np.int32)
+
+
+def integer_convs_pass(record: IntegerConvs):
+    """The Relax pass; ``record`` is filled as it runs."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    @mutator
+    class Rewriter(PyExprMutator):
+        def visit_call_(self, call):
+            call = self.visit_expr_post_order(call)
+            name = _op(call)
+            if name == CONV:
+                return self._conv(call)
+            if name == QUANTIZE and _constant_parameters(call):
+                return _quantize(call)
+            return call  # a dequantize is kept until the convs that read it are rewritten (``ElementwiseQDQ``)
+
+        def _bound(self, expr):
+            return self.lookup_binding(expr) if isinstance(expr, relax.Var) else expr
+
+        def _conv(self, call):
+            data, weight = self._bound(call.args[0]), self._bound(call.args[1])
+            a = call.attrs
+            integer = (_op(data) == DEQUANTIZE and _op(weight) == DEQUANTIZE and a.data_layout == "NCHW"
+                       and a.kernel_layout == "OIHW")
+            if integer:
+                x_q, x_scale, x_zp = data.args
+                w_q, w_scale, w_zp = (_constant(v) for v in weight.args)
+                x_scale, x_zp = _constant(x_scale), _constant(x_zp)
+                integer = (w_q is not None and w_q.dtype == np.int8 and not np.any(w_zp)
+                           and str(x_q.ty.dtype) == "uint8" and x_scale is not None and x_scale.size == 1
+                           and x_zp is not None and x_zp.size == 1 and int(weight.attrs.axis) == 0)
+            record.int8.append(bool(integer))
+            if not integer:
+                return call
+            acc = relax.op.nn.conv2d(x_q, relax.const(w_q), strides=a.strides, padding=a.padding,
+                                     dilation=a.dilation, groups=a.groups, out_dtype="int32")
+            if int(x_zp.item()):
+                shape = tuple(int(v) for v in x_q.ty.shape)
+                acc = relax.op.subtract(acc, relax.const(_border_correction(call, w_q, shape, int(x_zp.item()))))
+            scale = (x_scale.astype(np.float32).reshape(()) * np.broadcast_to(w_scale, (w_q.shape[0],)))
+            return relax.op.multiply(relax.op.astype(acc, "float32"),
+                                     relax.const(scale.astype(np.float32).reshape(1, -1, 1, 1)))
+
+    @mutator
+    class ElementwiseQDQ(PyExprMutator):
+        def visit_call_(self, call):
+            call = self.visit_expr_post_order(call)
+            return _dequantize(call) if _op(call) == DEQUANTIZE and _constant_parameters(call) else call
+
+    @tvm.transform.module_pass(opt_level=0, name="psdeploy.IntegerConvs")
+    def transform(mod, _ctx):
+        for rewriter in (Rewriter, ElementwiseQDQ):
+            for gv, func in list(mod.functions.items()):
+                if isinstance(func, relax.Function):
+                    mod[gv] = rewriter(mod).visit_expr(func)
+            mod = relax.transform.DeadCodeElimination()(mod)
+        return mod
+
+    return transform
+
+
+def _constant_parameters(call) -> bool:
+    """Whether a quantize/dequantize has constant scale and zero point (else it is left as Relax's op)."""
+    return _constant(call.args[1]) is not None and _constant(call.args[2]) is not None
+
+
+def _per_axis(values: np.ndarray, axis: int, ndim: int) -> np.ndarray:
+    """A scale or zero point broadcastable against data of ``ndim`` dims along ``axis`` (a scalar stays one)."""
+    if values.size == 1:
+        return values.reshape(())
+    shape = [1] * ndim
+    shape[axis] = values.size
+    return values.reshape(shape)
+
+
+def _dequantize(call):
+    """``(x - zp) * scale`` in fp32: computed here on a constant, else as relax arithmetic."""
+    from tvm import relax
+
+    x, scale, zp = call.args
+    ndim = len(x.ty.shape)
+    s = _per_axis(_constant(scale).astype(np.float32), int(call.attrs.axis), ndim)
+    z = _per_axis(_constant(zp).astype(np.float32), int(call.attrs.axis), ndim)
+    value = _constant(x)
+    if value is not None:
+        return relax.const(((value.astype(np.float32) - z) * s).astype(np.float32))
+    shifted = relax.op.astype(x, "float32")
+    if np.any(z):
+        shifted = relax.op.subtract(shifted, relax.const(z))
+    return relax.op.multiply(shifted, relax.const(s))
+
+
+def _quantize(call):
+    """``clip(round(x / scale) + zp)`` in the output's integer type."""
+    from tvm import relax
+
+    x, scale, zp = call.args
+    ndim = len(x.ty.shape)
+    dtype = str(call.attrs.out_dtype)
+    low, high = QUANTIZED_RANGE[dtype]
+    s = _per_axis(_constant(scale).astype(np.float32), int(call.attrs.axis), ndim)
+    z = _per_axis(_constant(zp).astype(np.float32), int(call.attrs.axis), ndim)
+    q = relax.op.round(relax.op.divide(x, relax.const(s)))
+    if np.any(z):
+        q = relax.op.add(q, relax.const(z))
+    clipped = relax.op.minimum(relax.op.maximum(q, relax.const(np.float32(low))), relax.const(np.float32(high)))
+    return relax.op.astype(clipped, dtype)  # min/max, not clip: the layout pass moves them, not clip

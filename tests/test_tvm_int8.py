@@ -1,0 +1,252 @@
+"""int8 in TVM: the QDQ graph's convs made integer kernels, each exact against an integer reference, the demo's
+int8 build held to the gate; int8 where it cannot build is refused in one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from psdeploy import api
+from psdeploy.backends import Manifest, open_runner, parse_target
+from psdeploy.backends.tvm.host import host_cpu_flags
+from psdeploy.backends.tvm.integer_reference import conv_int, psconv_int
+from psdeploy.demo_data import digits_split
+from psdeploy.errors import PsdeployError
+from psdeploy.load import load_model
+from psdeploy.parity.runners import torch_runner
+from psdeploy.rewrite.lowerings.fused_op import psconv
+from tests.conftest import DEMO_CHECKPOINT
+
+pytest.importorskip("tvm")
+needs_vnni = pytest.mark.skipif("avx512vnni" not in (host_cpu_flags() or frozenset()),
+                                reason="TVM's int8 kernels run on CPUs with AVX512-VNNI")
+
+
+@pytest.fixture(scope="module")
+def tvm_int8(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("tvm-int8") / "digits-tvm-int8"
+    api.compile(str(DEMO_CHECKPOINT), target="llvm", output=out, precision="int8", calibration="digits",
+                untuned=True, tuning_db=out.parent / "db")
+    return out
+
+
+@needs_vnni
+def test_the_demo_builds_int8_in_tvm_and_passes_the_gate(tvm_int8) -> None:
+    manifest = Manifest.read(tvm_int8)
+    quantization = manifest.quantization
+    assert manifest.precision == "int8" and manifest.lowering == "fused" and manifest.parity is None
+    assert quantization.convs == quantization.convs_int8 == 22 and not quantization.float_convs
+    assert quantization.tool.startswith("onnxruntime") and "integer convs" in quantization.tool
+    ops = sorted(k.op for k in manifest.kernels.values())
+    # every 3x3 PSConv layer one integer kernel; the stem's 3-channel block on TOPI's conv, in int32 too
+    assert ops.count("psconv_int8") == 6 and ops.count("conv2d_NCHWc_int8") == 15 and ops.count("conv2d_NCHWc") == 1
+    gate = manifest.gate
+    assert gate.samples == 450 and gate.mean_cosine >= gate.gate.min_cosine and gate.top1_agreement >= 0.99
+    assert manifest.accuracy["checkpoint_top1"] - manifest.accuracy["artifact_top1"] <= 0.005
+    # the test's own look, on 60 held-out digits (the compile's look took all 450)
+    _, _, x, y = digits_split()
+    run, reference = open_runner(tvm_int8).run, torch_runner(load_model(DEMO_CHECKPOINT).model)
+    int8 = np.array([run(x[i:i + 1])[0].argmax() for i in range(60)])
+    fp32 = np.array([reference(x[i:i + 1])[0].argmax() for i in range(60)])
+    assert np.mean(int8 == fp32) >= 0.98 and np.mean(int8 == y[:60]) >= 0.95
+
+
+def _blocked(x: np.ndarray, block: int = 16) -> np.ndarray:
+    n, c, h, w = x.shape
+    return np.ascontiguousarray(x.reshape(n, c // block, block, h, w).transpose(0, 1, 3, 4, 2))
+
+
+def _unblocked(y: np.ndarray) -> np.ndarray:
+    n, c, h, w, b = y.shape
+    return y.transpose(0, 1, 4, 2, 3).reshape(n, c * b, h, w)
+
+
+def _run(func, args: list[np.ndarray], out_shape: tuple[int, ...]) -> tuple[np.ndarray, str]:
+    """The PrimFunc built for this CPU and run once; its output and its assembly."""
+    import tvm
+
+    library = tvm.compile(tvm.IRModule({"main": func}), target=tvm.target.Target(parse_target("llvm").tvm_target))
+    device = tvm.cpu()
+    out = tvm.runtime.tensor(np.zeros(out_shape, "int32"), device)
+    library["main"](*[tvm.runtime.tensor(a, device) for a in args], out)
+    return out.numpy(), library.mod.inspect_source("asm")
+
+
+def _every_schedule(func, block: str):
+    """The compute as written, then each design space of the int8 rule (each tile of output blocks)."""
+    from tvm import s_tir
+
+    from psdeploy.backends.tvm.int8_tiling import int8_tiled
+    from psdeploy.backends.tvm.vnni import register_vnni_intrinsic
+
+    register_vnni_intrinsic()
+    yield func, False
+    sch = s_tir.Schedule(func)
+    for space in int8_tiled(sch, sch.get_sblock(block)):
+        yield space.mod["main"], True
+
+
+@needs_vnni
+@pytest.mark.parametrize(("channels", "size", "kernel", "stride"), [(32, 13, 3, 2), (48, 9, 3, 1), (32, 7, 1, 2)])
+def test_the_blocked_integer_conv_is_exact_scheduled_and_tensorized(channels, size, kernel, stride) -> None:
+    from tvm import te
+
+    from psdeploy.backends.tvm.fused import block_weight
+    from psdeploy.backends.tvm.int8_conv import conv2d_nchwc_int8, vnni_weight
+
+    rng = np.random.default_rng(channels + size)
+    x = rng.integers(0, 256, (1, channels, size, size), dtype=np.uint8)
+    w = rng.integers(-128, 128, (64, channels, kernel, kernel), dtype=np.int8)
+    pad = kernel // 2
+    expected = conv_int(x, w, stride, (pad,) * 4)
+    data = te.placeholder((1, channels // 16, size, size, 16), "uint8")
+    weight = te.placeholder((4, channels // 16, kernel, kernel, 4, 16, 4), "int8")
+    out = conv2d_nchwc_int8(data, weight, (stride, stride), (pad,) * 4, (1, 1))
+    args = [_blocked(x), vnni_weight(block_weight(w, 16, 16))]
+    for func, scheduled in _every_schedule(te.create_prim_func([data, weight, out]), "conv2d_NCHWc_int8"):
+        y, asm = _run(func, args, tuple(int(v) for v in out.shape))
+        assert np.array_equal(_unblocked(y), expected)
+        assert "vpdpbusd" in asm or not scheduled  # (LLVM may find it in the unscheduled loops too)
+
+
+@needs_vnni
+@pytest.mark.parametrize(("channels", "size", "stride", "groups", "parts", "rates"), [
+    (128, 9, 1, 1, 4, [1, 2, 4, 2]),  # PS-ResNet's lattice: 32-channel parts, two blocks each
+    (128, 11, 2, 1, 4, [1, 2, 4, 2]),  # stride 2, odd size
+    (128, 7, 1, 2, 2, [1, 3]),  # two cards
+])
+def test_the_psconv_integer_kernel_is_exact_scheduled_and_tensorized(channels, size, stride, groups, parts,
+                                                                      rates) -> None:
+    from tvm import te
+
+    from psdeploy.backends.tvm.int8_conv import psconv_int8, psconv_weights
+
+    rng = np.random.default_rng(size)
+    x = rng.integers(0, 256, (1, channels, size, size), dtype=np.uint8)
+    packed = rng.integers(-128, 128, (channels, channels // groups, 3, 3), dtype=np.int8)
+    expected = psconv_int(x, packed, stride, groups, parts, rates)
+    for block in (16, 0):  # blocked, then NCHW (a layer whose parts do not fill blocks)
+        stacked = psconv_weights(packed, groups, parts, block)
+        shape = (1, channels // block, size, size, block) if block else x.shape
+        data, weight = te.placeholder(shape, "uint8"), te.placeholder(stacked.shape, "int8")
+        out = psconv_int8(data, weight, stride, groups, rates)
+        func = te.create_prim_func([data, weight, out])
+        for each, scheduled in (_every_schedule(func, "psconv_int8") if block else [(func, False)]):
+            y, asm = _run(each, [_blocked(x) if block else x, stacked], tuple(int(v) for v in out.shape))
+            assert np.array_equal(_unblocked(y) if block else y, expected)
+            assert "vpdpbusd" in asm or not scheduled  # (LLVM may find it in the unscheduled loops too)
+
+
+def test_the_integer_reference_is_psconv() -> None:
+    """The reference the kernels are held to computes what the PSConv operator does (integers, in float64)."""
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (1, 64, 9, 9))
+    packed = rng.integers(-128, 128, (64, 32, 3, 3))
+    for stride in (1, 2):
+        expected = psconv(torch.tensor(x, dtype=torch.float64), torch.tensor(packed, dtype=torch.float64),
+                          torch.zeros(64, dtype=torch.float64), stride, 2, 2, [1, 2, 2, 1])
+        assert np.array_equal(psconv_int(x, packed, stride, 2, 2, [1, 2]), expected.numpy().astype(np.int64))
+
+
+def _qdq_conv(path: Path, c_in: int, size: int, stride: int, x_zero: int) -> None:
+    """A one-conv QDQ graph as onnxruntime's quantizer writes them: uint8 data with a zero point, int8 weight
+    per output channel, int32 bias, uint8 output."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(c_in)
+    c_out = 32
+    w_scale = rng.uniform(0.002, 0.01, c_out).astype(np.float32)
+    x_scale = np.float32(0.02)
+    inits = [numpy_helper.from_array(a, n) for a, n in [
+        (np.array(x_scale), "xs"), (np.array(x_zero, np.uint8), "xz"),
+        (rng.integers(-127, 128, (c_out, c_in, 3, 3), dtype=np.int8), "wq"), (w_scale, "ws"),
+        (np.zeros(c_out, np.int8), "wz"), (rng.integers(-2000, 2000, c_out, dtype=np.int32), "bq"),
+        (x_scale * w_scale, "bs"), (np.zeros(c_out, np.int32), "bz"),
+        (np.array(np.float32(0.05)), "ys"), (np.array(120, np.uint8), "yz")]]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], axis=0),
+             helper.make_node("DequantizeLinear", ["bq", "bs", "bz"], ["bd"], axis=0),
+             helper.make_node("Conv", ["xd", "wd", "bd"], ["c"], pads=[1, 1, 1, 1], strides=[stride, stride]),
+             helper.make_node("QuantizeLinear", ["c", "ys", "yz"], ["yq"]),
+             helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["y"])]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c_in, size, size])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    model = helper.make_model(helper.make_graph(nodes, "qdq", [x], [y], inits), opset_imports=[helper.make_opsetid("", 19)])
+    onnx.save(model, str(path))
+
+
+@needs_vnni
+@pytest.mark.parametrize(("c_in", "stride"), [(3, 1), (32, 2)])
+def test_a_qdq_conv_with_a_zero_point_runs_as_onnxruntime_runs_it(c_in, stride, tmp_path) -> None:
+    """The border correction of a nonzero zero point (the stem's data has one), through the whole int8
+    lowering: integer conv, requantization, blocked layout; at most one output step from onnxruntime (its
+    QLinearConv rounds ties to even), and equal almost everywhere."""
+    import onnxruntime as ort
+    import tvm
+    from tvm import relax
+
+    from psdeploy.backends.tvm.build import import_onnx, lower
+    from psdeploy.backends.tvm.layout import ConvLayout
+    from psdeploy.backends.tvm.qdq import IntegerConvs
+
+    path, size = tmp_path / "qdq.onnx", 11
+    _qdq_conv(path, c_in, size, stride, x_zero=37)
+    x = np.random.default_rng(0).uniform(-0.7, 4.3, (1, c_in, size, size)).astype(np.float32)
+    expected = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    target, layout, convs = parse_target("llvm"), ConvLayout("nchwc", 16), IntegerConvs()
+    mod = lower(import_onnx(path, x.shape, layout), target, 0, layout, convs)
+    vm = relax.VirtualMachine(tvm.compile(mod, target=tvm.target.Target(target.tvm_target)), tvm.cpu())
+    got = vm["main"](tvm.runtime.tensor(x, tvm.cpu())).numpy()
+    assert convs.int8 == [True]
+    assert np.abs(got - expected).max() <= 0.05 * 1.001 and np.mean(got == expected) >= 0.99
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"target": "cuda"}, "--precision int8: TVM's int8 kernels are built for CPUs; --target cuda builds f32"),
+    ({"target": "llvm", "mcpu": "skylake-avx512"}, "TVM's int8 kernels need AVX512-VNNI, which the target's CPU skylake-avx512 lacks"),
+    ({"target": "llvm", "layout": "nhwc"}, "--layout nhwc: TVM's int8 convs are built in NCHW{16}c, direct"),
+    ({"target": "llvm", "winograd": "f2"}, "--winograd f2: TVM's int8 convs are built in NCHW{16}c, direct"),
+])
+def test_int8_where_tvm_cannot_build_it_is_refused_in_one_line(options, message, tmp_path) -> None:
+    with pytest.raises(PsdeployError, match=message.replace("(", r"\(").replace("{", r"\{").replace("}", r"\}")):
+        api.compile(str(DEMO_CHECKPOINT), output=tmp_path / "out", precision="int8", calibration="digits",
+                    untuned=True, tuning_db=tmp_path / "db", **options)
+    assert not (tmp_path / "out").exists()
+
+
+@needs_vnni
+def test_an_integer_conv_tunes_in_the_int8_rules_space_and_stays_exact(tmp_path) -> None:
+    """MetaSchedule tunes the int8 conv with psdeploy's rule (its records replay tensorized from the database),
+    and the tuned module computes what the untuned one does."""
+    import tvm
+    from tvm import relax
+
+    from psdeploy.backends.tvm.build import import_onnx, lower, post_tuning_passes
+    from psdeploy.backends.tvm.layout import ConvLayout
+    from psdeploy.backends.tvm.qdq import IntegerConvs
+    from psdeploy.backends.tvm.tuning import tune
+    from psdeploy.backends.tvm.tuning_db import TuningDatabase
+
+    path = tmp_path / "qdq.onnx"
+    _qdq_conv(path, 32, 14, 1, x_zero=0)
+    x = np.random.default_rng(0).uniform(0, 4, (1, 32, 14, 14)).astype(np.float32)
+    target, layout = parse_target("llvm"), ConvLayout("nchwc", 16)
+    mod = lower(import_onnx(path, x.shape, layout), target, 0, layout, IntegerConvs())
+    tvm_target = tvm.target.Target(target.tvm_target)
+
+    def run(module) -> np.ndarray:
+        vm = relax.VirtualMachine(tvm.compile(module, target=tvm_target), tvm.cpu())
+        return vm["main"](tvm.runtime.tensor(x, tvm.cpu())).numpy()
+
+    database, summary = tune(mod, target, TuningDatabase(tmp_path / "db", target), trials=8)
+    assert summary.trials_measured > 0 and not summary.tasks_all_failed
+    with tvm_target, database:
+        tuned = tvm.transform.Sequential(post_tuning_passes(target))(mod)
+    conv = next(f for gv, f in tuned.functions.items() if "conv2d_NCHWc_int8" in gv.name_hint)
+    assert "psdeploy_dot_16x4_vnni" in str(conv.script()) or "vpdpbusd" in str(conv.script())
+    assert np.array_equal(run(tuned), run(mod))
