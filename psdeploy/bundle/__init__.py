@@ -8,7 +8,6 @@ with its sha256; the runner loads nothing else (``runner.py``, copied in as ``ru
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import sys
@@ -52,14 +51,6 @@ class BundleResult:
     notes: list[str] = field(default_factory=list)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _category(name: str) -> str:
     for what, marker in CATEGORIES:
         if marker in name:
@@ -99,7 +90,8 @@ def write_bundle(name: str, specs: Callable[[Path], list[EntrySpec]], output: Pa
         listed = [*(v for k, v in runtime.items() if k != "wheels"), *runtime["wheels"],
                   *(e[k] for e in entries for k in ("module", "expected")),
                   *(e["weights"]["file"] for e in entries if "file" in e["weights"])]
-        files = {n: {"sha256": _sha256(stage / n), "bytes": (stage / n).stat().st_size} for n in sorted(listed)}
+        files = {n: {"sha256": runner.file_digest(stage / n), "bytes": (stage / n).stat().st_size}
+                 for n in sorted(listed)}
         total = sum(f["bytes"] for f in files.values()) + (stage / RUNNER).stat().st_size
         manifest = {"format": runner.FORMAT, "name": name, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                     "psdeploy": metadata.version("psdeploy"), "python": python,
@@ -150,7 +142,7 @@ def bundle_recipe(recipe: Path, output: Path, python: str | None = None, force: 
         left_out.extend(skipped)
         return entries
 
-    report = {"recipe": {"path": str(recipe.resolve()), "sha256": _sha256(recipe)}, "left_out": left_out}
+    report = {"recipe": {"path": str(recipe.resolve()), "sha256": runner.file_digest(recipe)}, "left_out": left_out}
     return write_bundle(config.name, specs, output, python, timing, max_bytes, force,
                         {"report": report, "torch": torch}, on_entry)
 
