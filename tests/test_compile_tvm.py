@@ -238,7 +238,7 @@ def test_half_written_last_line_is_dropped(tmp_path) -> None:
     assert path.read_text() == '[0, [["x"]]]\n' and "half-written" in db.notes[0]
 
 
-def test_ctrl_c_keeps_records_tuning_resumes_and_tuned_module_is_exact(tmp_path, monkeypatch) -> None:
+def test_ctrl_c_keeps_records_tuning_resumes_and_tuned_module_is_exact(tmp_path) -> None:
     """One PSConv layer (few tasks), one trial per task: a SIGINT after the first batch keeps its record
     and that task is then covered; the next build tunes only the rest, the one after tunes nothing and
     reuses every record; the tuned module, run by this test itself, equals the layer's torch reference."""
@@ -249,9 +249,7 @@ def test_ctrl_c_keeps_records_tuning_resumes_and_tuned_module_is_exact(tmp_path,
     from psdeploy.export.onnx_export import export_to_file
     from psdeploy.report.cases import LayerSpec, layer_cases
     from tests.conftest import TVM_TOL, assert_runs_like_torch
-    from tests.test_tvm_tuning import _only_named_log_handlers
 
-    _only_named_log_handlers(monkeypatch)  # an earlier test in this worker may have tuned
     spec = LayerSpec(channels=16, size=9, stride=1, batch=1)
     case = layer_cases(spec, ["grouped"], reference_cases=("plain",))[-1]
     onnx_path = tmp_path / "layer.onnx"

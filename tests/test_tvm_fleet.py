@@ -17,7 +17,7 @@ from psdeploy.backends import parse_target
 from psdeploy.backends.tune_options import RpcTracker
 from psdeploy.errors import PsdeployError
 from tests.conftest import DEMO_CHECKPOINT
-from tests.test_tvm_tuning import _only_named_log_handlers, _record_lines, layer  # noqa: F401 (a fixture)
+from tests.test_tvm_tuning import _record_lines, layer  # noqa: F401 (a fixture)
 
 pytest.importorskip("tvm")
 pytest.importorskip("tornado")  # the tracker's event loop; the 'tvm' extra brings it
@@ -129,7 +129,6 @@ def test_candidates_are_measured_on_the_servers_at_the_targets_thread_count(tmp_
 
     monkeypatch.setattr(ms.runner, "LocalRunner", no_local_runner)
     mod, target = layer
-    _only_named_log_handlers(monkeypatch)
     fleet = two_servers
     db = TuningDatabase(tmp_path / "db", target)
     tasks = _tasks(mod, target, db)
@@ -143,13 +142,12 @@ def test_candidates_are_measured_on_the_servers_at_the_targets_thread_count(tmp_
         tuning.tune(mod, target, db, trials=tasks * 4, rpc=RpcTracker("127.0.0.1", fleet.port, "epyc"))
 
 
-def test_a_server_on_another_thread_count_is_refused_before_any_work(tmp_path, layer, fleet, monkeypatch) -> None:
+def test_a_server_on_another_thread_count_is_refused_before_any_work(tmp_path, layer, fleet) -> None:
     from psdeploy.backends.tvm import tuning
     from psdeploy.backends.tvm.tuning_db import TuningDatabase
 
     mod, target = layer
     other = 1 if target.threads > 1 else 2  # TVM caps a count above the machine's cores
-    _only_named_log_handlers(monkeypatch)
     fleet.add_servers(1, threads=other)
     with pytest.raises(PsdeployError, match=rf"^--rpc 127\.0\.0\.1:\d+: a server under key {KEY} runs "
                                             rf"{other} TVM threads where the target names "
@@ -158,12 +156,11 @@ def test_a_server_on_another_thread_count_is_refused_before_any_work(tmp_path, l
     assert _record_lines(tmp_path / "db", target) == 0
 
 
-def test_a_server_killed_mid_run_costs_only_its_candidates(tmp_path, layer, fleet, monkeypatch) -> None:
+def test_a_server_killed_mid_run_costs_only_its_candidates(tmp_path, layer, fleet) -> None:
     from psdeploy.backends.tvm import tuning
     from psdeploy.backends.tvm.tuning_db import TuningDatabase
 
     mod, target = layer
-    _only_named_log_handlers(monkeypatch)
     fleet.add_servers(2, threads=target.threads)
     db = TuningDatabase(tmp_path / "db", target)
     tasks = _tasks(mod, target, db)
@@ -180,12 +177,11 @@ def test_a_server_killed_mid_run_costs_only_its_candidates(tmp_path, layer, flee
     assert _record_lines(tmp_path / "db", target) == summary.trials_measured
 
 
-def test_losing_every_server_is_one_line_and_keeps_the_records(tmp_path, layer, fleet, monkeypatch) -> None:
+def test_losing_every_server_is_one_line_and_keeps_the_records(tmp_path, layer, fleet) -> None:
     from psdeploy.backends.tvm import tuning
     from psdeploy.backends.tvm.tuning_db import TuningDatabase
 
     mod, target = layer
-    _only_named_log_handlers(monkeypatch)
     fleet.add_servers(2, threads=target.threads)
     db = TuningDatabase(tmp_path / "db", target)
     tasks = _tasks(mod, target, db)
@@ -207,7 +203,7 @@ def test_losing_every_server_is_one_line_and_keeps_the_records(tmp_path, layer, 
     assert time.monotonic() - started < 600  # bounded: each measurement has a deadline
 
 
-def test_the_demos_default_lowering_tunes_through_two_servers(tmp_path, two_servers, monkeypatch) -> None:
+def test_the_demos_default_lowering_tunes_through_two_servers(tmp_path, two_servers) -> None:
     """The grouped lowering's Gathers crashed every server (random index arguments); now no task fails."""
     from psdeploy.backends.tvm import tuning
     from psdeploy.backends.tvm.build import import_onnx, lower
@@ -216,7 +212,6 @@ def test_the_demos_default_lowering_tunes_through_two_servers(tmp_path, two_serv
     from psdeploy.load import load_model
 
     target = parse_target("llvm")
-    _only_named_log_handlers(monkeypatch)
     fleet = two_servers
     path = tmp_path / "demo.onnx"
     export_onnx(load_model(str(DEMO_CHECKPOINT)), path)

@@ -133,6 +133,15 @@ def drop_log_files(work_dir: str) -> None:
             handler.close()
 
 
+def drop_unnamed_handlers() -> None:
+    """MetaSchedule's logger set-up formats the name of each handler already on its logger, and fails on one
+    without a name (a handler another library, or pytest's log capture, left there); the configuration it
+    installs replaces that logger's handlers anyway."""
+    logger = logging.getLogger(METASCHEDULE_LOGGER)
+    for handler in [h for h in logger.handlers if not h.get_name()]:
+        logger.removeHandler(handler)
+
+
 def tune(mod, target: Target, db: TuningDatabase, trials: int, time_s: float | None = None,
          rpc: RpcTracker | None = None, on_batch=None) -> tuple[object, TuningSummary]:
     """Tune ``mod``'s tasks within the budget; a KeyboardInterrupt after Ctrl-C, every record kept."""
@@ -161,6 +170,7 @@ def tune(mod, target: Target, db: TuningDatabase, trials: int, time_s: float | N
     register_schedule_rules()
     register_int8_rule()
     register_data_pack_rule(TARGET_KEY)
+    drop_unnamed_handlers()
     with tempfile.TemporaryDirectory(prefix="psdeploy-ms-") as work_dir:
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
             plan.todo, work_dir, strategy=search_strategy(plan.batch), seed=0)
