@@ -227,3 +227,20 @@ def test_report_times_plain_and_psconv_at_each_precision_a_backend_builds(precis
     md = (out / "report.md").read_text()
     assert "### openvino int8: ps_resnet_digits b2" in md and "Not timed: torch bf16" in md and "convs int8" in md
     assert check_report(out) == len(data.measurements)
+
+
+def test_tvm_int8_is_timed_where_built_and_left_out_with_winograd() -> None:
+    """TVM's int8 convs are direct: a Winograd backend's int8 pair is left out naming the option; the direct one
+    is timed at int8 where the CPU has VNNI (elsewhere left out as not on this CPU)."""
+    pytest.importorskip("tvm")
+    from psdeploy.backends import backend_for, parse_target
+    from psdeploy.report.config import platforms
+
+    config = ReportConfig(name="tvm-int8", threads=2, backends=["tvm-llvm", "tvm-llvm-wino2"],
+                          precisions=["f32", "int8"], tvm_untuned=True)
+    built, left_out = platforms(config)
+    vnni_here = "int8" in backend_for(parse_target("llvm")).precisions_here()
+    assert [(p.name, p.precision) for p in built] == [("tvm-llvm", "f32"), *([("tvm-llvm", "int8")] if vnni_here else []),
+                                                      ("tvm-llvm-wino2", "f32")]
+    assert left_out == [*([] if vnni_here else ["tvm-llvm int8 (not on this CPU)"]),
+                        "tvm-llvm-wino2 int8 (not built with --winograd f2)"]

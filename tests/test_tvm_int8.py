@@ -41,8 +41,8 @@ def test_the_demo_builds_int8_in_tvm_and_passes_the_gate(tvm_int8) -> None:
     assert quantization.convs == quantization.convs_int8 == 22 and not quantization.float_convs
     assert quantization.tool.startswith("onnxruntime") and "integer convs" in quantization.tool
     ops = sorted(k.op for k in manifest.kernels.values())
-    # every 3x3 PSConv layer one integer kernel; the stem's 3-channel block on TOPI's conv, in int32 too
-    assert ops.count("psconv_int8") == 6 and ops.count("conv2d_NCHWc_int8") == 15 and ops.count("conv2d_NCHWc") == 1
+    # every 3x3 PSConv layer one integer kernel; every other conv, the stem's 3-channel block read as 4 included
+    assert ops.count("psconv_int8") == 6 and ops.count("conv2d_NCHWc_int8") == 16 and "conv2d_NCHWc" not in ops
     gate = manifest.gate
     assert gate.samples == 450 and gate.mean_cosine >= gate.gate.min_cosine and gate.top1_agreement >= 0.99
     assert manifest.accuracy["checkpoint_top1"] - manifest.accuracy["artifact_top1"] <= 0.005
@@ -90,22 +90,26 @@ def _every_schedule(func, block: str):
 
 
 @needs_vnni
-@pytest.mark.parametrize(("channels", "size", "kernel", "stride"), [(32, 13, 3, 2), (48, 9, 3, 1), (32, 7, 1, 2)])
+@pytest.mark.parametrize(("channels", "size", "kernel", "stride"), [
+    (32, 13, 3, 2), (48, 9, 3, 1), (32, 7, 1, 2),
+    (3, 15, 7, 2),  # the stem: one block of 3 channels, read as 4
+])
 def test_the_blocked_integer_conv_is_exact_scheduled_and_tensorized(channels, size, kernel, stride) -> None:
     from tvm import te
 
     from psdeploy.backends.tvm.fused import block_weight
-    from psdeploy.backends.tvm.int8_conv import conv2d_nchwc_int8, vnni_weight
+    from psdeploy.backends.tvm.int8_conv import conv2d_nchwc_int8, in_fours, vnni_weight
 
     rng = np.random.default_rng(channels + size)
     x = rng.integers(0, 256, (1, channels, size, size), dtype=np.uint8)
     w = rng.integers(-128, 128, (64, channels, kernel, kernel), dtype=np.int8)
     pad = kernel // 2
     expected = conv_int(x, w, stride, (pad,) * 4)
-    data = te.placeholder((1, channels // 16, size, size, 16), "uint8")
-    weight = te.placeholder((4, channels // 16, kernel, kernel, 4, 16, 4), "int8")
+    block = min(channels, 16)
+    data = te.placeholder((1, channels // block, size, size, block), "uint8")
+    weight = te.placeholder((4, channels // block, kernel, kernel, -(-block // 4), 16, 4), "int8")
     out = conv2d_nchwc_int8(data, weight, (stride, stride), (pad,) * 4, (1, 1))
-    args = [_blocked(x), vnni_weight(block_weight(w, 16, 16))]
+    args = [_blocked(x, block), vnni_weight(in_fours(block_weight(w, block, 16)))]
     for func, scheduled in _every_schedule(te.create_prim_func([data, weight, out]), "conv2d_NCHWc_int8"):
         y, asm = _run(func, args, tuple(int(v) for v in out.shape))
         assert np.array_equal(_unblocked(y), expected)

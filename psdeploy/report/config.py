@@ -145,9 +145,20 @@ def platform(name: str, config: ReportConfig) -> Platform:
                                                tuning_db=Path(config.tvm_database)))
 
 
+def _refused(backend, at_f32: Platform, precision: str) -> str | None:
+    """The option the backend refuses at ``precision`` with the platform's other options (TVM's int8 convs are
+    direct: "--winograd f2"), or None."""
+    try:
+        backend.check_options(at_f32.target, replace(at_f32.options, precision=precision))
+    except PsdeployError as exc:
+        return str(exc).split(":")[0]
+    return None
+
+
 def platforms(config: ReportConfig) -> tuple[list[Platform], list[str]]:
     """Each backend at each of the report's precisions it builds and this CPU runs, and the pairs left out
-    with why ("torch int8 (not built there)", "openvino bf16 (not on this CPU)")."""
+    with why ("torch int8 (not built there)", "openvino bf16 (not on this CPU)", "tvm-llvm-wino2 int8 (not
+    built with --winograd f2)")."""
     built, left_out = [], []
     for name in config.backends:
         at_f32 = platform(name, config)
@@ -159,6 +170,8 @@ def platforms(config: ReportConfig) -> tuple[list[Platform], list[str]]:
                 left_out.append(f"{name} {precision} (not built there)")
             elif precision not in here:
                 left_out.append(f"{name} {precision} (not on this CPU)")
+            elif backend is not None and (option := _refused(backend, at_f32, precision)):
+                left_out.append(f"{name} {precision} (not built with {option})")
             else:
                 built.append(replace(at_f32, precision=precision))
     return built, left_out

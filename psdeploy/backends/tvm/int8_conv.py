@@ -9,6 +9,7 @@ psdeploy's int8 rule (``int8_tiling.py``) tiles and tensorizes it. A PSConv plac
 (``fused.py``) gets the PSConv kernel in the same form: one copy of the input padded by the
 largest rate, each slot reading it at its rate's offset in the input block it rotates to, the
 slots one more reduction axis (their weights stacked), so each step is still one ``vpdpbusd``.
+The stem's 3-channel input block is read as 4 (a zero channel, a zero weight).
 Unblocked PSConv layers get the same sum over NCHW; other integer convs keep TOPI's.
 Padding is 0: the zero point's share at the borders is subtracted after (``qdq.py``).
 """
@@ -46,19 +47,23 @@ def _rate(slot, rates: list[int]):
     return value
 
 
-def _padded(data, top: int, left: int, bottom: int, right: int, scheduled: bool):
-    """``data`` (NCHW or NCHW{b}c) with zeros around its rows and columns; itself where no padding is asked."""
+def _padded(data, top: int, left: int, bottom: int, right: int, scheduled: bool, lanes: int | None = None):
+    """``data`` (NCHW or NCHW{b}c) with zeros around its rows and columns and, blocked, up to ``lanes`` channels
+    per block (the stem's 3 read as 4: one ``vpdpbusd`` step); itself where nothing is padded."""
     from tvm import te, tirx
 
-    if not (top or left or bottom or right):
+    n, c, height, width, *have = (int(v) for v in data.shape)
+    wider = bool(have) and lanes is not None and lanes > have[0]
+    if not (top or left or bottom or right or wider):
         return data
-    n, c, height, width, *lanes = (int(v) for v in data.shape)
 
     def element(b, ch, h, w, *lane):
-        inside = tirx.all(h >= top, h < height + top, w >= left, w < width + left)
-        return tirx.if_then_else(inside, data[(b, ch, h - top, w - left, *lane)], tirx.const(0, data.dtype))
+        inside = [h >= top, h < height + top, w >= left, w < width + left, *([lane[0] < have[0]] if wider else [])]
+        return tirx.if_then_else(tirx.all(*inside), data[(b, ch, h - top, w - left, *lane)],
+                                 tirx.const(0, data.dtype))
 
-    return te.compute((n, c, height + top + bottom, width + left + right, *lanes), element, name="pad_int8",
+    shape = (n, c, height + top + bottom, width + left + right, *([lanes] if wider else have))
+    return te.compute(shape, element, name="pad_int8",
                       attrs={"schedule_rule": "None"} if scheduled else {})  # the int8 rule copies it whole
 
 
@@ -75,7 +80,7 @@ def conv2d_nchwc_int8(data, weight, strides: tuple[int, int], padding: tuple[int
     oc, ic, kh, kw, ib4, ob, four = (int(v) for v in weight.shape)
     (sh, sw), (dh, dw) = strides, dilation
     top, left, bottom, right = padding
-    padded = _padded(data, top, left, bottom, right, scheduled=True)
+    padded = _padded(data, top, left, bottom, right, scheduled=True, lanes=ib4 * four)
     out_h = (height + top + bottom - dh * (kh - 1) - 1) // sh + 1
     out_w = (width + left + right - dw * (kw - 1) - 1) // sw + 1
     c = te.reduce_axis((0, ic), "ic")
@@ -139,11 +144,19 @@ def psconv_weights(packed: np.ndarray, groups: int, parts: int, block: int) -> n
 
 
 def vnni_ready(call) -> bool:
-    """Whether a blocked integer conv takes the VNNI compute: blocks of 16 output lanes, input blocks in
-    fours, one group (TOPI's ``conv2d_NCHWc`` computes the others, the stem's 3-channel block among them)."""
+    """Whether a blocked integer conv takes the VNNI compute: blocks of 16 output lanes, one group, input blocks
+    in fours or a single input block (the stem's 3 channels, read as 4: :func:`in_fours`); TOPI's
+    ``conv2d_NCHWc`` computes the others."""
     weight_shape = [int(v) for v in call.args[1].ty.shape]
-    return (len(weight_shape) == 6 and weight_shape[5] == VNNI_LANES and weight_shape[4] % VNNI_CHANNELS == 0
-            and int(call.attrs.groups) == 1)
+    return (len(weight_shape) == 6 and weight_shape[5] == VNNI_LANES and int(call.attrs.groups) == 1
+            and (weight_shape[4] % VNNI_CHANNELS == 0 or weight_shape[1] == 1))
+
+
+def in_fours(blocked: np.ndarray) -> np.ndarray:
+    """An ``OIHW{ib}i{ob}o`` weight with zero input channels added up to a multiple of 4 per block: whatever
+    the data's added channel holds (the kernel pads it with 0), it adds nothing."""
+    extra = -blocked.shape[4] % VNNI_CHANNELS
+    return np.pad(blocked, [(0, 0)] * 4 + [(0, extra), (0, 0)]) if extra else blocked
 
 
 def legalize_integer_conv(bb, call):
@@ -163,7 +176,7 @@ def legalize_integer_conv(bb, call):
                           rates=list(layer.rates), primfunc_name_hint="psconv_int8")
     pad = [int(v) for v in a.padding]
     if blocked and vnni_ready(call):
-        return bb.call_te(conv2d_nchwc_int8, call.args[0], relax.const(vnni_weight(weight)),
+        return bb.call_te(conv2d_nchwc_int8, call.args[0], relax.const(vnni_weight(in_fours(weight))),
                           strides=tuple(int(v) for v in a.strides), padding=tuple(pad),
                           dilation=tuple(int(v) for v in a.dilation), primfunc_name_hint="conv2d_NCHWc_int8")
     if blocked:
