@@ -235,7 +235,7 @@ def _triple(value: str, option: str) -> tuple[float, float, float]:
 @click.option("--batch", type=_range(bounds.BATCH), default=bounds.DEFAULT_IMAGE_BATCH, show_default=True,
               help="Images a batch (a static-batch artifact runs its own batch within it).")
 @click.option("--workers", type=_range(bounds.WORKERS), default=None,
-              help="Processes decoding images while the models run (default: up to 4, one per CPU).")
+              help="Threads decoding images while the models run (default: up to 4, one per CPU; 0: none).")
 @click.option("--skip-bad", is_flag=True, help="Skip files that do not decode (counted and named); without it "
                                                "such a file stops the run.")
 @click.option("--resize", type=_range(bounds.IMAGE_SIDE), default=None,

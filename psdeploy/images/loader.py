@@ -1,15 +1,20 @@
-"""Images decoded and preprocessed in a pool of worker processes, batch by batch, while the caller runs models.
+"""Images decoded and preprocessed by a pool of threads, batch by batch, while the caller runs models.
 
-torch's DataLoader keeps ``workers`` processes decoding ahead of the batch being inferred (each with
-one torch thread), so reading JPEGs overlaps inference instead of adding to it. A file that does not
-decode is not an exception in the worker: it comes back as a reason, and the caller decides (stop,
-or with --skip-bad count it).
+``workers`` threads keep decoding ahead of the batch being inferred, so reading JPEGs overlaps inference
+instead of adding to it: Pillow's decoders and resampling, and numpy's arithmetic, release the
+interpreter. Threads, not processes: worker processes are forks of the caller (its runtimes' thread
+pools and all), and torch's DataLoader leaves a SIGCHLD handler installed in the caller for good, under
+which a later child's exit (a benchmark's load) was seen to crash the process. A file that does not
+decode is not an exception in the pool: it comes back as a reason, and the caller decides (stop, or
+with --skip-bad count it).
 """
 
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +24,7 @@ from psdeploy.errors import PsdeployError
 from psdeploy.images.decode import BadImage, read_rgb
 from psdeploy.images.preprocess import Preprocess
 
-PREFETCH_BATCHES = 4  # per worker: enough to ride over a slow file without holding many batches of images
+PREFETCH_BATCHES = 4  # decoded ahead of the one being inferred: rides over a slow file without holding many
 
 
 def default_workers() -> int:
@@ -36,7 +41,7 @@ class Batch:
 
 
 class _Samples:
-    """The DataLoader's dataset: item i is (i, sample or None, reason)."""
+    """Item i is (i, sample or None, reason)."""
 
     def __init__(self, files: tuple[Path, ...], preprocess: Preprocess) -> None:
         self.files, self.preprocess = files, preprocess
@@ -49,10 +54,6 @@ class _Samples:
             return index, self.preprocess.apply(read_rgb(self.files[index])), ""
         except BadImage as exc:
             return index, None, exc.reason
-
-
-def _as_list(items: list) -> list:
-    return items
 
 
 def _batch(items: list[tuple[int, np.ndarray | None, str]], files: tuple[Path, ...],
@@ -71,15 +72,33 @@ def _batch(items: list[tuple[int, np.ndarray | None, str]], files: tuple[Path, .
 
 def load_batches(files: tuple[Path, ...], preprocess: Preprocess, batch: int, workers: int | None = None,
                  size: tuple[int, int] | None = None) -> Iterator[Batch]:
-    """``files`` decoded and preprocessed in order, ``batch`` at a time, by ``workers`` processes (0: this one);
-    ``size`` (H, W): what every sample must come out as."""
-    from torch.utils.data import DataLoader
-
+    """``files`` decoded and preprocessed in order, ``batch`` at a time, by ``workers`` threads (0: this one);
+    ``size`` (H, W): what every sample must come out as. Stopped early, the pool drops what it had queued."""
     workers = default_workers() if workers is None else workers
-    loader = DataLoader(_Samples(files, preprocess), batch_size=batch, num_workers=workers, collate_fn=_as_list,
-                        prefetch_factor=PREFETCH_BATCHES if workers else None)
-    for items in loader:
-        yield _batch(items, files, size)
+    samples = _Samples(files, preprocess)
+    chunks = [range(start, min(start + batch, len(files))) for start in range(0, len(files), batch)]
+    if not workers:
+        for chunk in chunks:
+            yield _batch([samples[i] for i in chunk], files, size)
+        return
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="psdeploy-images")
+    ahead = iter(chunks)
+    queued: deque[list] = deque()
+
+    def queue_next() -> None:
+        chunk = next(ahead, None)
+        if chunk is not None:
+            queued.append([pool.submit(samples.__getitem__, i) for i in chunk])
+
+    try:
+        for _ in range(PREFETCH_BATCHES + 1):
+            queue_next()
+        while queued:
+            futures = queued.popleft()
+            queue_next()
+            yield _batch([f.result() for f in futures], files, size)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 __all__ = ["Batch", "default_workers", "load_batches"]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Literal
 
+import numpy as np
 from pydantic import Field, PositiveInt, field_validator
 
 from psdeploy.backends import BuildOptions, Target, backend_for, parse_target
@@ -19,6 +20,7 @@ from psdeploy.backends.int8 import AccuracyGate
 from psdeploy.backends.tune_options import DEFAULT_TUNING_DB, TuningBudget
 from psdeploy.bench.timing import rounds_per_load
 from psdeploy.bounds import BATCH, ITERS, LOADS, MAX_WARMUP, PRECISIONS, SECONDS, THREADS, WARMUP, check_memory
+from psdeploy.calibration import CalibrationSet
 from psdeploy.errors import PsdeployError
 from psdeploy.export import AUTO
 from psdeploy.report.cases import LAYER_REFERENCE_CASES
@@ -147,9 +149,11 @@ def platform(name: str, config: ReportConfig) -> Platform:
 
 def _refused(backend, at_f32: Platform, precision: str) -> str | None:
     """The option the backend refuses at ``precision`` with the platform's other options (TVM's int8 convs are
-    direct: "--winograd f2"), or None."""
+    direct: "--winograd f2"), or None. An int8 case's calibration samples, drawn per case, stand in empty."""
+    unread = np.zeros((0, 3, 1, 1), np.float32)
+    calibration = CalibrationSet("the report's samples", unread, unread, "") if precision == "int8" else None
     try:
-        backend.check_options(at_f32.target, replace(at_f32.options, precision=precision))
+        backend.check_options(at_f32.target, replace(at_f32.options, precision=precision, calibration=calibration))
     except PsdeployError as exc:
         return str(exc).split(":")[0]
     return None
