@@ -163,6 +163,25 @@ def test_the_digits_pngs_through_the_card_are_the_demo_arrays(digits_folder) -> 
     np.testing.assert_array_equal(images.labels, y_test[order])
 
 
+def test_the_thread_pool_gives_the_batches_in_order_and_stops_cleanly(digits_folder) -> None:
+    """Decoded on threads, the batches are those decoded in this thread, in order; a consumer that stops early
+    leaves no decoding thread behind, and no signal handler is installed (worker processes left torch's)."""
+    import signal
+    import threading
+
+    files = read_image_set(digits_folder / "held-out", num_classes=10).files[:100]
+    serial = list(load_batches(files, DIGITS_PREPROCESS, 16, workers=0))
+    pooled = list(load_batches(files, DIGITS_PREPROCESS, 16, workers=3))
+    assert [b.indices for b in pooled] == [b.indices for b in serial] == [list(range(i, min(i + 16, 100)))
+                                                                           for i in range(0, 100, 16)]
+    assert all(np.array_equal(a.x, b.x) for a, b in zip(pooled, serial))
+    stream = load_batches(files, DIGITS_PREPROCESS, 8, workers=2)
+    next(stream)
+    stream.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("psdeploy-images")]
+    assert signal.getsignal(signal.SIGCHLD) == signal.SIG_DFL
+
+
 def _tree(root: Path, layout: dict[str, int], ext: str = ".png") -> Path:
     for name, count in layout.items():
         for i in range(count):
