@@ -254,3 +254,56 @@ def test_an_integer_conv_tunes_in_the_int8_rules_space_and_stays_exact(tmp_path)
     conv = next(f for gv, f in tuned.functions.items() if "conv2d_NCHWc_int8" in gv.name_hint)
     assert "psdeploy_dot_16x4_vnni" in str(conv.script()) or "vpdpbusd" in str(conv.script())
     assert np.array_equal(run(tuned), run(mod))
+
+
+@needs_vnni
+def test_a_deadline_run_ends_when_every_tasks_space_is_spent(tmp_path) -> None:
+    """The int8 rule's spaces hold few schedules: once a task's search finds nothing left to measure twice in
+    a row, it gets no more batches (MetaSchedule's own five empty searches per task spun most of an hour's
+    budget on a ResNet-50), and the run ends before its deadline, saying why."""
+    from psdeploy.backends.tvm.build import import_onnx, lower
+    from psdeploy.backends.tvm.layout import ConvLayout
+    from psdeploy.backends.tvm.qdq import IntegerConvs
+    from psdeploy.backends.tvm.scheduler import SPENT_AFTER
+    from psdeploy.backends.tvm.tuning import tune
+    from psdeploy.backends.tvm.tuning_db import TuningDatabase
+
+    path = tmp_path / "qdq.onnx"
+    _qdq_conv(path, 16, 7, 1, x_zero=0)
+    target, layout = parse_target("llvm"), ConvLayout("nchwc", 16)
+    mod = lower(import_onnx(path, (1, 16, 7, 7), layout), target, 0, layout, IntegerConvs())
+    trials_after_each_batch: list[int] = []
+    _, summary = tune(mod, target, TuningDatabase(tmp_path / "db", target), trials=0, time_s=3600,
+                      on_batch=trials_after_each_batch.append)
+    empty = sum(1 for before, after in zip([0, *trials_after_each_batch], trials_after_each_batch) if after == before)
+    assert summary.stopped_by == "search space" and summary.trials_measured > 0
+    assert 0 < empty <= SPENT_AFTER * summary.tasks_tuned
+
+
+@needs_vnni
+def test_int8_records_replay_when_a_fresh_process_opens_the_database(tmp_path) -> None:
+    """The records tensorize with psdeploy's VNNI intrinsic: a process that opened the database before
+    registering it set every int8 record aside as unreplayable (a whole int8 tuning lost on the next build)."""
+    import subprocess
+    import sys
+
+    from psdeploy.backends.tvm.build import import_onnx, lower
+    from psdeploy.backends.tvm.layout import ConvLayout
+    from psdeploy.backends.tvm.qdq import IntegerConvs
+    from psdeploy.backends.tvm.tuning import tune
+    from psdeploy.backends.tvm.tuning_db import RECORDS, UNREPLAYABLE, TuningDatabase
+
+    path = tmp_path / "qdq.onnx"
+    _qdq_conv(path, 16, 7, 1, x_zero=0)
+    target, layout = parse_target("llvm"), ConvLayout("nchwc", 16)
+    mod = lower(import_onnx(path, (1, 16, 7, 7), layout), target, 0, layout, IntegerConvs())
+    db = TuningDatabase(tmp_path / "db", target)
+    _, summary = tune(mod, target, db, trials=8)
+    assert summary.trials_measured > 0
+    opened_anew = ("import sys; from pathlib import Path; from psdeploy.backends import parse_target; "
+                   "from psdeploy.backends.tvm.tuning_db import TuningDatabase; "
+                   "print(len(TuningDatabase(Path(sys.argv[1]), parse_target('llvm')).open()))")
+    loaded = subprocess.run([sys.executable, "-c", opened_anew, str(tmp_path / "db")], capture_output=True,
+                            text=True, check=True).stdout
+    stored = len((db.directory / RECORDS).read_text().splitlines())
+    assert int(loaded) == stored == summary.trials_measured and not (db.directory / UNREPLAYABLE).exists()

@@ -17,7 +17,6 @@ from psdeploy.backends.tvm.layout import DEFAULT_LAYOUT, NCHW, ConvLayout
 from psdeploy.backends.tvm.qdq import IntegerConvs, integer_convs_pass
 from psdeploy.backends.tvm.tuning import missing_tasks, tune
 from psdeploy.backends.tvm.tuning_db import RECORDS, TuningDatabase
-from psdeploy.backends.tvm.vnni import register_vnni_intrinsic
 from psdeploy.errors import PsdeployError
 from psdeploy.export.record import ExportRecord
 
@@ -151,8 +150,6 @@ def build(onnx_path: Path, input_shape: tuple[int, ...], target: Target, options
     database, summary = tune(mod, target, db, options.tune_trials, options.tune_time_s, options.rpc, options.on_batch)
     check_untuned(summary, db, onnx_path, target, options, default_lowering)
     kernels = kernel_work(mod)  # read before scheduling, where each kernel's computation is still one block
-    if integer is not None:
-        register_vnni_intrinsic()  # the int8 rule's records tensorize with it when the database replays them
     tvm_target = tvm.target.Target(target.tvm_target)
     with tvm_target, database:
         mod = tvm.transform.Sequential(post_tuning_passes(target))(mod)

@@ -26,6 +26,7 @@ class TuningState:
     interrupted: bool = False
     best_ms: dict[int, float] = field(default_factory=dict)  # task id -> best measured latency
     history: dict[int, list[float]] = field(default_factory=dict)  # task id -> best after each batch
+    fruitless: dict[int, int] = field(default_factory=dict)  # task id -> batches in a row that found no new candidate
     waiting: Callable[[str], None] = lambda text: None  # shows what the run waits for now
 
 
@@ -55,6 +56,7 @@ def make_callbacks(total_trials: int | None, task_names: list[str], clock: Phase
                     state.best_ms[task_id] = min(state.best_ms.get(task_id, float("inf")), ms)
             state.history.setdefault(task_id, []).append(state.best_ms.get(task_id, FAILED_MS))
             state.trials += len(runner_results)
+            state.fruitless[task_id] = 0 if runner_results else state.fruitless.get(task_id, 0) + 1
             # the words of the summary after tuning ("N to tune now (M of them measured)")
             detail = (f"{len(state.best_ms)} of the {len(task_names)} tasks to tune measured; best sum "
                       f"{sum(state.best_ms.values()):.2f} ms; last {task_names[task_id]}")

@@ -19,6 +19,9 @@ from psdeploy.backends.tvm.measure import PhaseClock
 ALPHA = 0.2  # GradientBased's defaults
 WINDOW = 3
 FAILED_MS = 1e9  # MetaSchedule's latency for a candidate that did not build or run
+# batches in a row in which the search found no candidate left to measure: the task's design space is spent
+# (MetaSchedule itself gives up only after 5, each a full evolutionary search: most of a deadline, on small spaces)
+SPENT_AFTER = 2
 
 
 def gradient(history: list[float], weight: float) -> float:
@@ -31,10 +34,10 @@ def gradient(history: list[float], weight: float) -> float:
     return weight * (ALPHA * recent_gain + (1 - ALPHA) * best / n)
 
 
-def make_scheduler(first_round: list[int], history: dict[int, list[float]], stop: Callable[[], bool],
-                   clock: PhaseClock):
-    """A MetaSchedule task scheduler; ``history`` is filled by a measure callback, per task id; the
-    time before its first call (task set-up, design spaces) is ``clock``'s "setup" phase."""
+def make_scheduler(first_round: list[int], history: dict[int, list[float]], fruitless: dict[int, int],
+                   stop: Callable[[], bool], clock: PhaseClock):
+    """A MetaSchedule task scheduler; ``history`` and ``fruitless`` are filled by a measure callback, per
+    task id; the time before its first call (task set-up, design spaces) is ``clock``'s "setup" phase."""
     from tvm.ir.utils import derived_object
     from tvm.s_tir.meta_schedule.task_scheduler import PyTaskScheduler
 
@@ -50,7 +53,7 @@ def make_scheduler(first_round: list[int], history: dict[int, list[float]], stop
             tasks = scheduler.tasks_
             for i in range(len(tasks)):
                 scheduler.touch_task(i)  # joins finished batches: callbacks run, records are stored
-            alive = [i for i, t in enumerate(tasks) if not t.is_terminated]
+            alive = [i for i, t in enumerate(tasks) if not t.is_terminated and fruitless.get(i, 0) < SPENT_AFTER]
             if stop() or not alive:
                 return -1
             fresh = [i for i in self.unsent if i in alive]

@@ -190,7 +190,8 @@ def tune(mod, target: Target, db: TuningDatabase, trials: int, time_s: float | N
                     tasks=contexts, task_weights=weights, work_dir=work_dir, max_trials_global=plan.trials,
                     max_trials_per_task=plan.trials, num_trials_per_iter=plan.batch, database=plan.database,
                     builder=builder, runner=runner, cost_model=cost_model(plan.trials),
-                    task_scheduler=make_scheduler(list(range(len(contexts))), state.history, stop, clock),
+                    task_scheduler=make_scheduler(list(range(len(contexts))), state.history, state.fruitless, stop,
+                                                  clock),
                     measure_callbacks=[before, *ms.measure_callback.MeasureCallback.create("default"), after],
                 )
         except Exception:

@@ -47,8 +47,11 @@ class TuningDatabase:
 
     def open(self):
         """Validate (or create) the directory and return MetaSchedule's JSONDatabase over it."""
+        from psdeploy.backends.tvm.vnni import register_vnni_intrinsic
+
         self.validate()
         self._note_other_targets()
+        register_vnni_intrinsic()  # int8 records tensorize with it: unknown at load, they would not replay
         try:
             return _json_database(self.directory / WORKLOADS, self.directory / RECORDS)
         except Exception as exc:  # TVM raises RuntimeError/TVMError from C++ parsing
