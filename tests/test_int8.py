@@ -164,7 +164,7 @@ def test_int8_options_are_checked(options, message, tmp_path) -> None:
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.skipif(not {"avx512_bf16", "amx_bf16"} & (host_cpu_flags() or frozenset()),
+@pytest.mark.skipif(not {"avx512bf16", "amxbf16"} & (host_cpu_flags() or frozenset()),
                     reason="OpenVINO runs bf16 only on CPUs with AVX512_BF16 or AMX")
 def test_bf16_is_gated_beside_fp32_not_held_to_fp32_parity(tmp_path) -> None:
     """bf16 cannot meet fp32's 1e-4 parity (its mantissa has 8 bits); it passes the accuracy gate on synthetic
