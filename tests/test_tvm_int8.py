@@ -184,6 +184,19 @@ def _qdq_conv(path: Path, c_in: int, size: int, stride: int, x_zero: int) -> Non
     onnx.save(model, str(path))
 
 
+def _lowered_qdq_conv(path: Path, c_in: int, size: int, stride: int, x_zero: int, convs=None):
+    """``_qdq_conv`` written to ``path``, imported and lowered for llvm in NCHW16c with psdeploy's integer convs
+    (``convs`` records which convs became integer); returns the module and the target."""
+    from psdeploy.backends.tvm.build import import_onnx, lower
+    from psdeploy.backends.tvm.layout import ConvLayout
+    from psdeploy.backends.tvm.qdq import IntegerConvs
+
+    _qdq_conv(path, c_in, size, stride, x_zero)
+    target, layout = parse_target("llvm"), ConvLayout("nchwc", 16)
+    convs = IntegerConvs() if convs is None else convs
+    return lower(import_onnx(path, (1, c_in, size, size), layout), target, 0, layout, convs), target
+
+
 @needs_vnni
 @pytest.mark.parametrize(("c_in", "stride"), [(3, 1), (32, 2)])
 def test_a_qdq_conv_with_a_zero_point_runs_as_onnxruntime_runs_it(c_in, stride, tmp_path) -> None:
@@ -194,16 +207,12 @@ def test_a_qdq_conv_with_a_zero_point_runs_as_onnxruntime_runs_it(c_in, stride, 
     import tvm
     from tvm import relax
 
-    from psdeploy.backends.tvm.build import import_onnx, lower
-    from psdeploy.backends.tvm.layout import ConvLayout
     from psdeploy.backends.tvm.qdq import IntegerConvs
 
-    path, size = tmp_path / "qdq.onnx", 11
-    _qdq_conv(path, c_in, size, stride, x_zero=37)
+    path, size, convs = tmp_path / "qdq.onnx", 11, IntegerConvs()
+    mod, target = _lowered_qdq_conv(path, c_in, size, stride, x_zero=37, convs=convs)
     x = np.random.default_rng(0).uniform(-0.7, 4.3, (1, c_in, size, size)).astype(np.float32)
     expected = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    target, layout, convs = parse_target("llvm"), ConvLayout("nchwc", 16), IntegerConvs()
-    mod = lower(import_onnx(path, x.shape, layout), target, 0, layout, convs)
     vm = relax.VirtualMachine(tvm.compile(mod, target=tvm.target.Target(target.tvm_target)), tvm.cpu())
     got = vm["main"](tvm.runtime.tensor(x, tvm.cpu())).numpy()
     assert convs.int8 == [True]
@@ -230,17 +239,12 @@ def test_an_integer_conv_tunes_in_the_int8_rules_space_and_stays_exact(tmp_path)
     import tvm
     from tvm import relax
 
-    from psdeploy.backends.tvm.build import import_onnx, lower, post_tuning_passes
-    from psdeploy.backends.tvm.layout import ConvLayout
-    from psdeploy.backends.tvm.qdq import IntegerConvs
+    from psdeploy.backends.tvm.build import post_tuning_passes
     from psdeploy.backends.tvm.tuning import tune
     from psdeploy.backends.tvm.tuning_db import TuningDatabase
 
-    path = tmp_path / "qdq.onnx"
-    _qdq_conv(path, 32, 14, 1, x_zero=0)
+    mod, target = _lowered_qdq_conv(tmp_path / "qdq.onnx", 32, 14, 1, x_zero=0)
     x = np.random.default_rng(0).uniform(0, 4, (1, 32, 14, 14)).astype(np.float32)
-    target, layout = parse_target("llvm"), ConvLayout("nchwc", 16)
-    mod = lower(import_onnx(path, x.shape, layout), target, 0, layout, IntegerConvs())
     tvm_target = tvm.target.Target(target.tvm_target)
 
     def run(module) -> np.ndarray:
@@ -261,17 +265,11 @@ def test_a_deadline_run_ends_when_every_tasks_space_is_spent(tmp_path) -> None:
     """The int8 rule's spaces hold few schedules: once a task's search finds nothing left to measure twice in
     a row, it gets no more batches (MetaSchedule's own five empty searches per task spun most of an hour's
     budget on a ResNet-50), and the run ends before its deadline, saying why."""
-    from psdeploy.backends.tvm.build import import_onnx, lower
-    from psdeploy.backends.tvm.layout import ConvLayout
-    from psdeploy.backends.tvm.qdq import IntegerConvs
     from psdeploy.backends.tvm.scheduler import SPENT_AFTER
     from psdeploy.backends.tvm.tuning import tune
     from psdeploy.backends.tvm.tuning_db import TuningDatabase
 
-    path = tmp_path / "qdq.onnx"
-    _qdq_conv(path, 16, 7, 1, x_zero=0)
-    target, layout = parse_target("llvm"), ConvLayout("nchwc", 16)
-    mod = lower(import_onnx(path, (1, 16, 7, 7), layout), target, 0, layout, IntegerConvs())
+    mod, target = _lowered_qdq_conv(tmp_path / "qdq.onnx", 16, 7, 1, x_zero=0)
     trials_after_each_batch: list[int] = []
     _, summary = tune(mod, target, TuningDatabase(tmp_path / "db", target), trials=0, time_s=3600,
                       on_batch=trials_after_each_batch.append)
@@ -287,16 +285,10 @@ def test_int8_records_replay_when_a_fresh_process_opens_the_database(tmp_path) -
     import subprocess
     import sys
 
-    from psdeploy.backends.tvm.build import import_onnx, lower
-    from psdeploy.backends.tvm.layout import ConvLayout
-    from psdeploy.backends.tvm.qdq import IntegerConvs
     from psdeploy.backends.tvm.tuning import tune
     from psdeploy.backends.tvm.tuning_db import RECORDS, UNREPLAYABLE, TuningDatabase
 
-    path = tmp_path / "qdq.onnx"
-    _qdq_conv(path, 16, 7, 1, x_zero=0)
-    target, layout = parse_target("llvm"), ConvLayout("nchwc", 16)
-    mod = lower(import_onnx(path, (1, 16, 7, 7), layout), target, 0, layout, IntegerConvs())
+    mod, target = _lowered_qdq_conv(tmp_path / "qdq.onnx", 16, 7, 1, x_zero=0)
     db = TuningDatabase(tmp_path / "db", target)
     _, summary = tune(mod, target, db, trials=8)
     assert summary.trials_measured > 0
