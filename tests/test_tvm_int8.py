@@ -233,6 +233,36 @@ def test_int8_where_tvm_cannot_build_it_is_refused_in_one_line(options, message,
 
 
 @needs_vnni
+def test_every_pixel_tile_the_int8_rule_samples_survives_metaschedules_postprocessing(tmp_path) -> None:
+    """MetaSchedule re-samples a design space's tiles and runs its postprocessors on each candidate; one that
+    fails is dropped unmeasured. The tensorized tile loops once failed them for every pixel tile but 1, so
+    tuning measured only the slowest tiles (2x the best one's time at 128@28)."""
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.schedule import Trace
+
+    from psdeploy.backends.tvm.int8_tiling import register_int8_rule
+    from psdeploy.backends.tvm.tuning import search_strategy
+
+    mod, target = _lowered_qdq_conv(tmp_path / "qdq.onnx", 32, 14, 1, x_zero=0)
+    register_int8_rule()
+    task = next(t for t in ms.relax_integration.extract_tasks(mod, tvm.target.Target(target.tvm_target))
+                if "int8" in t.task_name)
+    (context,), _ = ms.relax_integration.extracted_tasks_to_tune_contexts([task], str(tmp_path / "ms"),
+                                                                          strategy=search_strategy(8), seed=0)
+    generator = context.space_generator
+    pixel_tiles = set()
+    for space in generator.generate_design_space(context.mod):
+        for seed in range(1, 9):
+            sch = tvm.s_tir.Schedule(context.mod, seed=seed)
+            Trace(space.trace.insts, {}).apply_to_schedule(sch, remove_postproc=True)  # decisions re-sampled
+            assert all(p.apply(sch) for p in generator.postprocs), sch.trace
+            pixel_tiles |= {int(v[-1]) for inst, v in sch.trace.decisions.items()
+                            if inst.kind.name == "SamplePerfectTile"}
+    assert pixel_tiles - {1}
+
+
+@needs_vnni
 def test_an_integer_conv_tunes_in_the_int8_rules_space_and_stays_exact(tmp_path) -> None:
     """MetaSchedule tunes the int8 conv with psdeploy's rule (its records replay tensorized from the database),
     and the tuned module computes what the untuned one does."""

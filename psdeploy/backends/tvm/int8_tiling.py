@@ -58,8 +58,12 @@ def _tile(sch, block, oc_tile: int, ow_tile_max: int) -> None:
             sch.vectorize(producer_lane)
             marked += [producer_rows, producer_lane]
     init = sch.decompose_reduction(block, outer[0])
-    sch.vectorize(sch.get_loops(init)[-1])
+    init_lane = sch.get_loops(init)[-1]
+    sch.vectorize(init_lane)
     sch.tensorize(lane, INTRIN)
+    # tensorized, the tile loops are the innermost of their block: unmarked, MetaSchedule's postproc would fuse
+    # and vectorize them, fail, and drop every candidate with a pixel tile wider than 1
+    marked += [init_lane, oc_tile_loop, ow_tile]
     for loop in marked:
         sch.annotate(loop, MARK, 1)
 
