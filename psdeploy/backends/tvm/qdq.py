@@ -106,8 +106,8 @@ def integer_convs_pass(record: IntegerConvs):
             acc = relax.op.nn.conv2d(x_q, relax.const(w_q), strides=a.strides, padding=a.padding,
                                      dilation=a.dilation, groups=a.groups, out_dtype="int32")
             if int(x_zp.item()):
-                shape = tuple(int(v) for v in x_q.ty.shape)
-                acc = relax.op.subtract(acc, relax.const(_border_correction(call, w_q, shape, int(x_zp.item()))))
+                correction = _border_correction(call, w_q, _shape(x_q), int(x_zp.item()))
+                acc = relax.op.subtract(acc, relax.const(correction))
             scale = (x_scale.astype(np.float32).reshape(()) * np.broadcast_to(w_scale, (w_q.shape[0],)))
             return relax.op.multiply(relax.op.astype(acc, "float32"),
                                      relax.const(scale.astype(np.float32).reshape(1, -1, 1, 1)))
@@ -135,13 +135,21 @@ def _constant_parameters(call) -> bool:
     return _constant(call.args[1]) is not None and _constant(call.args[2]) is not None
 
 
-def _per_axis(values: np.ndarray, axis: int, ndim: int) -> np.ndarray:
-    """A scale or zero point broadcastable against data of ``ndim`` dims along ``axis`` (a scalar stays one)."""
+def _per_axis(values: np.ndarray, axis: int, shape: tuple[int, ...]) -> np.ndarray:
+    """A scale or zero point broadcastable against data of ``shape`` along ``axis``. A per-tensor one is spread
+    over the channels (axis 1): a scalar constant would become a literal in the fused kernel, making its
+    workload, and so its tuning records, specific to one calibration; a tensor leaves only shapes in it."""
+    if values.size == 1 and len(shape) >= 2:
+        values, axis = np.full(shape[1], values.item(), values.dtype), 1
     if values.size == 1:
         return values.reshape(())
-    shape = [1] * ndim
-    shape[axis] = values.size
-    return values.reshape(shape)
+    broadcast = [1] * len(shape)
+    broadcast[axis] = values.size
+    return values.reshape(broadcast)
+
+
+def _shape(x) -> tuple[int, ...]:
+    return tuple(int(v) for v in x.ty.shape)
 
 
 def _dequantize(call):
@@ -149,9 +157,8 @@ def _dequantize(call):
     from tvm import relax
 
     x, scale, zp = call.args
-    ndim = len(x.ty.shape)
-    s = _per_axis(_constant(scale).astype(np.float32), int(call.attrs.axis), ndim)
-    z = _per_axis(_constant(zp).astype(np.float32), int(call.attrs.axis), ndim)
+    s = _per_axis(_constant(scale).astype(np.float32), int(call.attrs.axis), _shape(x))
+    z = _per_axis(_constant(zp).astype(np.float32), int(call.attrs.axis), _shape(x))
     value = _constant(x)
     if value is not None:
         return relax.const(((value.astype(np.float32) - z) * s).astype(np.float32))
@@ -166,11 +173,10 @@ def _quantize(call):
     from tvm import relax
 
     x, scale, zp = call.args
-    ndim = len(x.ty.shape)
     dtype = str(call.attrs.out_dtype)
     low, high = QUANTIZED_RANGE[dtype]
-    s = _per_axis(_constant(scale).astype(np.float32), int(call.attrs.axis), ndim)
-    z = _per_axis(_constant(zp).astype(np.float32), int(call.attrs.axis), ndim)
+    s = _per_axis(_constant(scale).astype(np.float32), int(call.attrs.axis), _shape(x))
+    z = _per_axis(_constant(zp).astype(np.float32), int(call.attrs.axis), _shape(x))
     q = relax.op.round(relax.op.divide(x, relax.const(s)))
     if np.any(z):
         q = relax.op.add(q, relax.const(z))
