@@ -88,14 +88,32 @@ def _reduction_order(sch, reductions, lanes: int):
 
 
 def _inline_epilogue(sch, written) -> None:
-    """Fold the elementwise ops that read the conv's output (bias add, relu) into the write-out of the tile."""
+    """Fold the elementwise ops that read the conv's output (bias add, relu, an int8 kernel's requantization)
+    into the write-out of the tile. A residual add reads a second operand that an int8 kernel computes in
+    blocks of its own (the residual's dequantize): those are computed into the add first, or the add could
+    not join the write-out, and the rest of the epilogue would run as a second pass over the whole output."""
     from tvm.s_tir.schedule import ScheduleError
 
     while len(consumers := sch.get_consumers(written)) == 1:
+        _inline_producers(sch, consumers[0], skip=sch.get(written).name_hint)
         try:
             sch.reverse_compute_inline(consumers[0])
         except ScheduleError:
             return
+
+
+def _inline_producers(sch, block, skip: str) -> None:
+    """Compute every elementwise producer of ``block`` but the block named ``skip`` into its consumers."""
+    from tvm.s_tir.schedule import ScheduleError
+
+    for producer in sch.get_producers(block):
+        if sch.get(producer).name_hint == skip:
+            continue
+        _inline_producers(sch, producer, skip)
+        try:
+            sch.compute_inline(producer)
+        except ScheduleError:
+            pass  # not elementwise (another conv's output is a buffer, not a block, so this is rare): left as is
 
 
 def request_register_tiling(bb, call, block_name: str) -> None:
