@@ -288,14 +288,17 @@ def test_every_pixel_tile_the_int8_rule_samples_survives_metaschedules_postproce
     from tvm.s_tir.schedule import Trace
 
     from psdeploy.backends.tvm.int8_tiling import register_int8_rule
-    from psdeploy.backends.tvm.tuning import search_strategy
+    from psdeploy.backends.tvm.tuning import drop_log_files, drop_unnamed_handlers, search_strategy
 
     mod, target = _lowered_qdq_conv(tmp_path / "qdq.onnx", 32, 14, 1, x_zero=0)
     register_int8_rule()
     task = next(t for t in ms.relax_integration.extract_tasks(mod, tvm.target.Target(target.tvm_target))
                 if "int8" in t.task_name)
-    (context,), _ = ms.relax_integration.extracted_tasks_to_tune_contexts([task], str(tmp_path / "ms"),
+    drop_unnamed_handlers()  # pytest's log capture, which MetaSchedule's logger set-up cannot name
+    work_dir = str(tmp_path / "ms")
+    (context,), _ = ms.relax_integration.extracted_tasks_to_tune_contexts([task], work_dir,
                                                                           strategy=search_strategy(8), seed=0)
+    drop_log_files(work_dir)
     generator = context.space_generator
     pixel_tiles = set()
     for space in generator.generate_design_space(context.mod):

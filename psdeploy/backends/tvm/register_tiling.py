@@ -113,7 +113,7 @@ def _inline_producers(sch, block, skip: str) -> None:
         try:
             sch.compute_inline(producer)
         except ScheduleError:
-            pass  # not elementwise (another conv's output is a buffer, not a block, so this is rare): left as is
+            pass  # not inlinable (a reduction): left to MetaSchedule's own rules
 
 
 def request_register_tiling(bb, call, block_name: str) -> None:
