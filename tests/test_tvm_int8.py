@@ -199,15 +199,15 @@ def _qdq_conv(path: Path, c_in: int, size: int, stride: int, x_zero: int, x_scal
     onnx.save(model, str(path))
 
 
-def _lowered_qdq_conv(path: Path, c_in: int, size: int, stride: int, x_zero: int, convs=None,
-                      residual: bool = False):
-    """``_qdq_conv`` written to ``path``, imported and lowered for llvm in NCHW16c with psdeploy's integer convs
-    (``convs`` records which convs became integer); returns the module and the target."""
+def _lowered_qdq_conv(path: Path, c_in: int, size: int, stride: int, x_zero: int, convs=None, **graph):
+    """``_qdq_conv`` (``graph``: its scales, ``residual``) written to ``path``, imported and lowered for llvm in
+    NCHW16c with psdeploy's integer convs (``convs`` records which convs became integer); returns the module and
+    the target."""
     from psdeploy.backends.tvm.build import import_onnx, lower
     from psdeploy.backends.tvm.layout import ConvLayout
     from psdeploy.backends.tvm.qdq import IntegerConvs
 
-    _qdq_conv(path, c_in, size, stride, x_zero, residual=residual)
+    _qdq_conv(path, c_in, size, stride, x_zero, **graph)
     target, layout = parse_target("llvm"), ConvLayout("nchwc", 16)
     convs = IntegerConvs() if convs is None else convs
     return lower(import_onnx(path, (1, c_in, size, size), layout), target, 0, layout, convs), target
@@ -288,16 +288,14 @@ def test_every_pixel_tile_the_int8_rule_samples_survives_metaschedules_postproce
     from tvm.s_tir.schedule import Trace
 
     from psdeploy.backends.tvm.int8_tiling import register_int8_rule
-    from psdeploy.backends.tvm.tuning import drop_log_files, drop_unnamed_handlers, search_strategy
+    from psdeploy.backends.tvm.tuning import drop_log_files, tune_contexts
 
     mod, target = _lowered_qdq_conv(tmp_path / "qdq.onnx", 32, 14, 1, x_zero=0)
     register_int8_rule()
     task = next(t for t in ms.relax_integration.extract_tasks(mod, tvm.target.Target(target.tvm_target))
                 if "int8" in t.task_name)
-    drop_unnamed_handlers()  # pytest's log capture, which MetaSchedule's logger set-up cannot name
     work_dir = str(tmp_path / "ms")
-    (context,), _ = ms.relax_integration.extracted_tasks_to_tune_contexts([task], work_dir,
-                                                                          strategy=search_strategy(8), seed=0)
+    (context,), _ = tune_contexts([task], work_dir, batch=8)  # the contexts tune() searches with
     drop_log_files(work_dir)
     generator = context.space_generator
     pixel_tiles = set()
@@ -387,16 +385,9 @@ def test_another_calibration_gives_the_same_kernels_to_tune(tmp_path) -> None:
     import tvm_ffi
     from tvm.s_tir import meta_schedule as ms
 
-    from psdeploy.backends.tvm.build import import_onnx, lower
-    from psdeploy.backends.tvm.layout import ConvLayout
-    from psdeploy.backends.tvm.qdq import IntegerConvs
-
-    target, layout = parse_target("llvm"), ConvLayout("nchwc", 16)
-
     def workloads(name: str, x_scale: float, y_scale: float) -> set[int]:
-        path = tmp_path / f"{name}.onnx"
-        _qdq_conv(path, 16, 9, 1, x_zero=7, x_scale=x_scale, y_scale=y_scale)
-        mod = lower(import_onnx(path, (1, 16, 9, 9), layout), target, 0, layout, IntegerConvs())
+        mod, target = _lowered_qdq_conv(tmp_path / f"{name}.onnx", 16, 9, 1, x_zero=7, x_scale=x_scale,
+                                        y_scale=y_scale)
         tasks = ms.relax_integration.extract_tasks(mod, tvm.target.Target(target.tvm_target))
         return {tvm_ffi.structural_hash(task.dispatched[0]) for task in tasks}
 

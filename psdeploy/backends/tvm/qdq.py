@@ -152,13 +152,20 @@ def _shape(x) -> tuple[int, ...]:
     return tuple(int(v) for v in x.ty.shape)
 
 
+def _scale_and_zero(call) -> tuple[np.ndarray, np.ndarray]:
+    """A quantize's or dequantize's constant scale and zero point, fp32, broadcastable against its data."""
+    x, scale, zp = call.args
+    axis, shape = int(call.attrs.axis), _shape(x)
+    return (_per_axis(_constant(scale).astype(np.float32), axis, shape),
+            _per_axis(_constant(zp).astype(np.float32), axis, shape))
+
+
 def _dequantize(call):
     """``(x - zp) * scale`` in fp32: computed here on a constant, else as relax arithmetic."""
     from tvm import relax
 
-    x, scale, zp = call.args
-    s = _per_axis(_constant(scale).astype(np.float32), int(call.attrs.axis), _shape(x))
-    z = _per_axis(_constant(zp).astype(np.float32), int(call.attrs.axis), _shape(x))
+    x = call.args[0]
+    s, z = _scale_and_zero(call)
     value = _constant(x)
     if value is not None:
         return relax.const(((value.astype(np.float32) - z) * s).astype(np.float32))
@@ -172,11 +179,10 @@ def _quantize(call):
     """``clip(round(x / scale) + zp)`` in the output's integer type."""
     from tvm import relax
 
-    x, scale, zp = call.args
+    x = call.args[0]
     dtype = str(call.attrs.out_dtype)
     low, high = QUANTIZED_RANGE[dtype]
-    s = _per_axis(_constant(scale).astype(np.float32), int(call.attrs.axis), _shape(x))
-    z = _per_axis(_constant(zp).astype(np.float32), int(call.attrs.axis), _shape(x))
+    s, z = _scale_and_zero(call)
     q = relax.op.round(relax.op.divide(x, relax.const(s)))
     if np.any(z):
         q = relax.op.add(q, relax.const(z))

@@ -142,6 +142,16 @@ def drop_unnamed_handlers() -> None:
         logger.removeHandler(handler)
 
 
+def tune_contexts(tasks: list, work_dir: str, batch: int) -> tuple[list, list]:
+    """MetaSchedule's tuning contexts (and task weights) for ``tasks``, the search sized to ``batch``, logging
+    into ``work_dir`` (whose file handlers the caller drops: ``drop_log_files``)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    drop_unnamed_handlers()
+    return ms.relax_integration.extracted_tasks_to_tune_contexts(tasks, work_dir, strategy=search_strategy(batch),
+                                                                 seed=0)
+
+
 def tune(mod, target: Target, db: TuningDatabase, trials: int, time_s: float | None = None,
          rpc: RpcTracker | None = None, on_batch=None) -> tuple[object, TuningSummary]:
     """Tune ``mod``'s tasks within the budget; a KeyboardInterrupt after Ctrl-C, every record kept."""
@@ -170,10 +180,8 @@ def tune(mod, target: Target, db: TuningDatabase, trials: int, time_s: float | N
     register_schedule_rules()
     register_int8_rule()
     register_data_pack_rule(TARGET_KEY)
-    drop_unnamed_handlers()
     with tempfile.TemporaryDirectory(prefix="psdeploy-ms-") as work_dir:
-        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-            plan.todo, work_dir, strategy=search_strategy(plan.batch), seed=0)
+        contexts, weights = tune_contexts(plan.todo, work_dir, plan.batch)
         before, after, progress, state = make_callbacks(
             plan.trials if plan.trials < UNCAPPED else None, [c.task_name for c in contexts], clock, on_batch)
         inner = fleet_runner(rpc, target.threads, health, state.waiting) if rpc else local_runner(target.threads)
