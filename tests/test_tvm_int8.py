@@ -278,6 +278,55 @@ def test_a_residual_add_joins_the_int8_tiles_write_back(tmp_path) -> None:
     assert np.array_equal(*outputs)
 
 
+def _relax_ops(mod) -> list[str]:
+    """The ops of ``mod``'s main function, in binding order; a cast is named with its dtype."""
+    ops = []
+    for block in mod["main"].body.blocks:
+        for binding in block.bindings:
+            op = getattr(getattr(binding.value, "op", None), "name", "")
+            ops.append(f"{op}:{binding.value.ty.dtype}" if op == "relax.astype" else op)
+    return ops
+
+
+def test_requantization_is_one_multiply_add_per_input_with_no_divide(tmp_path) -> None:
+    """After the integer-conv pass, a residual block's requantizations divide four times and cast the second
+    conv's clamped output to uint8 and back; folded, every rounding reads one multiply-add per input, and the
+    round trip, the one inside a kernel, is gone (the first conv's output stays uint8: the second conv reads it)."""
+    from psdeploy.backends.tvm.build import import_onnx
+    from psdeploy.backends.tvm.layout import ConvLayout
+    from psdeploy.backends.tvm.qdq import IntegerConvs, integer_convs_pass
+    from psdeploy.backends.tvm.requantize import requantization_pass
+
+    path = tmp_path / "qdq.onnx"
+    _qdq_conv(path, 32, 14, 1, x_zero=0, residual=True)
+    integer = integer_convs_pass(IntegerConvs())(import_onnx(path, (1, 32, 14, 14), ConvLayout("nchwc", 16)))
+    before, after = _relax_ops(integer), _relax_ops(requantization_pass()(integer))
+    assert before.count("relax.divide") == 4 and "relax.divide" not in after
+    assert after.count("relax.astype:float32") == before.count("relax.astype:float32") - 1
+    assert after.count("relax.astype:uint8") == before.count("relax.astype:uint8") - 1
+
+
+@needs_vnni
+def test_a_folded_residual_block_runs_as_its_qdq_graph_runs(tmp_path) -> None:
+    """The folded requantizations change only float rounding: against the QDQ graph run op by op (onnxruntime,
+    graph optimizations off), at most one output step, equal almost everywhere. This graph's scales meet at
+    5/8 (0.05 over 0.08), which puts an eighth of the residual sums on exact halves, where any change of
+    rounding shows; calibrated scales rarely do."""
+    import onnxruntime as ort
+    import tvm
+    from tvm import relax
+
+    path, size = tmp_path / "qdq.onnx", 14
+    mod, target = _lowered_qdq_conv(path, 32, size, 1, x_zero=0, residual=True)
+    x = np.random.default_rng(1).uniform(0, 5, (1, 32, size, size)).astype(np.float32)
+    literal = ort.SessionOptions()
+    literal.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    expected = ort.InferenceSession(str(path), literal, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    vm = relax.VirtualMachine(tvm.compile(mod, target=tvm.target.Target(target.tvm_target)), tvm.cpu())
+    got = vm["main"](tvm.runtime.tensor(x, tvm.cpu())).numpy()
+    assert np.abs(got - expected).max() <= 0.08 * 1.001 and np.mean(got == expected) >= 0.99
+
+
 @needs_vnni
 def test_every_pixel_tile_the_int8_rule_samples_survives_metaschedules_postprocessing(tmp_path) -> None:
     """MetaSchedule re-samples a design space's tiles and runs its postprocessors on each candidate; one that

@@ -15,6 +15,7 @@ from psdeploy.backends.base import BuildOptions
 from psdeploy.backends.targets import Target
 from psdeploy.backends.tvm.layout import DEFAULT_LAYOUT, NCHW, ConvLayout
 from psdeploy.backends.tvm.qdq import IntegerConvs, integer_convs_pass
+from psdeploy.backends.tvm.requantize import requantization_pass
 from psdeploy.backends.tvm.tuning import missing_tasks, tune
 from psdeploy.backends.tvm.tuning_db import RECORDS, TuningDatabase
 from psdeploy.errors import PsdeployError
@@ -79,12 +80,12 @@ def post_tuning_passes(target: Target):
 def lower(mod, target: Target, winograd_tile: int = 0, layout: ConvLayout = NCHW,
           integer: IntegerConvs | None = None):
     """The pre-tuning passes; with ``integer`` (an int8 build's QDQ graph) first the integer-conv pass, which
-    records its verdicts there."""
+    records its verdicts there, and the fold of the requantization arithmetic around the integer convs."""
     import tvm
 
     passes = pre_tuning_passes(winograd_tile, layout, target.device)
     if integer is not None:
-        passes.insert(0, integer_convs_pass(integer))
+        passes[:0] = [integer_convs_pass(integer), requantization_pass()]
     with tvm.target.Target(target.tvm_target):
         return tvm.transform.Sequential(passes)(mod)
 
