@@ -327,6 +327,64 @@ def test_a_folded_residual_block_runs_as_its_qdq_graph_runs(tmp_path) -> None:
     assert np.abs(got - expected).max() <= 0.08 * 1.001 and np.mean(got == expected) >= 0.99
 
 
+def _qdq_gemm(path: Path, x_zero: int) -> None:
+    """A classifier as onnxruntime's quantizer writes it: uint8 data, a Gemm with an int8 weight per output,
+    int32 bias, uint8 output."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(x_zero)
+    w_scale = rng.uniform(0.002, 0.01, 10).astype(np.float32)
+    inits = [numpy_helper.from_array(a, n) for a, n in [
+        (np.array(np.float32(0.02)), "xs"), (np.array(x_zero, np.uint8), "xz"),
+        (rng.integers(-127, 128, (10, 64), dtype=np.int8), "wq"), (w_scale, "ws"), (np.zeros(10, np.int8), "wz"),
+        (rng.integers(-2000, 2000, 10, dtype=np.int32), "bq"), (np.float32(0.02) * w_scale, "bs"),
+        (np.zeros(10, np.int32), "bz"), (np.array(np.float32(0.03)), "ys"), (np.array(128, np.uint8), "yz")]]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], axis=0),
+             helper.make_node("DequantizeLinear", ["bq", "bs", "bz"], ["bd"], axis=0),
+             helper.make_node("Gemm", ["xd", "wd", "bd"], ["g"], transB=1),
+             helper.make_node("QuantizeLinear", ["g", "ys", "yz"], ["gq"]),
+             helper.make_node("DequantizeLinear", ["gq", "ys", "yz"], ["y"])]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    model = helper.make_model(helper.make_graph(nodes, "gemm", [x], [y], inits), opset_imports=[helper.make_opsetid("", 19)])
+    onnx.save(model, str(path))
+
+
+@pytest.mark.parametrize("x_zero", [0, 37])
+def test_a_quantized_classifier_is_an_integer_conv_that_runs_as_its_qdq_graph_runs(x_zero, tmp_path) -> None:
+    """The Gemm becomes the integer 1x1 conv it is: it reads its uint8 data and its int8 weight as they are (int32
+    sums, a nonzero data zero point corrected by the weight's row sums, 10 outputs padded to 16 and sliced), and
+    computes what the QDQ graph does, op by op, to one step."""
+    import onnxruntime as ort
+    import tvm
+    from tvm import relax
+
+    from psdeploy.backends.tvm.build import import_onnx, lower
+    from psdeploy.backends.tvm.layout import ConvLayout
+    from psdeploy.backends.tvm.qdq import IntegerConvs, integer_convs_pass
+
+    path = tmp_path / "gemm.onnx"
+    _qdq_gemm(path, x_zero)
+    integer = integer_convs_pass(IntegerConvs())(import_onnx(path, (1, 64)))
+    ops = {getattr(getattr(b.value, "op", None), "name", ""): b.value
+           for block in integer["main"].body.blocks for b in block.bindings}
+    conv = ops["relax.nn.conv2d"]
+    assert "relax.matmul" not in ops
+    assert (str(conv.args[0].ty.dtype), str(conv.args[1].ty.dtype), str(conv.ty.dtype)) == ("uint8", "int8", "int32")
+    target, layout = parse_target("llvm"), ConvLayout("nchwc", 16)
+    mod = lower(import_onnx(path, (1, 64), layout), target, 0, layout, IntegerConvs())
+    x = np.random.default_rng(2).uniform(-0.5, 4.5, (1, 64)).astype(np.float32)
+    literal = ort.SessionOptions()
+    literal.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    expected = ort.InferenceSession(str(path), literal, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    vm = relax.VirtualMachine(tvm.compile(mod, target=tvm.target.Target(target.tvm_target)), tvm.cpu())
+    got = vm["main"](tvm.runtime.tensor(x, tvm.cpu())).numpy()
+    assert np.abs(got - expected).max() <= 0.03 * 1.001 and np.mean(got == expected) >= 0.9
+
+
 @needs_vnni
 def test_every_pixel_tile_the_int8_rule_samples_survives_metaschedules_postprocessing(tmp_path) -> None:
     """MetaSchedule re-samples a design space's tiles and runs its postprocessors on each candidate; one that

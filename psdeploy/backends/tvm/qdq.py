@@ -7,6 +7,7 @@ quantizer writes, PSConv placeholders included) an integer ``conv2d`` (uint8 x i
 accumulation) followed by ``acc * (s_x * s_w[o])`` in fp32: the bias add, the output QuantizeLinear
 (whose clamp at the zero point is the relu the quantizer removed) and a residual add then follow it
 as the graph has them, and ``FuseOps`` puts that whole chain into the conv's kernel, as its epilogue.
+The classifier's matmul (ONNX Gemm) of such operands becomes an integer matmul the same way.
 
 A conv pads with 0 where the quantized zero is the zero point ``zp``: ``sum w (x - zp)`` over the
 padded window is ``conv(x) - zp * conv(ones)``, whose second term is a constant computed here
@@ -15,7 +16,7 @@ every other conv reads a relu's output, whose zero point is 0).
 
 Every other quantize/dequantize becomes the elementwise arithmetic it stands for, so the layout
 pass (which knows only elementwise ops and convs) keeps the graph blocked; on constants it is
-computed here (the bias, the classifier's weight).
+computed here (the biases).
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ import numpy as np
 from psdeploy.backends.tvm.fused import placeholder_layer
 from psdeploy.backends.tvm.integer_reference import conv_int, psconv_int
 
-DEQUANTIZE, QUANTIZE, CONV = "relax.dequantize", "relax.quantize", "relax.nn.conv2d"
+DEQUANTIZE, QUANTIZE, CONV, MATMUL = "relax.dequantize", "relax.quantize", "relax.nn.conv2d", "relax.matmul"
 QUANTIZED_RANGE = {"uint8": (0, 255), "int8": (-128, 127)}
+MATMUL_BLOCK = 16  # a classifier's outputs padded to whole blocks of the blocked conv it runs as
 
 
 @dataclass
@@ -81,6 +83,8 @@ def integer_convs_pass(record: IntegerConvs):
             name = _op(call)
             if name == CONV:
                 return self._conv(call)
+            if name == MATMUL:
+                return self._matmul(call)
             if name == QUANTIZE and _constant_parameters(call):
                 return _quantize(call)
             return call  # a dequantize is kept until the convs that read it are rewritten (``ElementwiseQDQ``)
@@ -111,6 +115,34 @@ def integer_convs_pass(record: IntegerConvs):
             scale = (x_scale.astype(np.float32).reshape(()) * np.broadcast_to(w_scale, (w_q.shape[0],)))
             return relax.op.multiply(relax.op.astype(acc, "float32"),
                                      relax.const(scale.astype(np.float32).reshape(1, -1, 1, 1)))
+
+        def _matmul(self, call):
+            """A classifier's ``x @ W.T`` (ONNX Gemm) of per-tensor uint8 data and a per-output int8 constant: the
+            integer 1x1 conv it is (outputs padded to a multiple of 16 with zero weights, then sliced off), so the
+            blocked VNNI kernel computes it from the int8 weight, where fp32 read four times the bytes."""
+            data, weight = self._bound(call.args[0]), self._bound(call.args[1])
+            transposed = _op(weight) == "relax.permute_dims" and [int(v) for v in weight.attrs.axes] == [1, 0]
+            weight = self._bound(weight.args[0]) if transposed else weight
+            if _op(data) != DEQUANTIZE or _op(weight) != DEQUANTIZE:
+                return call
+            x_q, x_scale, x_zp = data.args
+            x_scale, x_zp = _constant(x_scale), _constant(x_zp)
+            w_q, w_scale, w_zp = (_constant(v) for v in weight.args)
+            if (w_q is None or w_q.dtype != np.int8 or w_q.ndim != 2 or np.any(w_zp) or str(x_q.ty.dtype) != "uint8"
+                    or x_scale is None or x_scale.size != 1 or x_zp is None or x_zp.size != 1
+                    or int(weight.attrs.axis) != (0 if transposed else 1) or len(_shape(x_q)) != 2):
+                return call
+            w = w_q if transposed else w_q.T  # (N, K)
+            (n, k), rows = w.shape, _shape(x_q)[0]
+            padded = np.pad(w, [(0, -n % MATMUL_BLOCK), (0, 0)])[:, :, None, None]
+            acc = relax.op.nn.conv2d(relax.op.reshape(x_q, (rows, k, 1, 1)), relax.const(padded), out_dtype="int32")
+            acc = relax.op.strided_slice(relax.op.reshape(acc, (rows, padded.shape[0])), axes=[1], begin=[0], end=[n])
+            if int(x_zp.item()):
+                correction = int(x_zp.item()) * w.astype(np.int64).sum(axis=1)
+                acc = relax.op.subtract(acc, relax.const(correction.astype(np.int32).reshape(1, -1)))
+            scale = x_scale.astype(np.float32).reshape(()) * np.broadcast_to(w_scale, (n,))
+            return relax.op.multiply(relax.op.astype(acc, "float32"),
+                                     relax.const(scale.astype(np.float32).reshape(1, -1)))
 
     @mutator
     class ElementwiseQDQ(PyExprMutator):

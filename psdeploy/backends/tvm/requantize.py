@@ -110,9 +110,10 @@ class _Chains:
 
     def without_round_trip(self, form: Affine) -> Affine:
         """``form`` reading, in place of one leaf that casts a rounded, clamped value to an integer type and
-        back, that value itself (exact). Only the latest such value is read: where two chains meet (a
-        residual add of two convs' outputs) ``FuseOps`` puts the add in the kernel of the one computed last,
-        and the other's is stored between kernels, where it should stay one byte per value."""
+        back, that value itself (exact). Only the latest such value: where two chains meet (a residual add of
+        two convs' outputs) ``FuseOps`` puts the add in the kernel of the one computed last, so only that
+        round trip is sure to lie inside one kernel; the other's value crosses between kernels, and is left
+        to cross as the graph has it."""
         found = {}
         for leaf in form.terms:
             cast = self.values.get(leaf)
