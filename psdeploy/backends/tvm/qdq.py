@@ -93,56 +93,40 @@ def integer_convs_pass(record: IntegerConvs):
             return self.lookup_binding(expr) if isinstance(expr, relax.Var) else expr
 
         def _conv(self, call):
-            data, weight = self._bound(call.args[0]), self._bound(call.args[1])
             a = call.attrs
-            integer = (_op(data) == DEQUANTIZE and _op(weight) == DEQUANTIZE and a.data_layout == "NCHW"
-                       and a.kernel_layout == "OIHW")
-            if integer:
-                x_q, x_scale, x_zp = data.args
-                w_q, w_scale, w_zp = (_constant(v) for v in weight.args)
-                x_scale, x_zp = _constant(x_scale), _constant(x_zp)
-                integer = (w_q is not None and w_q.dtype == np.int8 and not np.any(w_zp)
-                           and str(x_q.ty.dtype) == "uint8" and x_scale is not None and x_scale.size == 1
-                           and x_zp is not None and x_zp.size == 1 and int(weight.attrs.axis) == 0)
-            record.int8.append(bool(integer))
-            if not integer:
+            operands = None
+            if a.data_layout == "NCHW" and a.kernel_layout == "OIHW":
+                operands = _integer_operands(self._bound(call.args[0]), self._bound(call.args[1]), weight_axis=0)
+            record.int8.append(operands is not None)
+            if operands is None:
                 return call
+            x_q, x_scale, x_zp, w_q, w_scale = operands
             acc = relax.op.nn.conv2d(x_q, relax.const(w_q), strides=a.strides, padding=a.padding,
                                      dilation=a.dilation, groups=a.groups, out_dtype="int32")
-            if int(x_zp.item()):
-                correction = _border_correction(call, w_q, _shape(x_q), int(x_zp.item()))
-                acc = relax.op.subtract(acc, relax.const(correction))
-            scale = (x_scale.astype(np.float32).reshape(()) * np.broadcast_to(w_scale, (w_q.shape[0],)))
-            return relax.op.multiply(relax.op.astype(acc, "float32"),
-                                     relax.const(scale.astype(np.float32).reshape(1, -1, 1, 1)))
+            if x_zp:
+                acc = relax.op.subtract(acc, relax.const(_border_correction(call, w_q, _shape(x_q), x_zp)))
+            return _rescaled(acc, x_scale, w_scale, w_q.shape[0], 4)
 
         def _matmul(self, call):
             """A classifier's ``x @ W.T`` (ONNX Gemm) of per-tensor uint8 data and a per-output int8 constant: the
             integer 1x1 conv it is (outputs padded to a multiple of 16 with zero weights, then sliced off), so the
             blocked VNNI kernel computes it from the int8 weight, where fp32 read four times the bytes."""
-            data, weight = self._bound(call.args[0]), self._bound(call.args[1])
+            weight = self._bound(call.args[1])
             transposed = _op(weight) == "relax.permute_dims" and [int(v) for v in weight.attrs.axes] == [1, 0]
             weight = self._bound(weight.args[0]) if transposed else weight
-            if _op(data) != DEQUANTIZE or _op(weight) != DEQUANTIZE:
+            operands = _integer_operands(self._bound(call.args[0]), weight, weight_axis=0 if transposed else 1)
+            if operands is None or len(_shape(operands[0])) != 2 or operands[3].ndim != 2:
                 return call
-            x_q, x_scale, x_zp = data.args
-            x_scale, x_zp = _constant(x_scale), _constant(x_zp)
-            w_q, w_scale, w_zp = (_constant(v) for v in weight.args)
-            if (w_q is None or w_q.dtype != np.int8 or w_q.ndim != 2 or np.any(w_zp) or str(x_q.ty.dtype) != "uint8"
-                    or x_scale is None or x_scale.size != 1 or x_zp is None or x_zp.size != 1
-                    or int(weight.attrs.axis) != (0 if transposed else 1) or len(_shape(x_q)) != 2):
-                return call
+            x_q, x_scale, x_zp, w_q, w_scale = operands
             w = w_q if transposed else w_q.T  # (N, K)
             (n, k), rows = w.shape, _shape(x_q)[0]
             padded = np.pad(w, [(0, -n % MATMUL_BLOCK), (0, 0)])[:, :, None, None]
             acc = relax.op.nn.conv2d(relax.op.reshape(x_q, (rows, k, 1, 1)), relax.const(padded), out_dtype="int32")
             acc = relax.op.strided_slice(relax.op.reshape(acc, (rows, padded.shape[0])), axes=[1], begin=[0], end=[n])
-            if int(x_zp.item()):
-                correction = int(x_zp.item()) * w.astype(np.int64).sum(axis=1)
+            if x_zp:
+                correction = x_zp * w.astype(np.int64).sum(axis=1)
                 acc = relax.op.subtract(acc, relax.const(correction.astype(np.int32).reshape(1, -1)))
-            scale = x_scale.astype(np.float32).reshape(()) * np.broadcast_to(w_scale, (n,))
-            return relax.op.multiply(relax.op.astype(acc, "float32"),
-                                     relax.const(scale.astype(np.float32).reshape(1, -1)))
+            return _rescaled(acc, x_scale, w_scale, n, 2)
 
     @mutator
     class ElementwiseQDQ(PyExprMutator):
@@ -161,6 +145,29 @@ def integer_convs_pass(record: IntegerConvs):
 
     return transform
 
+
+def _integer_operands(data, weight, weight_axis: int):
+    """``(x_q, x_scale, x_zp, w_q, w_scale)`` where ``data`` dequantizes uint8 per tensor and ``weight`` a constant
+    int8 with zero points 0, per output channel along ``weight_axis``; else None."""
+    if _op(data) != DEQUANTIZE or _op(weight) != DEQUANTIZE:
+        return None
+    x_q, x_scale, x_zp = data.args
+    x_scale, x_zp = _constant(x_scale), _constant(x_zp)
+    w_q, w_scale, w_zp = (_constant(v) for v in weight.args)
+    if (w_q is None or w_q.dtype != np.int8 or np.any(w_zp) or int(weight.attrs.axis) != weight_axis
+            or str(x_q.ty.dtype) != "uint8" or x_scale is None or x_scale.size != 1 or x_zp is None or x_zp.size != 1):
+        return None
+    return x_q, float(x_scale.item()), int(x_zp.item()), w_q, w_scale
+
+
+def _rescaled(acc, x_scale: float, w_scale: np.ndarray, channels: int, ndim: int):
+    """``acc * (s_x * s_w[o])`` in fp32, over the ``channels`` (axis 1) of ``ndim``-d data: a tensor even where the
+    weight's scale is one number."""
+    from tvm import relax
+
+    scale = np.float32(x_scale) * np.broadcast_to(np.asarray(w_scale, np.float32).reshape(-1), (channels,))
+    shape = [1, channels] + [1] * (ndim - 2)
+    return relax.op.multiply(relax.op.astype(acc, "float32"), relax.const(scale.reshape(shape)))
 
 def _constant_parameters(call) -> bool:
     """Whether a quantize/dequantize has constant scale and zero point (else it is left as Relax's op)."""
