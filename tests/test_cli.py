@@ -167,3 +167,26 @@ def test_verbose_lets_third_party_warnings_through() -> None:
             set_verbose(False)
         assert [str(w.message) for w in caught] == ["exporter chatter"]
     assert _run("-v", "inspect", str(DEMO_CHECKPOINT)).exit_code == 0
+
+
+def test_the_bench_table_prints_whole_model_names_when_loads_disagree(monkeypatch) -> None:
+    """Loads at two speeds add their modes to the table, which then takes an 80-column terminal's whole width:
+    the model names still print whole (the other columns wrap), or two builds could not be told apart."""
+    import io
+
+    from rich.console import Console
+
+    from psdeploy.bench import BenchResult, BenchRow
+    from psdeploy.bench.stats import pool_loads
+    from psdeploy.bench.timing import TimingPlan
+    from psdeploy.cli import render
+
+    out = io.StringIO()
+    monkeypatch.setattr(render, "console", Console(file=out, width=80, highlight=False))
+    monkeypatch.setattr(render, "err_console", Console(file=io.StringIO(), width=80))
+    loads = [[10.0, 10.1, 10.2]] * 2 + [[15.0, 15.1, 15.2]] * 2
+    names = ["resnet50-openvino-int8-build", "ps_resnet50-openvino-int8-build"]
+    rows = [BenchRow(name, 1, pool_loads(loads, loads, loads), runs_on="openvino CPU") for name in names]
+    environment = {"cpu_model": "cpu", "cpu_flags": "", "cores": 2, "governor": "-", "gpu": "none"}
+    render.show_bench(BenchResult(rows, TimingPlan(), len(loads), environment), threads=2)
+    assert rows[0].pooled.load_dependent and all(name in out.getvalue() for name in names)

@@ -231,6 +231,7 @@ def show_bench(result: BenchResult, threads: int | None) -> None:
     table = _table(f"latency (ms), {result.plan.iterations} interleaved rounds over {result.loads} loads, {shown}",
                    ("model", "runs on", "batch", "median", "p90", "min", "CV%", "img/s",
                     "ratio to first (p10-p90)", "per load", "speed modes"), left=("model", "runs on"))
+    table.columns[0].min_width = max(len(row.name) for row in result.rows)  # a name is never cut to fit the width
     for row in result.rows:
         s, p = row.stats, row.pooled
         cv = f"[red]{s.cv_pct:.1f} noisy[/]" if s.noisy else f"{s.cv_pct:.1f}"
