@@ -278,14 +278,32 @@ def test_a_residual_add_joins_the_int8_tiles_write_back(tmp_path) -> None:
     assert np.array_equal(*outputs)
 
 
+def _relax_calls(mod) -> list:
+    """The values bound in ``mod``'s main function, in binding order."""
+    return [binding.value for block in mod["main"].body.blocks for binding in block.bindings]
+
+
 def _relax_ops(mod) -> list[str]:
     """The ops of ``mod``'s main function, in binding order; a cast is named with its dtype."""
     ops = []
-    for block in mod["main"].body.blocks:
-        for binding in block.bindings:
-            op = getattr(getattr(binding.value, "op", None), "name", "")
-            ops.append(f"{op}:{binding.value.ty.dtype}" if op == "relax.astype" else op)
+    for value in _relax_calls(mod):
+        op = getattr(getattr(value, "op", None), "name", "")
+        ops.append(f"{op}:{value.ty.dtype}" if op == "relax.astype" else op)
     return ops
+
+
+def _tvm_against_qdq_graph(path: Path, mod, target, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``mod`` (the QDQ graph at ``path``, lowered) run on ``x`` in TVM, beside that graph run op by op in
+    onnxruntime (graph optimizations off: QuantizeLinear, Conv, Add... as written, no QLinear fusion)."""
+    import onnxruntime as ort
+    import tvm
+    from tvm import relax
+
+    literal = ort.SessionOptions()
+    literal.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    expected = ort.InferenceSession(str(path), literal, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    vm = relax.VirtualMachine(tvm.compile(mod, target=tvm.target.Target(target.tvm_target)), tvm.cpu())
+    return vm["main"](tvm.runtime.tensor(x, tvm.cpu())).numpy(), expected
 
 
 def test_requantization_is_one_multiply_add_per_input_with_no_divide(tmp_path) -> None:
@@ -312,18 +330,10 @@ def test_a_folded_residual_block_runs_as_its_qdq_graph_runs(tmp_path) -> None:
     graph optimizations off), at most one output step, equal almost everywhere. This graph's scales meet at
     5/8 (0.05 over 0.08), which puts an eighth of the residual sums on exact halves, where any change of
     rounding shows; calibrated scales rarely do."""
-    import onnxruntime as ort
-    import tvm
-    from tvm import relax
-
     path, size = tmp_path / "qdq.onnx", 14
     mod, target = _lowered_qdq_conv(path, 32, size, 1, x_zero=0, residual=True)
     x = np.random.default_rng(1).uniform(0, 5, (1, 32, size, size)).astype(np.float32)
-    literal = ort.SessionOptions()
-    literal.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    expected = ort.InferenceSession(str(path), literal, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    vm = relax.VirtualMachine(tvm.compile(mod, target=tvm.target.Target(target.tvm_target)), tvm.cpu())
-    got = vm["main"](tvm.runtime.tensor(x, tvm.cpu())).numpy()
+    got, expected = _tvm_against_qdq_graph(path, mod, target, x)
     assert np.abs(got - expected).max() <= 0.08 * 1.001 and np.mean(got == expected) >= 0.99
 
 
@@ -358,10 +368,6 @@ def test_a_quantized_classifier_is_an_integer_conv_that_runs_as_its_qdq_graph_ru
     """The Gemm becomes the integer 1x1 conv it is: it reads its uint8 data and its int8 weight as they are (int32
     sums, a nonzero data zero point corrected by the weight's row sums, 10 outputs padded to 16 and sliced), and
     computes what the QDQ graph does, op by op, to one step."""
-    import onnxruntime as ort
-    import tvm
-    from tvm import relax
-
     from psdeploy.backends.tvm.build import import_onnx, lower
     from psdeploy.backends.tvm.layout import ConvLayout
     from psdeploy.backends.tvm.qdq import IntegerConvs, integer_convs_pass
@@ -369,19 +375,14 @@ def test_a_quantized_classifier_is_an_integer_conv_that_runs_as_its_qdq_graph_ru
     path = tmp_path / "gemm.onnx"
     _qdq_gemm(path, x_zero)
     integer = integer_convs_pass(IntegerConvs())(import_onnx(path, (1, 64)))
-    ops = {getattr(getattr(b.value, "op", None), "name", ""): b.value
-           for block in integer["main"].body.blocks for b in block.bindings}
-    conv = ops["relax.nn.conv2d"]
+    ops = _relax_ops(integer)
     assert "relax.matmul" not in ops
+    conv = _relax_calls(integer)[ops.index("relax.nn.conv2d")]
     assert (str(conv.args[0].ty.dtype), str(conv.args[1].ty.dtype), str(conv.ty.dtype)) == ("uint8", "int8", "int32")
     target, layout = parse_target("llvm"), ConvLayout("nchwc", 16)
     mod = lower(import_onnx(path, (1, 64), layout), target, 0, layout, IntegerConvs())
     x = np.random.default_rng(2).uniform(-0.5, 4.5, (1, 64)).astype(np.float32)
-    literal = ort.SessionOptions()
-    literal.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    expected = ort.InferenceSession(str(path), literal, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    vm = relax.VirtualMachine(tvm.compile(mod, target=tvm.target.Target(target.tvm_target)), tvm.cpu())
-    got = vm["main"](tvm.runtime.tensor(x, tvm.cpu())).numpy()
+    got, expected = _tvm_against_qdq_graph(path, mod, target, x)
     assert np.abs(got - expected).max() <= 0.03 * 1.001 and np.mean(got == expected) >= 0.9
 
 

@@ -7,7 +7,7 @@ quantizer writes, PSConv placeholders included) an integer ``conv2d`` (uint8 x i
 accumulation) followed by ``acc * (s_x * s_w[o])`` in fp32: the bias add, the output QuantizeLinear
 (whose clamp at the zero point is the relu the quantizer removed) and a residual add then follow it
 as the graph has them, and ``FuseOps`` puts that whole chain into the conv's kernel, as its epilogue.
-The classifier's matmul (ONNX Gemm) of such operands becomes an integer matmul the same way.
+The classifier's matmul (ONNX Gemm) of such operands becomes the integer 1x1 conv it is.
 
 A conv pads with 0 where the quantized zero is the zero point ``zp``: ``sum w (x - zp)`` over the
 padded window is ``conv(x) - zp * conv(ones)``, whose second term is a constant computed here
@@ -40,7 +40,7 @@ class IntegerConvs:
     int8: list[bool] = field(default_factory=list)
 
 
-def _op(expr) -> str:
+def op_name(expr) -> str:
     from tvm import relax
 
     return expr.op.name if isinstance(expr, relax.Call) and hasattr(expr.op, "name") else ""
@@ -80,7 +80,7 @@ def integer_convs_pass(record: IntegerConvs):
     class Rewriter(PyExprMutator):
         def visit_call_(self, call):
             call = self.visit_expr_post_order(call)
-            name = _op(call)
+            name = op_name(call)
             if name == CONV:
                 return self._conv(call)
             if name == MATMUL:
@@ -105,14 +105,14 @@ def integer_convs_pass(record: IntegerConvs):
                                      dilation=a.dilation, groups=a.groups, out_dtype="int32")
             if x_zp:
                 acc = relax.op.subtract(acc, relax.const(_border_correction(call, w_q, _shape(x_q), x_zp)))
-            return _rescaled(acc, x_scale, w_scale, w_q.shape[0], 4)
+            return _rescaled(acc, x_scale * w_scale, _shape(call))
 
         def _matmul(self, call):
             """A classifier's ``x @ W.T`` (ONNX Gemm) of per-tensor uint8 data and a per-output int8 constant: the
             integer 1x1 conv it is (outputs padded to a multiple of 16 with zero weights, then sliced off), so the
             blocked VNNI kernel computes it from the int8 weight, where fp32 read four times the bytes."""
             weight = self._bound(call.args[1])
-            transposed = _op(weight) == "relax.permute_dims" and [int(v) for v in weight.attrs.axes] == [1, 0]
+            transposed = op_name(weight) == "relax.permute_dims" and [int(v) for v in weight.attrs.axes] == [1, 0]
             weight = self._bound(weight.args[0]) if transposed else weight
             operands = _integer_operands(self._bound(call.args[0]), weight, weight_axis=0 if transposed else 1)
             if operands is None or len(_shape(operands[0])) != 2 or operands[3].ndim != 2:
@@ -126,13 +126,13 @@ def integer_convs_pass(record: IntegerConvs):
             if x_zp:
                 correction = x_zp * w.astype(np.int64).sum(axis=1)
                 acc = relax.op.subtract(acc, relax.const(correction.astype(np.int32).reshape(1, -1)))
-            return _rescaled(acc, x_scale, w_scale, n, 2)
+            return _rescaled(acc, x_scale * w_scale, _shape(call))
 
     @mutator
     class ElementwiseQDQ(PyExprMutator):
         def visit_call_(self, call):
             call = self.visit_expr_post_order(call)
-            return _dequantize(call) if _op(call) == DEQUANTIZE and _constant_parameters(call) else call
+            return _dequantize(call) if op_name(call) == DEQUANTIZE and _constant_parameters(call) else call
 
     @tvm.transform.module_pass(opt_level=0, name="psdeploy.IntegerConvs")
     def transform(mod, _ctx):
@@ -149,7 +149,7 @@ def integer_convs_pass(record: IntegerConvs):
 def _integer_operands(data, weight, weight_axis: int):
     """``(x_q, x_scale, x_zp, w_q, w_scale)`` where ``data`` dequantizes uint8 per tensor and ``weight`` a constant
     int8 with zero points 0, per output channel along ``weight_axis``; else None."""
-    if _op(data) != DEQUANTIZE or _op(weight) != DEQUANTIZE:
+    if op_name(data) != DEQUANTIZE or op_name(weight) != DEQUANTIZE:
         return None
     x_q, x_scale, x_zp = data.args
     x_scale, x_zp = _constant(x_scale), _constant(x_zp)
@@ -157,24 +157,22 @@ def _integer_operands(data, weight, weight_axis: int):
     if (w_q is None or w_q.dtype != np.int8 or np.any(w_zp) or int(weight.attrs.axis) != weight_axis
             or str(x_q.ty.dtype) != "uint8" or x_scale is None or x_scale.size != 1 or x_zp is None or x_zp.size != 1):
         return None
-    return x_q, float(x_scale.item()), int(x_zp.item()), w_q, w_scale
+    return x_q, x_scale.astype(np.float32).reshape(()), int(x_zp.item()), w_q, w_scale.astype(np.float32)
 
 
-def _rescaled(acc, x_scale: float, w_scale: np.ndarray, channels: int, ndim: int):
-    """``acc * (s_x * s_w[o])`` in fp32, over the ``channels`` (axis 1) of ``ndim``-d data: a tensor even where the
-    weight's scale is one number."""
+def _rescaled(acc, scale: np.ndarray, shape: tuple[int, ...]):
+    """``acc * scale`` in fp32, the scale (``s_x * s_w[o]``) over the channels of data of ``shape``."""
     from tvm import relax
 
-    scale = np.float32(x_scale) * np.broadcast_to(np.asarray(w_scale, np.float32).reshape(-1), (channels,))
-    shape = [1, channels] + [1] * (ndim - 2)
-    return relax.op.multiply(relax.op.astype(acc, "float32"), relax.const(scale.reshape(shape)))
+    return relax.op.multiply(relax.op.astype(acc, "float32"), relax.const(per_axis(scale, 1, shape)))
+
 
 def _constant_parameters(call) -> bool:
     """Whether a quantize/dequantize has constant scale and zero point (else it is left as Relax's op)."""
     return _constant(call.args[1]) is not None and _constant(call.args[2]) is not None
 
 
-def _per_axis(values: np.ndarray, axis: int, shape: tuple[int, ...]) -> np.ndarray:
+def per_axis(values: np.ndarray, axis: int, shape: tuple[int, ...]) -> np.ndarray:
     """A scale or zero point broadcastable against data of ``shape`` along ``axis``. A per-tensor one is spread
     over the channels (axis 1): a scalar constant would become a literal in the fused kernel, making its
     workload, and so its tuning records, specific to one calibration; a tensor leaves only shapes in it."""
@@ -195,8 +193,8 @@ def _scale_and_zero(call) -> tuple[np.ndarray, np.ndarray]:
     """A quantize's or dequantize's constant scale and zero point, fp32, broadcastable against its data."""
     x, scale, zp = call.args
     axis, shape = int(call.attrs.axis), _shape(x)
-    return (_per_axis(_constant(scale).astype(np.float32), axis, shape),
-            _per_axis(_constant(zp).astype(np.float32), axis, shape))
+    return (per_axis(_constant(scale).astype(np.float32), axis, shape),
+            per_axis(_constant(zp).astype(np.float32), axis, shape))
 
 
 def _dequantize(call):

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from psdeploy.backends.tvm.qdq import QUANTIZED_RANGE, op_name, per_axis
+
 AFFINE_OPS = {"relax.multiply", "relax.divide", "relax.add", "relax.subtract"}
-INTEGER_RANGES = {"uint8": (0, 255), "int8": (-128, 127)}
 
 
 class Affine:
@@ -40,12 +41,6 @@ class Affine:
         for v, c in other.terms.items():
             terms[v] = terms[v] + c if v in terms else c
         return Affine(terms, self.constant + other.constant)
-
-
-def _op(expr) -> str:
-    from tvm import relax
-
-    return expr.op.name if isinstance(expr, relax.Call) and hasattr(expr.op, "name") else ""
 
 
 class _Chains:
@@ -85,7 +80,7 @@ class _Chains:
 
         if isinstance(expr, relax.Var):
             expr = self.values.get(expr, expr)
-        if _op(expr) == "relax.reshape":
+        if op_name(expr) == "relax.reshape":
             inner = self._constant(expr.args[0])
             return None if inner is None else inner.reshape([int(v) for v in expr.ty.shape])
         return expr.value.numpy() if isinstance(expr, Constant) else None
@@ -93,7 +88,7 @@ class _Chains:
     def affine(self, expr) -> Affine:
         """``expr`` as an affine form of the values its chain starts from (the leaves)."""
         value = self.bound(expr)
-        name = _op(value) if value is not None else ""
+        name = op_name(value) if value is not None else ""
         if name in AFFINE_OPS and str(value.ty.dtype) == "float32":
             a, b = value.args
             ca, cb = self.per_channel(a), self.per_channel(b)
@@ -117,7 +112,7 @@ class _Chains:
         found = {}
         for leaf in form.terms:
             cast = self.values.get(leaf)
-            if _op(cast) == "relax.astype" and str(cast.ty.dtype) == "float32":
+            if op_name(cast) == "relax.astype" and str(cast.ty.dtype) == "float32":
                 clamped = self._integral_before(cast.args[0])
                 if clamped is not None:
                     found[leaf] = clamped
@@ -131,32 +126,30 @@ class _Chains:
         """For a cast to an integer type used only here, of a value rounded and clamped to that type's range:
         the clamped fp32 value (its cast there and back is exact); else None."""
         cast = self.bound(expr)
-        if _op(cast) != "relax.astype" or str(cast.ty.dtype) not in INTEGER_RANGES:
+        if op_name(cast) != "relax.astype" or str(cast.ty.dtype) not in QUANTIZED_RANGE:
             return None
-        low, high = INTEGER_RANGES[str(cast.ty.dtype)]
+        low, high = QUANTIZED_RANGE[str(cast.ty.dtype)]
         clamped = cast.args[0]
         value, bounds = self.values.get(clamped), []
-        while _op(value) in ("relax.minimum", "relax.maximum"):
+        while op_name(value) in ("relax.minimum", "relax.maximum"):
             bound = self.per_channel(value.args[1])
             if bound is None:
                 return None
             bounds.append(bound)
             value = self.values.get(value.args[0])
-        in_range = bounds and all(np.all((b >= low) & (b <= high)) for b in bounds) and len(bounds) == 2
-        integral = _op(value) == "relax.round" or (
-            _op(value) == "relax.add" and _op(self.values.get(value.args[0])) == "relax.round"
+        in_range = len(bounds) == 2 and all(np.all((b >= low) & (b <= high)) for b in bounds)
+        integral = op_name(value) == "relax.round" or (
+            op_name(value) == "relax.add" and op_name(self.values.get(value.args[0])) == "relax.round"
             and (c := self.per_channel(value.args[1])) is not None and np.all(c == np.round(c)))
         return clamped if in_range and integral else None
 
 
 def _channel_constant(values: np.ndarray, shape: tuple[int, ...]):
-    """A coefficient as an fp32 constant over the channels of data of ``shape``: a tensor even where it is one
-    number, so kernels (and their tuning records) depend on shapes alone, not on one calibration's scales."""
+    """A coefficient as an fp32 constant over the channels of data of ``shape`` (``per_axis``: a tensor even where
+    it is one number)."""
     from tvm import relax
 
-    spread = [1] * len(shape)
-    spread[1] = shape[1]
-    return relax.const(np.broadcast_to(values, spread).astype(np.float32))
+    return relax.const(per_axis(np.asarray(values, np.float32), 1, shape))
 
 
 def _emit(form: Affine, shape: tuple[int, ...], remap):
@@ -185,7 +178,7 @@ def requantization_pass():
             self.chains = chains
 
         def visit_call_(self, call):
-            if _op(call) != "relax.round" or len(call.args[0].ty.shape) < 2:
+            if op_name(call) != "relax.round" or len(call.args[0].ty.shape) < 2:
                 return super().visit_call_(call)
             form = self.chains.without_round_trip(self.chains.affine(call.args[0]))
             if len(form.terms) == 1 and call.args[0] in form.terms and not np.any(form.constant):
