@@ -267,6 +267,22 @@ def test_fused_kernel_gets_the_plain_convs_tiles(channels, size, stride, block) 
     assert [oc_tile for oc_tile, _, _ in offered] == [t for t in (1, 2, 3, 4) if (channels // block) % t == 0]
 
 
+@pytest.mark.parametrize("size, stride", [(7, 1), (14, 2), (56, 1)])
+def test_fused_kernel_copies_its_input_once_with_one_zero_row(size, stride) -> None:
+    """The blocked kernel's one copy of its input pads the columns by the largest rate but adds a single zero row,
+    which every tap outside the image reads: padding the rows by the rate too made the copy 2.8x a 7x7 input."""
+    import numpy as np
+    from tvm import te
+
+    from psdeploy.backends.tvm.fused import block_weight, psconv_compute, slot_weights
+
+    x = te.placeholder((1, 4, size, size, 16), name="x")
+    weights = [te.placeholder(block_weight(w, 16, 16).shape, name=f"w{j}")
+               for j, w in enumerate(slot_weights(np.zeros((64, 64, 3, 3), "float32"), 1, 4))]
+    func = te.create_prim_func([x, *weights, psconv_compute(x, *weights, stride=stride, groups=1, rates=[2, 1, 4, 1])])
+    assert [tuple(int(v) for v in b.shape) for b in func.body.block.alloc_buffers] == [(1, 4, size + 1, size + 2 * 4, 16)]
+
+
 @pytest.mark.parametrize("groups, stride, size, channels, block", [
     (1, 1, (11, 9), 64, 0), (1, 2, (13, 7), 64, 0), (4, 2, (9, 12), 64, 0), (4, 1, (10, 10), 64, 0),
     (8, 2, (7, 11), 64, 0), (1, 1, (11, 9), 128, 16), (1, 2, (13, 7), 128, 8), (2, 2, (9, 12), 128, 16),

@@ -138,6 +138,8 @@ def test_the_psconv_integer_kernel_is_exact_scheduled_and_tensorized(channels, s
         data, weight = te.placeholder(shape, "uint8"), te.placeholder(stacked.shape, "int8")
         out = psconv_int8(data, weight, stride, groups, rates)
         func = te.create_prim_func([data, weight, out])
+        copy, = func.body.block.alloc_buffers  # one zero row on top, the columns padded by the largest rate
+        assert tuple(int(v) for v in copy.shape)[2:4] == (size + 1, size + 2 * max(rates))
         for each, scheduled in (_every_schedule(func, "psconv_int8") if block else [(func, False)]):
             y, asm = _run(each, [_blocked(x) if block else x, stacked], tuple(int(v) for v in out.shape))
             assert np.array_equal(_unblocked(y) if block else y, expected)

@@ -6,9 +6,10 @@ one VNNI ``vpdpbusd`` sums per int32 lane (``dot_16x4_vnni``): the weight is rep
 time to ``OIHW{4}i{16}o{4}i``, so for each group of 4 input channels one 64-byte vector holds
 the 16 output lanes x 4 channels, and the data's 4 channels are one broadcast 32-bit word.
 psdeploy's int8 rule (``int8_tiling.py``) tiles and tensorizes it. A PSConv placeholder
-(``fused.py``) gets the PSConv kernel in the same form: one copy of the input padded by the
-largest rate, each slot reading it at its rate's offset in the input block it rotates to, the
-slots one more reduction axis (their weights stacked), so each step is still one ``vpdpbusd``.
+(``fused.py``) gets the PSConv kernel in the same form: one copy of the input, its columns padded by the
+largest rate and one zero row above it (which every tap outside the image reads), each slot reading it at
+its rate's offset in the input block it rotates to, the slots one more reduction axis (their weights
+stacked), so each step is still one ``vpdpbusd``.
 The stem's 3-channel input block is read as 4 (a zero channel, a zero weight).
 Unblocked PSConv layers get the same sum over NCHW; other integer convs keep TOPI's.
 Padding is 0: the zero point's share at the borders is subtracted after (``qdq.py``).
@@ -45,6 +46,15 @@ def _rate(slot, rates: list[int]):
         term = (1 - tirx.min(1, apart)) * rate
         value = term if value is None else value + term
     return value
+
+
+def _padded_row(row, height: int):
+    """Row ``row`` of the image in a copy with one zero row on top: ``row + 1``, or the zero row (0) where the row
+    is outside the image. As min/max arithmetic, not a select, for tensorize (see :func:`_rate`)."""
+    from tvm import tirx
+
+    above, below = tirx.min(1, tirx.max(0, row + 1)), tirx.min(1, tirx.max(0, height - row))
+    return above * below * (row + 1)
 
 
 def _padded(data, top: int, left: int, bottom: int, right: int, scheduled: bool, lanes: int | None = None):
@@ -112,7 +122,7 @@ def psconv_int8(data, weight, stride: int, groups: int, rates: list[int]):
     parts = in_card // bi
     bo = out_card // parts
     pad = max(rates)
-    padded = _padded(data, pad, pad, pad, pad, scheduled=blocked)
+    padded = _padded(data, 1, pad, 0, pad, scheduled=blocked)  # row 0 the zero row, as fused.py's copy
     r = te.reduce_axis((0, bi), "rc")
     slot = te.reduce_axis((0, len(rates)), SLOT_AXIS)
     y = te.reduce_axis((0, 3), "kh")
@@ -123,7 +133,7 @@ def psconv_int8(data, weight, stride: int, groups: int, rates: list[int]):
     def body(b, o, h, w, *lane):
         d = _rate(slot, rates)
         c = (o // out_card) * in_card + ((o % out_card) // bo + slot) % parts * bi + r
-        row, col = h * stride + (y - 1) * d + pad, w * stride + (x - 1) * d + pad
+        row, col = _padded_row(h * stride + (y - 1) * d, height), w * stride + (x - 1) * d + pad
         if blocked:
             q, i = extra
             value = _widened(padded[b, c, row, col, q * VNNI_CHANNELS + i], weight[o, r, slot, y, x, q, lane[0], i])
