@@ -195,23 +195,31 @@ def test_fused_and_winograd_build_for_cuda(tmp_path) -> None:
     assert result.ran == cuda_available()
 
 
+def _blocked_psconv(channels: int, size: int, stride: int, block: int, rates: list[int]):
+    """``(x, func)``: the blocked PSConv kernel of a ``channels``-channel layer (groups 1, 4 parts) on
+    ``NCHW{block}c`` data of ``size`` x ``size``, as a TE PrimFunc over placeholders."""
+    import numpy as np
+    from tvm import te
+
+    from psdeploy.backends.tvm.fused import block_weight, psconv_compute, slot_weights
+
+    x = te.placeholder((1, channels // block, size, size, block), name="x")
+    slots = slot_weights(np.zeros((channels, channels, 3, 3), "float32"), 1, 4)
+    weights = [te.placeholder(block_weight(w, block, block).shape, name=f"w{j}") for j, w in enumerate(slots)]
+    return x, te.create_prim_func([x, *weights, psconv_compute(x, *weights, stride=stride, groups=1, rates=rates)])
+
+
 def test_blocked_fused_kernel_is_register_tiled_and_passes_the_postprocs() -> None:
     """In NCHW{b}c the kernel's space is psdeploy's register-tiled rule: one design space per output-block tile
     that fits AVX2's 16 registers beside its pixel tile (1, 2 and 4 of 8 blocks), each with the pixel tile
     sampled (so MetaSchedule tunes it), the slot loop unrolled and the one padded input copied in parallel;
     and MetaSchedule's own postprocs (parallel/vectorize/unroll, reduction init) accept each."""
-    import numpy as np
-    from tvm import te
     from tvm.s_tir import meta_schedule as ms
 
-    from psdeploy.backends.tvm.fused import block_weight, psconv_compute, slot_weights
     from psdeploy.backends.tvm.register_tiling import register_schedule_rules
 
     register_schedule_rules()
-    x = te.placeholder((1, 8, 14, 14, 8), name="x")
-    weights = [te.placeholder(block_weight(w, 8, 8).shape, name=f"w{j}")
-               for j, w in enumerate(slot_weights(np.zeros((64, 64, 3, 3), "float32"), 1, 4))]
-    func = te.create_prim_func([x, *weights, psconv_compute(x, *weights, stride=2, groups=1, rates=[2, 1, 4, 1])])
+    _, func = _blocked_psconv(64, 14, 2, 8, [2, 1, 4, 1])
     register_tensor_intrinsics(parse_target("llvm"))  # as tuning does: not every vendor's (25 s)
     context = ms.TuneContext(mod=tvm.IRModule({"main": func}), target=tvm.target.Target(parse_target("llvm").tvm_target),
                              space_generator="post-order-apply", search_strategy="evolutionary", task_name="fused")
@@ -247,16 +255,11 @@ def _register_tiled_spaces(func, block_name: str) -> list[tuple[int, int, int]]:
 def test_fused_kernel_gets_the_plain_convs_tiles(channels, size, stride, block) -> None:
     """The register-tiled rule offers a PSConv kernel exactly the tiles it offers the plain 3x3 conv it replaces
     (output blocks per tile, pixel tile bound, the pixels tiled), so tuning can reach the plain conv's speed."""
-    import numpy as np
     from tvm import s_tir, te, topi
 
-    from psdeploy.backends.tvm.fused import block_weight, psconv_compute, slot_weights
     from psdeploy.backends.tvm.register_tiling import RULE
 
-    x = te.placeholder((1, channels // block, size, size, block), name="x")
-    slots = slot_weights(np.zeros((channels, channels, 3, 3), "float32"), 1, 4)
-    weights = [te.placeholder(block_weight(w, block, block).shape, name=f"w{j}") for j, w in enumerate(slots)]
-    fused = te.create_prim_func([x, *weights, psconv_compute(x, *weights, stride=stride, groups=1, rates=[1, 2, 1, 4])])
+    x, fused = _blocked_psconv(channels, size, stride, block, [1, 2, 1, 4])
     w = te.placeholder((channels // block, channels // block, 3, 3, block, block), name="w")
     with tvm.target.Target(parse_target("llvm").tvm_target):
         conv = topi.nn.conv2d_NCHWc(x, w, [stride] * 2, [1, 1], [1, 1], f"NCHW{block}c", f"NCHW{block}c", "float32")
@@ -271,16 +274,9 @@ def test_fused_kernel_gets_the_plain_convs_tiles(channels, size, stride, block) 
 def test_fused_kernel_copies_its_input_once_with_one_zero_row(size, stride) -> None:
     """The blocked kernel's one copy of its input pads the columns by the largest rate but adds a single zero row,
     which every tap outside the image reads: padding the rows by the rate too made the copy 2.8x a 7x7 input."""
-    import numpy as np
-    from tvm import te
-
-    from psdeploy.backends.tvm.fused import block_weight, psconv_compute, slot_weights
-
-    x = te.placeholder((1, 4, size, size, 16), name="x")
-    weights = [te.placeholder(block_weight(w, 16, 16).shape, name=f"w{j}")
-               for j, w in enumerate(slot_weights(np.zeros((64, 64, 3, 3), "float32"), 1, 4))]
-    func = te.create_prim_func([x, *weights, psconv_compute(x, *weights, stride=stride, groups=1, rates=[2, 1, 4, 1])])
-    assert [tuple(int(v) for v in b.shape) for b in func.body.block.alloc_buffers] == [(1, 4, size + 1, size + 2 * 4, 16)]
+    _, func = _blocked_psconv(64, size, stride, 16, [2, 1, 4, 1])
+    copies = [tuple(int(v) for v in b.shape) for b in func.body.block.alloc_buffers]
+    assert copies == [(1, 4, size + 1, size + 2 * 4, 16)]
 
 
 @pytest.mark.parametrize("groups, stride, size, channels, block", [
