@@ -201,12 +201,11 @@ def _blocked_psconv(channels: int, size: int, stride: int, block: int, rates: li
     import numpy as np
     from tvm import te
 
-    from psdeploy.backends.tvm.fused import block_weight, psconv_compute, slot_weights
+    from psdeploy.backends.tvm.fused import psconv_compute, stacked_slot_weights
 
     x = te.placeholder((1, channels // block, size, size, block), name="x")
-    slots = slot_weights(np.zeros((channels, channels, 3, 3), "float32"), 1, 4)
-    weights = [te.placeholder(block_weight(w, block, block).shape, name=f"w{j}") for j, w in enumerate(slots)]
-    return x, te.create_prim_func([x, *weights, psconv_compute(x, *weights, stride=stride, groups=1, rates=rates)])
+    w = te.placeholder(stacked_slot_weights(np.zeros((channels, channels, 3, 3), "float32"), 1, 4, block).shape, name="w")
+    return x, te.create_prim_func([x, w, psconv_compute(x, w, stride=stride, groups=1, rates=rates)])
 
 
 def test_blocked_fused_kernel_is_register_tiled_and_passes_the_postprocs() -> None:
@@ -295,7 +294,7 @@ def test_fused_kernel_exact_at_the_te_level(groups, stride, size, channels, bloc
     from psdeploy.backends.tvm.register_tiling import register_tiled
 
     from psdeploy.arch.psconv import PSGConv2d, released_init_mask
-    from psdeploy.backends.tvm.fused import block_weight, psconv_compute, slot_rates, slot_weights
+    from psdeploy.backends.tvm.fused import psconv_compute, slot_rates, slot_weights, stacked_slot_weights
     from psdeploy.rewrite.lattice import PSConvLayer
     from psdeploy.rewrite.lowerings import get_lowering
     from tests.conftest import TVM_TOL
@@ -306,9 +305,8 @@ def test_fused_kernel_exact_at_the_te_level(groups, stride, size, channels, bloc
         module.conv.weight[released_init_mask(module)] = 0.0
     fused = get_lowering("fused").lower(PSConvLayer.from_released("l", module), torch.zeros(channels)).module
     rates = slot_rates(4, list(fused.rates))
-    weights = slot_weights(fused.weight.detach().numpy(), groups, 4)
-    if block:
-        weights = [block_weight(w, block, block) for w in weights]
+    packed = fused.weight.detach().numpy()
+    weights = [stacked_slot_weights(packed, groups, 4, block)] if block else slot_weights(packed, groups, 4)
 
     def laid_out(t: np.ndarray) -> np.ndarray:  # NCHW -> NCHW{block}c
         if not block:

@@ -59,12 +59,14 @@ def slot_weights(weight: np.ndarray, groups: int, parts: int) -> list[np.ndarray
 def psconv_compute(x, *weights, stride: int, groups: int, rates: list[int]):
     """TE: ``y[n, o] = sum_j sum_{r, kh, kw} x[n, block (ob + j) % parts of o's card, at rate_j] * weights[j][o, r]``.
 
-    NCHW data with ``(C_out, bi, 3, 3)`` slot weights, or ``NCHW{b}c`` data with ``OIHW{b}i{b}o`` ones (a part
-    is then ``bi`` blocks wide, and the lanes of a block are one more reduction and one more output axis).
+    NCHW data with one ``(C_out, bi, 3, 3)`` weight per slot, or ``NCHW{b}c`` data with the slots' weights stacked
+    as one ``(OCb, bi, slot, 3, 3, b, b)`` tensor (:func:`stacked_slot_weights`; a part is then ``bi`` blocks wide,
+    and the lanes of a block are one more reduction and one more output axis).
     """
     n, _, _, _, *lanes = (int(v) for v in x.shape)
     if lanes:
-        return _blocked(x, weights, stride, groups, rates)
+        (stacked,) = weights
+        return _blocked(x, stacked, stride, groups, rates)
     return _with_views(x, weights, stride, groups, rates)
 
 
@@ -73,7 +75,7 @@ def _output_shape(x, stride: int, c_out: int):
     return (n, c_out, (height - 1) // stride + 1, (width - 1) // stride + 1, *lanes)
 
 
-def _blocked(x, weights, stride: int, groups: int, rates: list[int]):
+def _blocked(x, weight, stride: int, groups: int, rates: list[int]):
     """One copy of the input, as a plain conv pads; slot ``j`` reads it at its rate's offset, in the input block
     it rotates to. The slots are a reduction axis (a choice among the products, which the register-tiled rule
     of ``register_tiling.py`` unrolls away), so each step is one multiply-add into an accumulator, as in a plain
@@ -82,11 +84,15 @@ def _blocked(x, weights, stride: int, groups: int, rates: list[int]):
     The copy pads the columns by the largest rate (a tile's pixels stay adjacent) but adds a single row of
     zeros: a tap whose row is outside the image reads that row (the row is fixed for a whole tile, so the choice
     costs nothing inside it). Padding the rows by the largest rate too made the copy 2.8x a 7x7 input and 1.9x
-    a stride-2 14x14 one, and the small images' kernels slower than with this copy."""
+    a stride-2 14x14 one, and the small images' kernels slower than with this copy.
+
+    The slots' weights are one tensor, slot inside the input block, so an output block's weights are read in one
+    sequential stream, as a plain conv reads its weight: read from one tensor per slot, the large layers' weights
+    (cold in a network) ran the kernel measurably slower than the plain conv's."""
     from tvm import te, tirx
 
     n, c_in, height, width, lanes = (int(v) for v in x.shape)
-    c_out, bi = int(weights[0].shape[0]), int(weights[0].shape[1])
+    c_out, bi = int(weight.shape[0]), int(weight.shape[1])
     in_card, out_card = c_in // groups, c_out // groups
     bo, parts = out_card * bi // in_card, in_card // bi
     pad = max(rates)
@@ -111,10 +117,9 @@ def _blocked(x, weights, stride: int, groups: int, rates: list[int]):
             row = h * stride + (kh - 1) * d
             c = card * in_card + (block + j) % parts * bi + r
             padded_row = tirx.if_then_else(tirx.all(row >= 0, row < height), row + 1, 0)
-            term = (padded[b, c, padded_row, w * stride + kw * d + pad - d, in_lane]
-                    * weights[j][o, r, kh, kw, in_lane, out_lane])
+            term = padded[b, c, padded_row, w * stride + kw * d + pad - d, in_lane]
             chosen = term if chosen is None else tirx.if_then_else(slot == j, term, chosen)
-        return te.sum(chosen, axis=[r, slot, kh, kw, in_lane])
+        return te.sum(chosen * weight[o, r, slot, kh, kw, in_lane, out_lane], axis=[r, slot, kh, kw, in_lane])
 
     return te.compute(_output_shape(x, stride, c_out), body, name="psconv_fused", attrs={"schedule_rule": RULE})
 
@@ -162,6 +167,11 @@ def block_weight(weight: np.ndarray, in_block: int, out_block: int) -> np.ndarra
     return np.ascontiguousarray(blocked.transpose(0, 2, 4, 5, 3, 1))
 
 
+def stacked_slot_weights(packed: np.ndarray, groups: int, parts: int, block: int) -> np.ndarray:
+    """The one weight tensor the blocked kernel reads: each slot's weight blocked, stacked after the input block."""
+    return np.stack([block_weight(w, block, block) for w in slot_weights(packed, groups, parts)], axis=2)
+
+
 def unblock_weight(blocked: np.ndarray) -> np.ndarray:
     """The inverse of :func:`block_weight`."""
     oc, ic, kh, kw, ib, ob = blocked.shape
@@ -186,10 +196,11 @@ class PlaceholderLayer:
         """The layer's kernel on ``data`` (NCHW, or ``NCHW{block}c`` when ``block``) -- the bias is the graph's add."""
         from tvm import relax
 
-        slots = slot_weights(packed, self.groups, self.parts)
         if block:
-            slots = [block_weight(w, block, block) for w in slots]
-        return bb.call_te(psconv_compute, data, *(relax.const(w) for w in slots), stride=self.stride,
+            weights = [stacked_slot_weights(packed, self.groups, self.parts, block)]
+        else:
+            weights = slot_weights(packed, self.groups, self.parts)
+        return bb.call_te(psconv_compute, data, *(relax.const(w) for w in weights), stride=self.stride,
                           groups=self.groups, rates=list(self.rates), primfunc_name_hint="psconv_fused")
 
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from psdeploy.backends.tvm.fused import SLOT_AXIS, block_weight, placeholder_layer, slot_weights, unblock_weight
+from psdeploy.backends.tvm.fused import (SLOT_AXIS, placeholder_layer, slot_weights,
+                                         stacked_slot_weights, unblock_weight)
 
 INT8_RULE = "psdeploy_int8_tiled"
 VNNI_CHANNELS = 4  # input channels summed per int32 lane by one vpdpbusd
@@ -27,10 +28,11 @@ VNNI_LANES = 16  # int32 accumulators per 512-bit vector
 
 
 def vnni_weight(blocked: np.ndarray) -> np.ndarray:
-    """``OIHW{ib}i{ob}o`` -> ``OIHW{ib/4}i{ob}o{4}i``: each 4 input channels of an output lane adjacent."""
-    oc, ic, kh, kw, ib, ob = blocked.shape
-    packed = blocked.reshape(oc, ic, kh, kw, ib // VNNI_CHANNELS, VNNI_CHANNELS, ob)
-    return np.ascontiguousarray(packed.transpose(0, 1, 2, 3, 4, 6, 5))
+    """``...{ib}i{ob}o`` -> ``...{ib/4}i{ob}o{4}i`` (``OIHW`` or PSConv's stacked slots before the two block axes):
+    each 4 input channels of an output lane adjacent."""
+    *outer, ib, ob = blocked.shape
+    packed = blocked.reshape(*outer, ib // VNNI_CHANNELS, VNNI_CHANNELS, ob)
+    return np.ascontiguousarray(packed.swapaxes(-1, -2))
 
 
 def _rate(slot, rates: list[int]):
@@ -147,10 +149,9 @@ def psconv_int8(data, weight, stride: int, groups: int, rates: list[int]):
 
 def psconv_weights(packed: np.ndarray, groups: int, parts: int, block: int) -> np.ndarray:
     """The stacked slot weights :func:`psconv_int8` reads, from the layer's packed OIHW int8 weight."""
-    slots = slot_weights(packed, groups, parts)
     if not block:
-        return np.stack(slots)
-    return np.stack([vnni_weight(block_weight(w, block, block)) for w in slots], axis=2)
+        return np.stack(slot_weights(packed, groups, parts))
+    return vnni_weight(stacked_slot_weights(packed, groups, parts, block))
 
 
 def vnni_ready(call) -> bool:
