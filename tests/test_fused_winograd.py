@@ -204,8 +204,27 @@ def _blocked_psconv(channels: int, size: int, stride: int, block: int, rates: li
     from psdeploy.backends.tvm.fused import psconv_compute, stacked_slot_weights
 
     x = te.placeholder((1, channels // block, size, size, block), name="x")
-    w = te.placeholder(stacked_slot_weights(np.zeros((channels, channels, 3, 3), "float32"), 1, 4, block).shape, name="w")
+    weight = stacked_slot_weights(np.zeros((channels, channels, 3, 3), "float32"), 1, 4, block)
+    w = te.placeholder(weight.shape, name="w")
     return x, te.create_prim_func([x, w, psconv_compute(x, w, stride=stride, groups=1, rates=rates)])
+
+
+def test_blocked_kernel_reads_the_slots_weights_as_one_tensor() -> None:
+    """The blocked kernel (fp32 and int8) reads one weight, each output block's slots side by side after its input
+    block, so its weights stream in order as a plain conv's do; int8's is the same tensor in VNNI form."""
+    import numpy as np
+
+    from psdeploy.backends.tvm.fused import block_weight, slot_weights, stacked_slot_weights
+    from psdeploy.backends.tvm.int8_conv import psconv_weights, vnni_weight
+
+    weight = np.random.default_rng(0).standard_normal((64, 64, 3, 3)).astype("float32")
+    stacked = stacked_slot_weights(weight, 1, 4, 16)
+    assert stacked.shape == (4, 1, 4, 3, 3, 16, 16) and stacked.flags.c_contiguous
+    for j, slot in enumerate(slot_weights(weight, 1, 4)):
+        assert np.array_equal(stacked[:, :, j], block_weight(slot, 16, 16))
+        assert np.array_equal(psconv_weights(weight, 1, 4, 16)[:, :, j], vnni_weight(block_weight(slot, 16, 16)))
+    _, func = _blocked_psconv(64, 7, 1, 16, [2, 1, 4, 1])
+    assert [tuple(int(d) for d in p.shape) for p in func.params[1:-1]] == [stacked.shape]
 
 
 def test_blocked_fused_kernel_is_register_tiled_and_passes_the_postprocs() -> None:
