@@ -218,11 +218,11 @@ def test_blocked_kernel_reads_the_slots_weights_as_one_tensor() -> None:
     from psdeploy.backends.tvm.int8_conv import psconv_weights, vnni_weight
 
     weight = np.random.default_rng(0).standard_normal((64, 64, 3, 3)).astype("float32")
-    stacked = stacked_slot_weights(weight, 1, 4, 16)
+    stacked, int8 = stacked_slot_weights(weight, 1, 4, 16), psconv_weights(weight, 1, 4, 16)
     assert stacked.shape == (4, 1, 4, 3, 3, 16, 16) and stacked.flags.c_contiguous
     for j, slot in enumerate(slot_weights(weight, 1, 4)):
         assert np.array_equal(stacked[:, :, j], block_weight(slot, 16, 16))
-        assert np.array_equal(psconv_weights(weight, 1, 4, 16)[:, :, j], vnni_weight(block_weight(slot, 16, 16)))
+        assert np.array_equal(int8[:, :, j], vnni_weight(block_weight(slot, 16, 16)))
     _, func = _blocked_psconv(64, 7, 1, 16, [2, 1, 4, 1])
     assert [tuple(int(d) for d in p.shape) for p in func.params[1:-1]] == [stacked.shape]
 

@@ -10,9 +10,9 @@ In the blocked layout (``--layout nchwc``, the CPU default) the layer is one ker
 tensors: a channel part is a whole number of blocks, so each slot reads its input block where it lies,
 in one copy of the input (as a plain conv pads its input once), its columns padded by the largest rate and
 one row of zeros above it, which every tap whose row falls outside the image reads. Relax's
-``ConvertLayout`` knows only its own ops, so the importer writes the layer as a *placeholder* ``conv2d`` over the packed weight (which
-``ConvertLayout`` blocks like any conv, and no other op need move), and records the packed
-weight's digest: the conv legalization (``layout.py``) finds the layer by its weight and
+``ConvertLayout`` knows only its own ops, so the importer writes the layer as a *placeholder* ``conv2d``
+over the packed weight (which ``ConvertLayout`` blocks like any conv, and no other op need move), and
+records the packed weight's digest: the conv legalization (``layout.py``) finds the layer by its weight and
 emits this kernel instead, so a PSConv layer moves no data at all. Its block names psdeploy's
 register-tiled schedule rule (``register_tiling.py``), which MetaSchedule tunes in place of its
 generic tiling, and which offers it exactly the tiles of the plain conv it replaces.
