@@ -62,6 +62,8 @@ DEFAULT_LOADS = 4  # enough to show a model with two speeds; each costs a proces
 WARMUP = Bound("--warmup", 0)
 MAX_WARMUP = Bound("max_warmup", 0)
 RUNS = Bound("--runs", 1)
+ROUNDS = Bound("--rounds", 1, 50)  # profile --against: alternating rounds, each loading both models anew
+DEFAULT_PROFILE_ROUNDS = 4  # two in each order: enough for a median and a band; each costs two model loads
 TOP = Bound("--top", 1)
 TUNE_TRIALS = Bound("--tune-trials", 0)
 # 13: the TorchScript exporter's oldest; 28: the newest the pinned onnx defines (a test checks), as torch's

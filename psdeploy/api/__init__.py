@@ -39,6 +39,7 @@ from psdeploy.backends.profiling import profile as profile_backend
 from psdeploy.backends.tune_options import DEFAULT_TUNING_DB, parse_duration, rpc_tracker
 from psdeploy.backends.tvm.tuning_db import PrunedTarget, prune
 from psdeploy.bench import BenchResult, bench_models
+from psdeploy.bench.paired_profile import PairedProfile, profile_pair
 from psdeploy.bench.timing import TimingPlan
 from psdeploy.bounds import (
     BATCH,
@@ -46,6 +47,7 @@ from psdeploy.bounds import (
     DEFAULT_CALIBRATION_SIZE,
     DEFAULT_IMAGE_BATCH,
     DEFAULT_LOADS,
+    DEFAULT_PROFILE_ROUNDS,
     IMAGE_SIDE,
     ITERS,
     LIMIT,
@@ -54,6 +56,7 @@ from psdeploy.bounds import (
     MIN_AGREEMENT,
     MIN_COSINE,
     OPSET,
+    ROUNDS,
     RUNS,
     THREADS,
     TOLERANCE,
@@ -367,6 +370,16 @@ def profile(model: str | Path, batch: int | None = None, runs: int = 30, threads
     return profile_backend(model, batch, runs, threads, on)
 
 
+def profile_against(model: str | Path, against: str | Path, rounds: int = DEFAULT_PROFILE_ROUNDS,
+                    batch: int | None = None, runs: int = 30, threads: int | None = None,
+                    on: str | None = None) -> PairedProfile:
+    """``model`` and ``against`` (e.g. the plain ResNet, or the same network on another runtime) profiled the
+    same way in ``rounds`` alternating rounds: each node's median time, and per conv the median of the rounds'
+    speed shares with its p10-p90 band."""
+    ROUNDS.check(rounds)
+    return profile_pair(lambda path: profile(path, batch, runs, threads, on), Path(model), Path(against), rounds)
+
+
 def report(output: str | Path, *, recipe: str | Path | None = None, quick: bool = False, threads: int | None = None,
            compare_with: str | Path | None = None,
            force: bool = False) -> tuple[ReportData, list[Path], list[RatioChange]]:
@@ -393,5 +406,5 @@ def prune_tuning_db(source: str | Path, output: str | Path, *, force: bool = Fal
 
 
 __all__ = ["Recipe", "report", "RunResult", "accuracy", "accuracy_on_images", "bench", "bundle", "compile",
-           "digits_images", "export", "inspect", "load", "preprocessing", "profile", "prune_tuning_db", "read_input",
+           "digits_images", "export", "inspect", "load", "preprocessing", "profile", "profile_against", "prune_tuning_db", "read_input",
            "report_from_bundle", "run", "verify"]

@@ -210,6 +210,28 @@ def summed(rows: list[NodeTime]) -> list[NodeTime]:
     return sorted(rows, key=lambda r: -r.ms_per_run)
 
 
+def median_profile(profiles: list[Profile]) -> Profile:
+    """One model's profiles from several loads as one: each node's and each conv's median time (0 in a load
+    that did not run it), so one slow load moves no row."""
+    def median(values: list[float]) -> float:
+        return float(np.median(values + [0.0] * (len(profiles) - len(values))))
+
+    nodes: dict[str, list[NodeTime]] = {}
+    convs: dict[ConvKey, list[ConvTime]] = {}
+    for p in profiles:
+        for r in p.nodes:
+            nodes.setdefault(r.name, []).append(r)
+        for c in p.convs:
+            convs.setdefault(c.key, []).append(c)
+    first = profiles[0]
+    rows = [NodeTime(name, rs[0].op_type, rs[0].kernel, median([r.ms_per_run for r in rs]),
+                     median([r.calls_per_run for r in rs])) for name, rs in nodes.items()]
+    conv_rows = [ConvTime(key, median([c.ms_per_run for c in cs]), cs[0].calls_per_run, cs[0].flops_per_run)
+                 for key, cs in convs.items()]
+    return Profile(first.model, first.runs_on, first.batch, first.runs * len(profiles), summed(rows),
+                   sorted(conv_rows, key=lambda c: -c.ms_per_run))
+
+
 class Backend(ABC):
     name: str = ""
     module_file: str = ""  # the artifact's module inside its directory

@@ -489,22 +489,31 @@ def bench(models: tuple[str, ...], batch: str, warmup: int, iters: int, loads: i
 @THREADS_OPTION
 @click.option("--top", default=12, show_default=True, type=_range(bounds.TOP), help="Nodes listed.")
 @click.option("--layers", is_flag=True, help="Also time per network layer (with --against: layer by layer, ratios).")
+@click.option("--rounds", default=None, type=_range(bounds.ROUNDS),
+              help=f"With --against: alternating rounds, each loading both models anew; medians, and each conv's "
+                   f"share of the other's speed with its p10-p90 band  [default: {bounds.DEFAULT_PROFILE_ROUNDS}]")
 def profile(model: str, on: str | None, against: str | None, batch: int | None, runs: int, threads: int | None,
-            top: int, layers: bool) -> None:
+            top: int, layers: bool, rounds: int | None) -> None:
     """Where a model's time goes, per operator type, kernel and node, from the runtime's own counters
     (onnxruntime's profiler, OpenVINO's PERF_COUNT, TVM's VM), with the layout reorders it ran."""
     from psdeploy import api
     from psdeploy.cli.render import show_convs, show_layers, show_profile, show_profile_against
 
-    result = api.profile(model, batch, runs, threads, on)
-    show_profile(result, top)
-    other = api.profile(against, batch, runs, threads, on) if against else None
-    if other:
-        show_profile_against(result, other)
-        if result.convs and other.convs:
-            show_convs(result, other)
+    if against is None:
+        if rounds is not None:
+            raise PsdeployError("--rounds: only with --against (rounds alternate two models)")
+        result = api.profile(model, batch, runs, threads, on)
+        show_profile(result, top)
+        if layers:
+            show_layers(result)
+        return
+    pair = api.profile_against(model, against, rounds or bounds.DEFAULT_PROFILE_ROUNDS, batch, runs, threads, on)
+    show_profile(pair.first, top)
+    show_profile_against(pair)
+    if pair.first.convs and pair.other.convs:
+        show_convs(pair)
     if layers:
-        show_layers(result, other)
+        show_layers(pair.first, pair.other)
 
 
 @main.command()

@@ -10,6 +10,7 @@ from psdeploy.api import RunResult
 from psdeploy.backends import Profile
 from psdeploy.backends.tvm.tuning_db import PrunedTarget
 from psdeploy.bench import BenchResult
+from psdeploy.bench.paired_profile import PairedProfile
 from psdeploy.bench.stats import Pooled
 from psdeploy.compile import CompileResult
 from psdeploy.console import console, err_console
@@ -268,13 +269,14 @@ def show_profile(profile: Profile, top: int) -> None:
 CONV_SPEED_TARGET = 0.8  # every conv at 80% of the fastest runtime's speed for it, at least
 
 
-def show_profile_against(profile: Profile, other: Profile) -> None:
+def show_profile_against(pair: PairedProfile) -> None:
     """Two models profiled the same way, per operator type: where the first one's extra time goes."""
+    profile, other = pair.first, pair.other
     a, b = Path(profile.model).name, Path(other.model).name
     mine = {r.op_type: r for r in profile.by_op_type(split_kernels=False)}
     theirs = {r.op_type: r for r in other.by_op_type(split_kernels=False)}
-    table = _table(f"{a} vs {b} on {profile.runs_on}, ms per run (nodes per run)",
-                   ("op", a, b, f"{a} - {b}"), left=("op",))
+    table = _table(f"{a} vs {b} on {profile.runs_on}, ms per run (nodes per run), median of {pair.rounds} "
+                   f"alternating rounds", ("op", a, b, f"{a} - {b}"), left=("op",))
     for op in sorted(set(mine) | set(theirs), key=lambda o: -(mine[o].ms_per_run if o in mine else 0)):
         x, y = mine.get(op), theirs.get(op)
         ms_x, ms_y = (x.ms_per_run if x else 0.0), (y.ms_per_run if y else 0.0)
@@ -283,25 +285,29 @@ def show_profile_against(profile: Profile, other: Profile) -> None:
     table.add_row("total", f"{profile.total_ms:.3f}", f"{other.total_ms:.3f}",
                   f"{profile.total_ms - other.total_ms:+.3f}")
     console.print(table)
-    console.print(f"{a}: {_reorders(profile)}; {b}: {_reorders(other)}")
+    ratio, lo, hi = pair.total_ratio
+    console.print(f"{a} / {b} profiled time {ratio:.3f}x ({lo:.3f}-{hi:.3f}, per round); {a}: {_reorders(profile)}; "
+                  f"{b}: {_reorders(other)}")
 
 
-def show_convs(profile: Profile, other: Profile) -> None:
-    """Conv by conv (the same conv on both, by what it computes): time, GFLOP/s, and the first's share of
-    the second's speed; convs below 80% of it are counted (the target every conv should reach)."""
-    a, b = Path(profile.model).name, Path(other.model).name
-    table = _table(f"convs: {a} on {profile.runs_on} vs {b} on {other.runs_on}, per run",
-                   ("conv (out@HxW, MACs per output)", "calls", f"{a} ms", "GFLOP/s", f"{b} ms", "GFLOP/s",
-                    f"speed of {b}"), left=("conv (out@HxW, MACs per output)",))
-    rows = profile.beside(other)
-    for x, y, share in rows:
+def show_convs(pair: PairedProfile) -> None:
+    """Conv by conv (the same conv on both, by what it computes): median time and GFLOP/s over the rounds, and
+    the first's share of the second's speed per round (median, p10-p90); convs below 80% of it are counted (the
+    target every conv should reach)."""
+    a, b = Path(pair.first.model).name, Path(pair.other.model).name
+    table = _table(f"convs: {a} on {pair.first.runs_on} vs {b} on {pair.other.runs_on}, per run, median of "
+                   f"{pair.rounds} rounds", ("conv (out@HxW, MACs per output)", "calls", f"{a} ms", "GFLOP/s",
+                                             f"{b} ms", "GFLOP/s", f"speed of {b} (p10-p90)"),
+                   left=("conv (out@HxW, MACs per output)",))
+    for row in pair.convs:
+        x, y = row.mine, row.theirs
+        share = f"{row.share:.0%} ({row.band[0]:.0%}-{row.band[1]:.0%})" if row.share is not None else "-"
         table.add_row(str(x.key), f"{x.calls_per_run:g}", f"{x.ms_per_run:.3f}", f"{x.gflops:.1f}",
-                      f"{y.ms_per_run:.3f}" if y else "-", f"{y.gflops:.1f}" if y else "-",
-                      f"{share:.0%}" if share is not None else "-")
-    slow = sum(share is not None and share < CONV_SPEED_TARGET for _, _, share in rows)
+                      f"{y.ms_per_run:.3f}" if y else "-", f"{y.gflops:.1f}" if y else "-", share)
+    slow = sum(row.share is not None and row.share < CONV_SPEED_TARGET for row in pair.convs)
     console.print(table)
-    mine_ms, theirs_ms = sum(x.ms_per_run for x in profile.convs), sum(t.ms_per_run for t in other.convs)
-    console.print(f"{slow} of {len(profile.convs)} convs below {CONV_SPEED_TARGET:.0%} of {b}'s speed; "
+    mine_ms, theirs_ms = sum(x.ms_per_run for x in pair.first.convs), sum(t.ms_per_run for t in pair.other.convs)
+    console.print(f"{slow} of {len(pair.convs)} convs below {CONV_SPEED_TARGET:.0%} of {b}'s speed (median); "
                   f"convs {mine_ms:.3f} ms vs {theirs_ms:.3f} ms")
 
 
