@@ -101,3 +101,19 @@ def test_rounds_need_a_second_model(plain_digits) -> None:
     result = CliRunner().invoke(main, ["profile", str(artifact), "--rounds", "3"])
     assert result.exit_code == 2 and result.output.strip() == (
         "error: --rounds: only with --against (rounds alternate two models)")
+
+
+def test_an_openvino_artifact_places_its_convs_as_its_onnx_does(plain_digits, tmp_path) -> None:
+    """OpenVINO's IR keeps the ONNX node names its per-node counters report: an OpenVINO artifact's conv nodes
+    land on the same conv keys, with the same work, as the ONNX file's on onnxruntime; and a TVM artifact is
+    set conv by conv beside an ONNX file run on OpenVINO (``--on`` names the ONNX file's runtime)."""
+    pytest.importorskip("openvino")
+    onnx_path, artifact = plain_digits
+    api.compile(str(onnx_path), target="openvino-cpu", output=tmp_path / "ov")
+    ov_side, ort_side = api.profile(tmp_path / "ov", runs=2), api.profile(onnx_path, runs=2)
+    assert {t.key for t in ov_side.convs} == {t.key for t in ort_side.convs}
+    assert sum(t.flops_per_run for t in ov_side.convs) == pytest.approx(2 * count_file(str(onnx_path)).conv_macs)
+    result = CliRunner().invoke(main, ["profile", str(artifact), "--against", str(onnx_path), "--on", "openvino-cpu",
+                                       "--runs", "2", "--rounds", "2"])
+    assert result.exit_code == 0, result.output
+    assert "vs plain.onnx on openvino-cpu (f32)" in result.output and "16@32x32 r27" in result.output

@@ -375,9 +375,14 @@ def profile_against(model: str | Path, against: str | Path, rounds: int = DEFAUL
                     on: str | None = None) -> PairedProfile:
     """``model`` and ``against`` (e.g. the plain ResNet, or the same network on another runtime) profiled the
     same way in ``rounds`` alternating rounds: each node's median time, and per conv the median of the rounds'
-    speed shares with its p10-p90 band."""
+    speed shares with its p10-p90 band. ``on`` names the runtime of whichever is an ONNX file; an artifact runs
+    on its own backend (a TVM artifact against an ONNX file on OpenVINO, say)."""
     ROUNDS.check(rounds)
-    return profile_pair(lambda path: profile(path, batch, runs, threads, on), Path(model), Path(against), rounds)
+
+    def profile_one(path: Path) -> Profile:
+        return profile(path, batch, runs, threads, None if path.is_dir() else on)
+
+    return profile_pair(profile_one, Path(model), Path(against), rounds)
 
 
 def report(output: str | Path, *, recipe: str | Path | None = None, quick: bool = False, threads: int | None = None,

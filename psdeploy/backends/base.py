@@ -287,6 +287,11 @@ class Backend(ABC):
         """Per-node time of ``runs`` runs on ``x`` after a warm-up, from the runtime's own counters, and what
         the module ran as."""
 
+    def conv_keys(self, module: Path) -> dict[str, ConvKey]:
+        """Node name -> the conv it computes, for each conv node of a module this backend built, so a profile
+        sets its conv nodes beside another runtime's; empty where the module's nodes are not ONNX-named convs."""
+        return {}
+
     def native_lowerings(self) -> list[str]:
         """Lowerings whose graphs run here as intended: every custom op they emit is compiled as such
         (elsewhere a custom op runs its ONNX function body, an exact but slow definition)."""

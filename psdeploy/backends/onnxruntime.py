@@ -27,6 +27,7 @@ from psdeploy.backends.base import (
 )
 from psdeploy.backends.targets import Target
 from psdeploy.errors import PsdeployError
+from psdeploy.export.counts import ConvKey, conv_keys
 from psdeploy.export.node_names import layer_of, value_layers, with_layer
 from psdeploy.parity.compare import Runner
 from psdeploy.parity.runners import onnxruntime_session
@@ -83,6 +84,9 @@ class OnnxruntimeBackend(Backend):
                                                   input_shape)}
         shutil.copyfile(onnx_path, out_dir / self.module_file)
         return None
+
+    def conv_keys(self, module: Path) -> dict[str, ConvKey]:
+        return conv_keys(onnx.load(str(module), load_external_data=False))
 
     def open(self, module: Path, target: Target, threads: int | None = None,
              precision: str = "f32") -> tuple[Runner, str]:

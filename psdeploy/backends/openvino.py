@@ -8,6 +8,7 @@ without fp16 compression; reduced precision only on request.
 
 from __future__ import annotations
 
+from math import prod
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +16,13 @@ import numpy as np
 from psdeploy.backends.base import Backend, BuildOptions, NodeTime, summed
 from psdeploy.backends.targets import Target
 from psdeploy.errors import PsdeployError
+from psdeploy.export.counts import ConvKey
 from psdeploy.parity.compare import Runner
 
 WARMUP_RUNS = 5
 # a precision -> the CPU plugin's OPTIMIZATION_CAPABILITIES entry that says this CPU runs it
 OPTIMIZATION_CAPABILITY = {"f32": "FP32", "f16": "FP16", "bf16": "BF16", "int8": "INT8"}
+CONV_TYPES = {"Convolution": 1, "GroupConvolution": 2}  # the IR's conv ops -> where the weight's reduction dims start
 
 
 def inference_precision(precision: str) -> str:
@@ -100,6 +103,20 @@ class OpenvinoBackend(Backend):
         if actual != inference_precision(precision):
             raise PsdeployError(f"{where}: OpenVINO compiled it at {actual}, not the {precision} asked for")
         return compiled, f"openvino-cpu ({precision})"
+
+    def conv_keys(self, module: Path) -> dict[str, ConvKey]:
+        """From the IR: each Convolution and GroupConvolution by its name (the ONNX node's, which the
+        plugin's per-node counters keep), its output and its multiply-adds per output value."""
+        import openvino as ov
+
+        self.require()
+        keys = {}
+        for op in ov.Core().read_model(str(module)).get_ordered_ops():
+            if op.get_type_name() in CONV_TYPES:
+                _, c, h, w = op.get_output_partial_shape(0).to_shape()
+                weight = op.get_input_partial_shape(1).to_shape()  # OIHW, or GOIHW for a grouped conv
+                keys[op.get_friendly_name()] = ConvKey(c, h, w, prod(weight[CONV_TYPES[op.get_type_name()]:]))
+        return keys
 
     def open(self, module: Path, target: Target, threads: int | None = None,
              precision: str = "f32") -> tuple[Runner, str]:

@@ -63,7 +63,11 @@ def profile(path: str | Path, batch: int | None, runs: int, threads: int | None 
         for row in unplaced:
             row.name = with_layer(row.name, layers.get(row.name.split("/")[0], ""))
     result = Profile(str(path), runs_on, batch, runs, rows)
-    result.convs = _kernel_convs(rows, manifest.kernels or {}) if path.is_dir() else _layer_convs(result, path)
+    if path.is_dir() and manifest.kernels:
+        result.convs = _kernel_convs(rows, manifest.kernels)
+    else:
+        keys = backend.conv_keys(module) if path.is_dir() else conv_keys(onnx.load(str(path), load_external_data=False))
+        result.convs = _layer_convs(result, keys)
     return result
 
 
@@ -73,11 +77,11 @@ def _kernel_convs(rows: list[NodeTime], kernels: dict[str, KernelWork]) -> list[
                               kernels[r.name].flops * r.calls_per_run) for r in rows if r.name in kernels])
 
 
-def _layer_convs(profile: Profile, onnx_path: Path) -> list[ConvTime]:
-    """Per conv key, the conv nodes the runtime ran for layers that are one plain Conv (not a PSConv layer's
+def _layer_convs(profile: Profile, node_keys: dict[str, ConvKey]) -> list[ConvTime]:
+    """Per conv key, the conv nodes the runtime ran for layers that are one plain conv (not a PSConv layer's
     branches); the layout reorders around them are counted apart, as the profile's reorders."""
     keys: dict[str, list[ConvKey]] = defaultdict(list)
-    for node, key in conv_keys(onnx.load(str(onnx_path), load_external_data=False)).items():
+    for node, key in node_keys.items():
         keys[layer_of(node)].append(key)
     times = []
     for r in profile.nodes:
