@@ -96,13 +96,7 @@ def _blocked(x, weight, stride: int, groups: int, rates: list[int]):
     in_card, out_card = c_in // groups, c_out // groups
     bo, parts = out_card * bi // in_card, in_card // bi
     pad = max(rates)
-
-    def padded_element(b, c, h, w, lane):  # row 0 is the zero row, row h + 1 the image's row h
-        inside = tirx.all(h >= 1, w >= pad, w < width + pad)
-        return tirx.if_then_else(inside, x[b, c, h - 1, w - pad, lane], tirx.const(0.0, x.dtype))
-
-    padded = te.compute((n, c_in, height + 1, width + 2 * pad, lanes), padded_element, name="psconv_pad",
-                        attrs={"schedule_rule": "None"})  # copied whole by the register-tiled rule
+    copy = padded(x, 1, pad, 0, pad, name="psconv_pad")  # row 0 the zero row, row h + 1 the image's row h
     r = te.reduce_axis((0, bi), "rc")
     slot = te.reduce_axis((0, len(rates)), SLOT_AXIS)
     kh = te.reduce_axis((0, 3), "kh")
@@ -114,14 +108,45 @@ def _blocked(x, weight, stride: int, groups: int, rates: list[int]):
         chosen = None
         for j in reversed(range(len(rates))):  # the rule unrolls the slot loop, folding the choice
             d = rates[j]
-            row = h * stride + (kh - 1) * d
             c = card * in_card + (block + j) % parts * bi + r
-            padded_row = tirx.if_then_else(tirx.all(row >= 0, row < height), row + 1, 0)
-            term = padded[b, c, padded_row, w * stride + kw * d + pad - d, in_lane]
+            row = padded_row(h * stride + (kh - 1) * d, height)
+            term = copy[b, c, row, w * stride + kw * d + pad - d, in_lane]
             chosen = term if chosen is None else tirx.if_then_else(slot == j, term, chosen)
         return te.sum(chosen * weight[o, r, slot, kh, kw, in_lane, out_lane], axis=[r, slot, kh, kw, in_lane])
 
     return te.compute(_output_shape(x, stride, c_out), body, name="psconv_fused", attrs={"schedule_rule": RULE})
+
+
+def padded(data, top: int, left: int, bottom: int, right: int, name: str, scheduled: bool = True,
+           lanes: int | None = None):
+    """``data`` (NCHW or NCHW{b}c) with zeros around its rows and columns and, blocked, up to ``lanes`` channels
+    per block (int8's stem: its 3 channels read as 4, one ``vpdpbusd`` step); itself where nothing is padded.
+    ``scheduled``: the copy is left to the register-tiled rules, which copy it whole before the kernel."""
+    from tvm import te, tirx
+
+    n, c, height, width, *have = (int(v) for v in data.shape)
+    wider = bool(have) and lanes is not None and lanes > have[0]
+    if not (top or left or bottom or right or wider):
+        return data
+
+    def element(b, ch, h, w, *lane):
+        inside = [h >= top, h < height + top, w >= left, w < width + left, *([lane[0] < have[0]] if wider else [])]
+        return tirx.if_then_else(tirx.all(*inside), data[(b, ch, h - top, w - left, *lane)],
+                                 tirx.const(0, data.dtype))
+
+    shape = (n, c, height + top + bottom, width + left + right, *([lanes] if wider else have))
+    return te.compute(shape, element, name=name, attrs={"schedule_rule": "None"} if scheduled else {})
+
+
+def padded_row(row, height: int):
+    """Row ``row`` of the image in a copy with one zero row on top: ``row + 1``, or the zero row (0) where the row
+    is outside the image. As min/max arithmetic, not a select: TIR's region analysis takes a select's value as
+    the span of its branches, so an int8 kernel's read would not be one element per lane and tensorize would
+    refuse it. The row is fixed for a whole tile, so either form is computed once per tile."""
+    from tvm import tirx
+
+    above, below = tirx.min(1, tirx.max(0, row + 1)), tirx.min(1, tirx.max(0, height - row))
+    return above * below * (row + 1)
 
 
 def _with_views(x, weights, stride: int, groups: int, rates: list[int]):

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from psdeploy.backends.tvm.fused import (SLOT_AXIS, placeholder_layer, slot_weights,
+from psdeploy.backends.tvm.fused import (SLOT_AXIS, padded, padded_row, placeholder_layer, slot_weights,
                                          stacked_slot_weights, unblock_weight)
 
 INT8_RULE = "psdeploy_int8_tiled"
+PAD = "pad_int8"  # the padded copy's block (the int8 rule's producer; a test finds the kernel's blocks by name)
 VNNI_CHANNELS = 4  # input channels summed per int32 lane by one vpdpbusd
 VNNI_LANES = 16  # int32 accumulators per 512-bit vector
 
@@ -50,35 +51,6 @@ def _rate(slot, rates: list[int]):
     return value
 
 
-def _padded_row(row, height: int):
-    """Row ``row`` of the image in a copy with one zero row on top: ``row + 1``, or the zero row (0) where the row
-    is outside the image. As min/max arithmetic, not a select, for tensorize (see :func:`_rate`)."""
-    from tvm import tirx
-
-    above, below = tirx.min(1, tirx.max(0, row + 1)), tirx.min(1, tirx.max(0, height - row))
-    return above * below * (row + 1)
-
-
-def _padded(data, top: int, left: int, bottom: int, right: int, scheduled: bool, lanes: int | None = None):
-    """``data`` (NCHW or NCHW{b}c) with zeros around its rows and columns and, blocked, up to ``lanes`` channels
-    per block (the stem's 3 read as 4: one ``vpdpbusd`` step); itself where nothing is padded."""
-    from tvm import te, tirx
-
-    n, c, height, width, *have = (int(v) for v in data.shape)
-    wider = bool(have) and lanes is not None and lanes > have[0]
-    if not (top or left or bottom or right or wider):
-        return data
-
-    def element(b, ch, h, w, *lane):
-        inside = [h >= top, h < height + top, w >= left, w < width + left, *([lane[0] < have[0]] if wider else [])]
-        return tirx.if_then_else(tirx.all(*inside), data[(b, ch, h - top, w - left, *lane)],
-                                 tirx.const(0, data.dtype))
-
-    shape = (n, c, height + top + bottom, width + left + right, *([lanes] if wider else have))
-    return te.compute(shape, element, name="pad_int8",
-                      attrs={"schedule_rule": "None"} if scheduled else {})  # the int8 rule copies it whole
-
-
 def _widened(a, b):
     return a.astype("int32") * b.astype("int32")
 
@@ -92,7 +64,7 @@ def conv2d_nchwc_int8(data, weight, strides: tuple[int, int], padding: tuple[int
     oc, ic, kh, kw, ib4, ob, four = (int(v) for v in weight.shape)
     (sh, sw), (dh, dw) = strides, dilation
     top, left, bottom, right = padding
-    padded = _padded(data, top, left, bottom, right, scheduled=True, lanes=ib4 * four)
+    copy = padded(data, top, left, bottom, right, name=PAD, lanes=ib4 * four)
     out_h = (height + top + bottom - dh * (kh - 1) - 1) // sh + 1
     out_w = (width + left + right - dw * (kw - 1) - 1) // sw + 1
     c = te.reduce_axis((0, ic), "ic")
@@ -102,7 +74,7 @@ def conv2d_nchwc_int8(data, weight, strides: tuple[int, int], padding: tuple[int
     i = te.reduce_axis((0, four), "ici")
 
     def body(b, o, h, w, lane):
-        return te.sum(_widened(padded[b, c, h * sh + y * dh, w * sw + x * dw, q * four + i],
+        return te.sum(_widened(copy[b, c, h * sh + y * dh, w * sw + x * dw, q * four + i],
                                weight[o, c, y, x, q, lane, i]), axis=[c, y, x, q, i])
 
     return te.compute((n, oc, out_h, out_w, ob), body, name="conv2d_NCHWc_int8", attrs={"schedule_rule": INT8_RULE})
@@ -124,7 +96,7 @@ def psconv_int8(data, weight, stride: int, groups: int, rates: list[int]):
     parts = in_card // bi
     bo = out_card // parts
     pad = max(rates)
-    padded = _padded(data, 1, pad, 0, pad, scheduled=blocked)  # row 0 the zero row, as fused.py's copy
+    copy = padded(data, 1, pad, 0, pad, name=PAD, scheduled=blocked)  # row 0 the zero row, as fused.py's copy
     r = te.reduce_axis((0, bi), "rc")
     slot = te.reduce_axis((0, len(rates)), SLOT_AXIS)
     y = te.reduce_axis((0, 3), "kh")
@@ -135,12 +107,12 @@ def psconv_int8(data, weight, stride: int, groups: int, rates: list[int]):
     def body(b, o, h, w, *lane):
         d = _rate(slot, rates)
         c = (o // out_card) * in_card + ((o % out_card) // bo + slot) % parts * bi + r
-        row, col = _padded_row(h * stride + (y - 1) * d, height), w * stride + (x - 1) * d + pad
+        row, col = padded_row(h * stride + (y - 1) * d, height), w * stride + (x - 1) * d + pad
         if blocked:
             q, i = extra
-            value = _widened(padded[b, c, row, col, q * VNNI_CHANNELS + i], weight[o, r, slot, y, x, q, lane[0], i])
+            value = _widened(copy[b, c, row, col, q * VNNI_CHANNELS + i], weight[o, r, slot, y, x, q, lane[0], i])
         else:
-            value = _widened(padded[b, c, row, col], weight[slot, o, r, y, x])
+            value = _widened(copy[b, c, row, col], weight[slot, o, r, y, x])
         return te.sum(value, axis=[r, slot, y, x, *extra])
 
     shape = (n, c_out, (height - 1) // stride + 1, (width - 1) // stride + 1, *lanes)
