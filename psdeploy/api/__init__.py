@@ -411,5 +411,5 @@ def prune_tuning_db(source: str | Path, output: str | Path, *, force: bool = Fal
 
 
 __all__ = ["Recipe", "report", "RunResult", "accuracy", "accuracy_on_images", "bench", "bundle", "compile",
-           "digits_images", "export", "inspect", "load", "preprocessing", "profile", "profile_against", "prune_tuning_db", "read_input",
-           "report_from_bundle", "run", "verify"]
+           "digits_images", "export", "inspect", "load", "preprocessing", "profile", "profile_against",
+           "prune_tuning_db", "read_input", "report_from_bundle", "run", "verify"]

@@ -1,10 +1,9 @@
 """Two models profiled side by side over alternating rounds, each round opening both anew.
 
-One pair of profiles taken one after the other mixes the noise of two periods into every conv's ratio:
-on a shared 2-core machine the same conv read 64% of the other runtime's speed in one pair and 124% in
-the next. Here the rounds alternate which model runs first (A B, B A, ...), each conv's speed share is
-taken within a round, and the table gives the median of those shares with their p10-p90 band, as ``bench``
-gives a network's ratio.
+One pair of profiles taken one after the other mixes the noise of two periods into every conv's ratio, and
+on a shared machine that noise can be larger than the gap being looked for. Here the rounds alternate which
+model runs first (A B, B A, ...), each conv's speed share is taken within a round, and the table gives the
+median of those shares with their p10-p90 band, as ``bench`` gives a network's ratio.
 """
 
 from __future__ import annotations
@@ -50,12 +49,13 @@ def profile_pair(profile_one: Callable[[Path], Profile], model: Path, against: P
         else:
             theirs.append(profile_one(against))
             mine.append(profile_one(model))
-    return PairedProfile(median_profile(mine), median_profile(theirs), rounds, _conv_shares(mine, theirs),
+    first, other = median_profile(mine), median_profile(theirs)
+    return PairedProfile(first, other, rounds, _conv_shares(first, other, mine, theirs),
                          ratio_spread([p.total_ms for p in mine], [p.total_ms for p in theirs]))
 
 
-def _conv_shares(mine: list[Profile], theirs: list[Profile]) -> list[ConvShare]:
-    first, other = median_profile(mine), median_profile(theirs)
+def _conv_shares(first: Profile, other: Profile, mine: list[Profile], theirs: list[Profile]) -> list[ConvShare]:
+    """``first``'s convs (the medians of ``mine``) beside ``other``'s, each with its per-round shares' median."""
     matched = {t.key: t for t in other.convs}
     per_round: dict[ConvKey, list[float]] = {}
     for a, b in zip(mine, theirs):
