@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
@@ -59,7 +61,7 @@ def test_a_psconv_kernel_counts_the_multiply_adds_of_every_slot(tmp_path) -> Non
     assert sum(t.flops_per_run for t in profiled.convs) == pytest.approx(2 * count_file(str(onnx_path)).conv_macs)
 
 
-def test_profile_against_alternates_rounds_and_bands_each_conv(plain_digits) -> None:
+def test_profile_against_alternates_rounds_and_bands_each_conv() -> None:
     """Each round profiles both models, the first model first in even rounds and second in odd ones; a conv's
     share is taken within a round, its median and p10-p90 band over the rounds; medians ignore one slow load."""
     from psdeploy.backends.base import ConvTime, NodeTime, Profile
@@ -82,8 +84,6 @@ def test_profile_against_alternates_rounds_and_bands_each_conv(plain_digits) -> 
             convs = [ConvTime(fast, f, 1, 1e6), ConvTime(slow, s, 1, 1e6)]
         nodes = [NodeTime(f"conv{i}", "Conv", "k", c.ms_per_run, 1) for i, c in enumerate(convs)]
         return Profile(path.name, "cpu", 1, 2, nodes, convs)
-
-    from pathlib import Path
 
     pair = profile_pair(profile_one, Path("a"), Path("b"), rounds=5)
     assert calls == ["a", "b", "b", "a", "a", "b", "b", "a", "a", "b"]
